@@ -43,6 +43,7 @@ class EmbeddingWriter:
             dtype="float32",
             chunks=(chunk_rows, max(self.dim, 1)),
         )
+        self.skipped = []  # (id, reason) of sequences left out with on_error: skip
         self._file.attrs["dim"] = self.dim
         self._file.attrs["package_version"] = __version__
         for key, value in (attrs or {}).items():
@@ -65,7 +66,15 @@ class EmbeddingWriter:
         self._emb[start:end] = embeddings
         self.rows = end
 
+    def skip(self, sequence_id, reason):
+        """Record a sequence that could not be embedded, so that validation reports it."""
+        self.skipped.append((str(sequence_id), str(reason)))
+
     def close(self):
+        ids = [sid for sid, _ in self.skipped]
+        reasons = [why for _, why in self.skipped]
+        self._file.create_dataset("skipped_ids", data=ids, dtype=ID_DTYPE, shape=(len(ids),))
+        self._file.create_dataset("skipped_reasons", data=reasons, dtype=ID_DTYPE, shape=(len(ids),))
         self._file.attrs["rows"] = self.rows
         self._file.attrs["complete"] = True
         self._file.close()
@@ -110,6 +119,14 @@ class EmbeddingFile:
 
     def __len__(self):
         return int(self.embeddings.shape[0])
+
+    def skipped(self):
+        """(id, reason) pairs of sequences the embed job left out (on_error: skip)."""
+        if "skipped_ids" not in self.file:
+            return []
+        ids = self.file["skipped_ids"].asstr()[:]
+        reasons = self.file["skipped_reasons"].asstr()[:]
+        return list(zip(ids, reasons))
 
     def read_ids(self, start=0, stop=None):
         """Ids of rows [start, stop) as a list of str."""
