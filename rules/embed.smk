@@ -1,0 +1,53 @@
+# One GPU job per shard and model. Rows come out in the shard's order; a killed job resumes
+# from its sidecar (work/{sample}/embed/{shard}.{kind}.h5.partial/).
+
+
+rule embed_dna:
+    input:
+        fasta="work/{sample}/shards/{shard}.fna",
+        model=model_input("dnabert_s"),
+    output:
+        h5=maybe_temp("work/{sample}/embed/{shard}.dna.h5"),
+        stats="work/{sample}/embed/{shard}.dna.json",
+    log:
+        "logs/{sample}/embed_dna/{shard}.log",
+    benchmark:
+        "logs/{sample}/embed_dna/{shard}.benchmark.tsv"
+    conda:
+        "../envs/virnucflow.yaml"
+    resources:
+        gpu=1,
+    params:
+        model=model_param("dnabert_s"),
+        device=config["embed"]["device"],
+        precision=config["embed"]["precision"],
+        token_budget=config["embed"]["dna_token_budget"],
+        on_error=config["embed"]["on_error"],
+    script:
+        "../scripts/embed.py"
+
+
+rule embed_protein:
+    input:
+        fasta="work/{sample}/shards/{shard}.faa",
+        model=model_input("esm2"),
+    output:
+        h5=maybe_temp("work/{sample}/embed/{shard}.protein.h5"),
+        stats="work/{sample}/embed/{shard}.protein.json",
+    log:
+        "logs/{sample}/embed_protein/{shard}.log",
+    benchmark:
+        "logs/{sample}/embed_protein/{shard}.benchmark.tsv"
+    conda:
+        "../envs/virnucflow.yaml"
+    resources:
+        gpu=1,
+    params:
+        model=model_param("esm2"),
+        device=config["embed"]["device"],
+        precision=config["embed"]["precision"],
+        token_budget=config["embed"]["protein_token_budget"],
+        on_error=config["embed"]["on_error"],
+        layer=config["embed"]["esm_layer"],
+    script:
+        "../scripts/embed.py"

@@ -1,0 +1,24 @@
+# Merged features -> VirNucPro's calls per frame and chunk, and a call per read (only with `classifier:`).
+
+
+rule predict:
+    input:
+        h5="results/{sample}/embeddings.h5",
+        frames="work/{sample}/frames.tsv",
+        reads="work/{sample}/reads.tsv",
+        model=model_input("classifier"),
+    output:
+        predictions="results/{sample}/predictions.tsv",
+        chunk_calls="results/{sample}/chunk_calls.tsv",
+        read_calls="results/{sample}/read_calls.tsv",
+    log:
+        "logs/{sample}/predict.log",
+    benchmark:
+        "logs/{sample}/predict.benchmark.tsv"
+    conda:
+        "../envs/virnucflow.yaml"
+    params:
+        classifier=model_param("classifier"),
+        chunk_length=config["chunk_length"],
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,23 @@
+# Reads -> chunks -> six frames; a checkpoint because the number of shards depends on the data.
+
+
+checkpoint prepare:
+    input:
+        fasta=lambda wildcards: SAMPLES[wildcards.sample],
+    output:
+        frames="work/{sample}/frames.tsv",
+        reads="work/{sample}/reads.tsv",
+        summary="work/{sample}/summary.json",
+        shards=directory("work/{sample}/shards"),
+    log:
+        "logs/{sample}/prepare.log",
+    benchmark:
+        "logs/{sample}/prepare.benchmark.tsv"
+    conda:
+        "../envs/virnucflow.yaml"
+    params:
+        chunk_length=config["chunk_length"],
+        compat=config["compat"],
+        shard_residues=config["shard_residues"],
+    script:
+        "../scripts/prepare.py"

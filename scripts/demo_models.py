@@ -1,0 +1,16 @@
+# Snakemake entry point of rule `demo_models`: tiny UNTRAINED models in the published layouts.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from virnucflow.demo import write_demo_models
+from virnucflow.jobs import job
+
+with job("demo_models", snakemake.log[0]) as log:
+    write_demo_models(
+        dnabert_s_dir=snakemake.output.dnabert_s,
+        esm2_path=snakemake.output.esm2,
+        classifier_path=snakemake.output.classifier,
+        log=log,
+    )

@@ -1,0 +1,24 @@
+# Snakemake entry point of rule `merge`: the logic lives in virnucflow.merge.
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from virnucflow.jobs import job
+from virnucflow.merge import merge_sample
+
+with job("merge", snakemake.log[0]) as log:
+    merge_sample(
+        snakemake.input.frames,
+        list(snakemake.input.dna),
+        list(snakemake.input.protein),
+        snakemake.output.h5,
+        validation_json=snakemake.output.validation,
+        missing_ids_txt=snakemake.output.missing,
+        chunk_rows=snakemake.params.chunk_rows,
+        threads=snakemake.threads,
+        allow_missing=snakemake.params.allow_missing,
+        attrs={"chunk_length": snakemake.params.chunk_length, "compat": snakemake.params.compat},
+        log=log,
+    )

@@ -1,0 +1,21 @@
+# Snakemake entry point of rule `predict`: the logic lives in virnucflow.predict.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from virnucflow.jobs import job
+from virnucflow.predict import predict_sample
+
+with job("predict", snakemake.log[0]) as log:
+    predict_sample(
+        snakemake.input.h5,
+        snakemake.input.frames,
+        snakemake.input.reads,
+        snakemake.params.classifier,
+        predictions_tsv=snakemake.output.predictions,
+        chunk_calls_tsv=snakemake.output.chunk_calls,
+        read_calls_tsv=snakemake.output.read_calls,
+        chunk_length=snakemake.params.chunk_length,
+        log=log,
+    )

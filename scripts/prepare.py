@@ -1,0 +1,19 @@
+# Snakemake entry point of checkpoint `prepare`: the logic lives in virnucflow.prepare.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from virnucflow.jobs import job
+from virnucflow.prepare import prepare_sample
+
+with job("prepare", snakemake.log[0]) as log:
+    prepare_sample(
+        snakemake.input.fasta,
+        Path(snakemake.output.frames).parent,
+        sample=snakemake.wildcards.sample,
+        chunk_length=snakemake.params.chunk_length,
+        compat=snakemake.params.compat,
+        shard_residues=snakemake.params.shard_residues,
+        log=log,
+    )

@@ -1,0 +1,20 @@
+# Snakemake entry point of rule `report_plots`: the logic lives in virnucflow.report.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from virnucflow.jobs import job
+from virnucflow.report import write_report_plots
+
+with job("report_plots", snakemake.log[0]) as log:
+    write_report_plots(
+        samples=snakemake.params.samples,
+        summaries=list(snakemake.input.summaries),
+        validations=list(snakemake.input.validations),
+        stats=list(snakemake.input.stats),
+        predictions=list(snakemake.input.get("predictions", [])),
+        read_calls=list(snakemake.input.get("read_calls", [])),
+        outputs=dict(snakemake.output.items()),
+        log=log,
+    )

@@ -1,0 +1,45 @@
+"""The sample sheet: sample name -> FASTA path, checked before any job starts."""
+
+import csv
+import os
+import re
+from pathlib import Path
+
+from .errors import InputError
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def read_sample_sheet(path):
+    """Return {sample: fasta path} from a TSV with columns `sample` and `fasta`.
+
+    Names must be safe path components (they become directories); paths are relative to the
+    directory Snakemake runs in, like every other path of the workflow.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: sample sheet not found; set `samples:` in the config to a TSV with columns sample, fasta")
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.reader(handle, delimiter="\t") if row and not row[0].startswith("#")]
+    if not rows or [c.strip() for c in rows[0][:2]] != ["sample", "fasta"]:
+        raise InputError(f"{path}: the first line must be the header 'sample<TAB>fasta'")
+    samples = {}
+    for line_no, row in enumerate(rows[1:], start=2):
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise InputError(f"{path}: row {line_no} needs a sample name and a FASTA path separated by a tab")
+        name, fasta = row[0].strip(), row[1].strip()
+        if not SAFE_NAME.match(name):
+            raise InputError(
+                f"{path}: row {line_no}: sample name {name!r} is not a safe path component; "
+                "use letters, digits, '.', '_' or '-' and start with a letter or digit"
+            )
+        if name in samples:
+            raise InputError(f"{path}: row {line_no}: sample {name!r} is listed twice; give each sample one row")
+        if not os.path.isfile(fasta):
+            raise InputError(f"{path}: row {line_no}: FASTA {fasta!r} of sample {name!r} not found; fix the path")
+        if not os.access(fasta, os.R_OK):
+            raise InputError(f"{path}: row {line_no}: FASTA {fasta!r} of sample {name!r} is not readable; fix its permissions")
+        samples[name] = fasta
+    if not samples:
+        raise InputError(f"{path}: no samples listed; add rows 'name<TAB>path/to/reads.fa'")
+    return samples
