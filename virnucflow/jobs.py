@@ -2,6 +2,8 @@
 
 import contextlib
 import logging
+import os
+import socket
 import sys
 import time
 
@@ -22,6 +24,13 @@ def job(name, log_path=None):
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     started = time.monotonic()
+    # Where the job ran, so cluster runs can be audited from the logs alone.
+    env = " ".join(
+        f"{key}={os.environ[key]}"
+        for key in ("SLURM_JOB_ID", "LSB_JOBID", "CUDA_VISIBLE_DEVICES")
+        if key in os.environ
+    )
+    logger.info("host=%s pid=%d %s", socket.gethostname(), os.getpid(), env)
     try:
         yield logger
         logger.info("done in %.1f s", time.monotonic() - started)
