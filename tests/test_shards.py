@@ -1,0 +1,76 @@
+"""The HDF5 embedding file: atomic, complete-flagged, readable only when whole."""
+
+import h5py
+import numpy as np
+import pytest
+
+from virnucflow.errors import InputError
+from virnucflow.shards import EmbeddingWriter, open_embeddings, write_embeddings
+
+
+def test_round_trip_keeps_ids_rows_and_attributes(tmp_path):
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    write_embeddings(tmp_path / "a.h5", ["r1_chunk_1F1", "é", "x", "y"], rows, {"model": "m", "pooling": "mean"})
+    with open_embeddings(tmp_path / "a.h5") as shard:
+        assert shard.read_ids() == ["r1_chunk_1F1", "é", "x", "y"]
+        assert np.array_equal(shard.embeddings[:], rows)
+        assert shard.attrs["model"] == "m" and shard.attrs["dim"] == 3 and shard.attrs["complete"]
+        assert shard.embeddings.dtype == np.float32 and shard.embeddings.chunks is not None
+
+
+def test_empty_shard_has_its_dimension(tmp_path):
+    with EmbeddingWriter(tmp_path / "e.h5", dim=768):
+        pass
+    with open_embeddings(tmp_path / "e.h5") as shard:
+        assert shard.embeddings.shape == (0, 768) and len(shard) == 0
+
+
+def test_appends_in_pieces_equal_one_write(tmp_path):
+    rows = np.random.default_rng(0).standard_normal((2500, 5)).astype(np.float32)
+    ids = [f"s{i}" for i in range(2500)]
+    with EmbeddingWriter(tmp_path / "p.h5", dim=5) as writer:
+        for start in range(0, 2500, 700):
+            writer.append(ids[start : start + 700], rows[start : start + 700])
+    with open_embeddings(tmp_path / "p.h5") as shard:
+        assert shard.read_ids() == ids and np.array_equal(shard.embeddings[:], rows)
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with EmbeddingWriter(tmp_path / "f.h5", dim=2) as writer:
+            writer.append(["a"], np.zeros((1, 2)))
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_shape_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        with EmbeddingWriter(tmp_path / "w.h5", dim=2) as writer:
+            writer.append(["a", "b"], np.zeros((2, 3)))
+    assert not (tmp_path / "w.h5").exists()
+
+
+def test_reader_rejects_incomplete_and_corrupt_files(tmp_path):
+    with h5py.File(tmp_path / "incomplete.h5", "w") as handle:
+        handle["sequence_ids"] = np.array([b"a"])
+        handle["embeddings"] = np.zeros((1, 2), dtype=np.float32)
+    with pytest.raises(InputError, match="incomplete.h5.*incomplete.*rerun"):
+        with open_embeddings(tmp_path / "incomplete.h5"):
+            pass
+    write_embeddings(tmp_path / "whole.h5", ["a"], np.zeros((1, 2)))
+    data = (tmp_path / "whole.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.h5"):
+        with open_embeddings(tmp_path / "cut.h5"):
+            pass
+    with pytest.raises(InputError, match="not found"):
+        with open_embeddings(tmp_path / "absent.h5"):
+            pass
+
+
+def test_skipped_sequences_are_recorded(tmp_path):
+    with EmbeddingWriter(tmp_path / "s.h5", dim=2) as writer:
+        writer.append(["a"], np.ones((1, 2)))
+        writer.skip("b", "out of memory alone")
+    with open_embeddings(tmp_path / "s.h5") as shard:
+        assert shard.skipped() == [("b", "out of memory alone")]
