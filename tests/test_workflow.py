@@ -1,0 +1,87 @@
+"""The real Snakefile, run through the Snakemake API on the bundled example reads with tiny models."""
+
+import csv
+import gzip
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import run_snakemake
+from virnucflow.shards import open_embeddings, write_embeddings
+
+
+def read_tsv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def fasta_ids(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as handle:
+        return [line[1:].split()[0] for line in handle if line.startswith(">")]
+
+
+def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
+    run_snakemake(demo_workdir)
+    for sample, fasta in [("coding", "config/example/coding.fa"), ("mixed", "config/example/mixed.fa.gz")]:
+        frames = [row["frame_id"] for row in read_tsv(demo_workdir / f"work/{sample}/frames.tsv")]
+        assert frames, f"{sample}: the example reads should keep some frames"
+        with open_embeddings(demo_workdir / f"results/{sample}/embeddings.h5") as merged:
+            assert merged.read_ids() == frames  # every expected id, once, in frames.tsv order
+            assert merged.dim == 48 + 64  # tiny DNABERT-S block then tiny ESM-2 block
+            assert np.isfinite(merged.embeddings[:]).all()
+        validation = json.loads((demo_workdir / f"results/{sample}/validation.json").read_text())
+        assert validation["missing"] == 0 and validation["duplicates"] == 0
+        read_calls = read_tsv(demo_workdir / f"results/{sample}/read_calls.tsv")
+        assert [row["read_id"] for row in read_calls] == fasta_ids(demo_workdir / fasta)
+        predictions = read_tsv(demo_workdir / f"results/{sample}/predictions.tsv")
+        assert [row["Sequence_ID"] for row in predictions] == frames
+    assert (demo_workdir / "results/report/summary.tsv").stat().st_size > 0
+
+
+def test_missing_id_fails_the_dag_and_leaves_no_result(demo_workdir):
+    run_snakemake(demo_workdir, targets=["results/coding/validation.json"])
+    # Drop one id from one DNABERT-S shard, as a lost row would.
+    shard = sorted((demo_workdir / "work/coding/embed").glob("*.dna.h5"))[0]
+    with open_embeddings(shard) as original:
+        ids, rows, attrs = original.read_ids(), original.embeddings[:], dict(original.attrs)
+    lost = ids[0]
+    attrs.pop("complete", None)
+    write_embeddings(shard, ids[1:], rows[1:], attrs)
+
+    with pytest.raises(Exception):
+        run_snakemake(demo_workdir, targets=["results/coding/validation.json"], forcerun=["merge"])
+    assert not (demo_workdir / "results/coding/embeddings.h5").exists()
+    assert not (demo_workdir / "results/coding/validation.json").exists()
+    log = (demo_workdir / "logs/coding/merge.log").read_text()
+    assert "missing" in log and lost in log
+
+
+def test_bad_fasta_fails_with_a_one_line_error_and_no_output(demo_workdir):
+    fastq = demo_workdir / "config/example/reads.fq"
+    fastq.write_text("@read1\nACGT\n+\nIIII\n")
+    (demo_workdir / "config/demo_samples.tsv").write_text("sample\tfasta\nbad\tconfig/example/reads.fq\n")
+    with pytest.raises(Exception):
+        run_snakemake(demo_workdir, targets=["work/bad/frames.tsv"])
+    errors = [line for line in (demo_workdir / "logs/bad/prepare.log").read_text().splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "reads.fq" in errors[0]
+    assert not (demo_workdir / "work/bad/frames.tsv").exists()
+    assert not (demo_workdir / "work/bad/shards").exists()
+
+
+@pytest.mark.parametrize(
+    "sheet, message",
+    [
+        ("sample\tfasta\nbad/name\tconfig/example/coding.fa\n", "not a safe path component"),
+        ("sample\tfasta\ns1\tconfig/example/nope.fa\n", "not found"),
+        ("sample\tfasta\ns1\tconfig/example/coding.fa\ns1\tconfig/example/coding.fa\n", "listed twice"),
+    ],
+)
+def test_sample_sheet_errors_stop_before_any_job(demo_workdir, sheet, message):
+    (demo_workdir / "config/demo_samples.tsv").write_text(sheet)
+    with pytest.raises(Exception, match=message):
+        run_snakemake(demo_workdir)
+    assert not (demo_workdir / "work").exists()
