@@ -1,0 +1,160 @@
+"""The prepare stage: reads -> chunks -> surviving frames -> frames.tsv, reads.tsv and shards.
+
+Streams the input in batches (memory bounded by the batch, not the file). Everything is written
+into a temporary folder and moved into place at the end, so a failure leaves nothing behind.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .fasta import read_fasta
+from .frames import COMPAT_MODES, chunk_starts, translate_chunks
+
+BATCH_BASES = 4_000_000  # bases per translation batch: large enough to vectorise, small in memory
+FRAMES_HEADER = "frame_id\tread_id\tchunk\tstrand\tframe\tstart\tend\tresidues\tshard\n"
+READS_HEADER = "read_id\tlength\tchunks\tchunks_with_frames\tframes\n"
+
+
+def shard_name(index):
+    return f"{index:05d}"
+
+
+class ShardWriter:
+    """Cuts the stream of frames into contiguous shards of about `shard_residues` residues."""
+
+    def __init__(self, folder, shard_residues):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True)
+        self.shard_residues = shard_residues
+        self.index = -1
+        self.residues = 0
+        self.handles = None
+        self._open_next()
+
+    def _open_next(self):
+        self.close()
+        self.index += 1
+        self.residues = 0
+        name = shard_name(self.index)
+        self.handles = (open(self.folder / f"{name}.fna", "wb"), open(self.folder / f"{name}.faa", "wb"))
+
+    def write(self, frame_id, nucleotide, protein):
+        """Write one frame; returns its shard index."""
+        if self.residues >= self.shard_residues:
+            self._open_next()
+        header = b">" + frame_id.encode() + b"\n"
+        self.handles[0].write(header + nucleotide + b"\n")
+        self.handles[1].write(header + protein + b"\n")
+        self.residues += len(protein)
+        return self.index
+
+    def close(self):
+        if self.handles:
+            for handle in self.handles:
+                handle.close()
+            self.handles = None
+
+    @property
+    def count(self):
+        return self.index + 1
+
+
+def _batches(reads, batch_bases):
+    batch, bases = [], 0
+    for read_id, sequence in reads:
+        batch.append((read_id, sequence))
+        bases += len(sequence)
+        if bases >= batch_bases:
+            yield batch
+            batch, bases = [], 0
+    if batch:
+        yield batch
+
+
+def iter_frames(reads, chunk_length=500, compat="virnucpro", batch_bases=BATCH_BASES):
+    """Yield per read: (read_id, length, chunks, [(chunk_number, chunk_start, Frame), ...]).
+
+    Frames come in VirNucPro's output order: chunks in order, F1, F2, F3, R1, R2, R3.
+    """
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"compat must be one of {COMPAT_MODES}, not {compat!r}")
+    for batch in _batches(reads, batch_bases):
+        chunk_seqs, chunk_owner = [], []
+        for read_index, (_, sequence) in enumerate(batch):
+            raw = sequence.encode("ascii")
+            for number, start in enumerate(chunk_starts(len(raw), chunk_length, compat), start=1):
+                chunk_seqs.append(raw[start : start + chunk_length])
+                chunk_owner.append((read_index, number, start))
+        per_read = [[] for _ in batch]
+        for frame in translate_chunks(chunk_seqs, compat):
+            read_index, number, start = chunk_owner[frame.chunk_index]
+            per_read[read_index].append((number, start, frame))
+        chunks_per_read = [0] * len(batch)
+        for read_index, _, _ in chunk_owner:
+            chunks_per_read[read_index] += 1
+        for (read_id, sequence), chunks, frames in zip(batch, chunks_per_read, per_read):
+            yield read_id, len(sequence), chunks, frames
+
+
+def prepare_sample(fasta, out_dir, *, sample, chunk_length=500, compat="virnucpro", shard_residues=10_000_000,
+                   log=None):
+    """Write frames.tsv, reads.tsv, shards/ and summary.json for one sample into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".prepare.tmp.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    started = last_report = time.monotonic()
+    totals = dict(reads=0, bases=0, chunks=0, chunks_with_frames=0, frames=0, residues=0)
+    try:
+        shards = ShardWriter(tmp / "shards", shard_residues)
+        with open(tmp / "frames.tsv", "w") as frames_out, open(tmp / "reads.tsv", "w") as reads_out:
+            frames_out.write(FRAMES_HEADER)
+            reads_out.write(READS_HEADER)
+            for read_id, length, chunks, frames in iter_frames(read_fasta(fasta), chunk_length, compat):
+                rows = []
+                for number, chunk_start, frame in frames:
+                    frame_id = f"{read_id}_chunk_{number}{frame.name}"
+                    shard = shards.write(frame_id, frame.nucleotide, frame.protein)
+                    rows.append(
+                        f"{frame_id}\t{read_id}\t{number}\t{frame.strand}\t{frame.frame % 3 + 1}\t"
+                        f"{chunk_start + frame.start}\t{chunk_start + frame.end}\t{len(frame.protein)}\t{shard}\n"
+                    )
+                    totals["residues"] += len(frame.protein)
+                frames_out.write("".join(rows))
+                with_frames = len({number for number, _, _ in frames})
+                reads_out.write(f"{read_id}\t{length}\t{chunks}\t{with_frames}\t{len(frames)}\n")
+                totals["reads"] += 1
+                totals["bases"] += length
+                totals["chunks"] += chunks
+                totals["chunks_with_frames"] += with_frames
+                totals["frames"] += len(frames)
+                now = time.monotonic()
+                if log and now - last_report > 5:
+                    last_report = now
+                    rate = totals["bases"] / (now - started) / 1e6
+                    log.info("%d reads, %d frames kept, %.1f Mbp/s, %.0f reads/s", totals["reads"],
+                             totals["frames"], rate, totals["reads"] / (now - started))
+        shards.close()
+        seconds = time.monotonic() - started
+        summary = dict(sample=sample, chunk_length=chunk_length, compat=compat, **totals,
+                       chunks_without_frames=totals["chunks"] - totals["chunks_with_frames"],
+                       shards=shards.count, shard_residues=shard_residues, seconds=round(seconds, 3),
+                       mbp_per_second=round(totals["bases"] / max(seconds, 1e-9) / 1e6, 3))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # Move into place; summary.json last, so its presence means the rest is there.
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(out_dir / "shards")
+        for name in ["shards", "frames.tsv", "reads.tsv", "summary.json"]:
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if log:
+        log.info("%s: %d reads, %d chunks (%d without a surviving frame), %d frames in %d shards; %.1f Mbp/s",
+                 sample, summary["reads"], summary["chunks"], summary["chunks_without_frames"],
+                 summary["frames"], summary["shards"], summary["mbp_per_second"])
+    return summary
