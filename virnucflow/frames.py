@@ -84,65 +84,80 @@ class Frame:
         return "+" if self.frame < 3 else "-"
 
 
+PAD = ord("#")  # fills rows up to the batch's longest chunk; codons touching it are never translated
+BASE_CODE[PAD] = 5
+
+
 def _table(ambiguous):
-    """Amino acid for every codon of base codes 0..4 (index 25a + 5b + c); `ambiguous` where a code is 4."""
-    table = np.full(125, ambiguous, dtype=np.uint8)
-    for a in range(4):
-        for b in range(4):
-            for c in range(4):
-                table[25 * a + 5 * b + c] = CODON_TABLE[16 * a + 4 * b + c]
+    """Amino acid for every codon of base codes 0..5 (index 36a + 6b + c): `ambiguous` where a code
+    is 4 (not ACGT), 0 (not translated) where a code is 5 (padding)."""
+    table = np.zeros(216, dtype=np.uint8)
+    for a in range(6):
+        for b in range(6):
+            for c in range(6):
+                if 5 in (a, b, c):
+                    continue
+                table[36 * a + 6 * b + c] = (
+                    ambiguous if 4 in (a, b, c) else CODON_TABLE[16 * a + 4 * b + c]
+                )
     return table
 
 
-TABLE_VIRNUCPRO = _table(0)  # 0 marks a codon the original drops
+TABLE_VIRNUCPRO = _table(0)  # 0 also marks a codon the original drops (not in its table)
 TABLE_FIXED = _table(ord("X"))
-
-
-def _translate_group(matrix, table):
-    """Translate the three frames of equal-length rows of base codes: [(acids (rows, codons)), ...]."""
-    rows, length = matrix.shape
-    out = []
-    for shift in range(3):
-        codons = (length - shift) // 3
-        triplets = matrix[:, shift : shift + 3 * codons].reshape(rows, codons, 3)
-        index = 25 * triplets[:, :, 0].astype(np.uint8) + 5 * triplets[:, :, 1] + triplets[:, :, 2]
-        out.append(table[index])
-    return out
+_COMPLEMENT_BYTES = bytes(COMPLEMENT)
+_PADDING = bytes([PAD]) * 65536
 
 
 def translate_chunks(chunks, compat="virnucpro"):
     """Six-frame translation of a batch of chunks (bytes, any case); returns the surviving frames
     in output order: chunks in order, then F1, F2, F3, R1, R2, R3.
 
-    Chunks of equal length are translated together as one (rows, length) matrix, so every codon
-    of every frame is one strided view: no per-codon Python and no index arrays.
+    The batch is one (chunks, width) matrix, padded on the right, once per strand: every codon of
+    every frame of every chunk is then a strided view, with no per-codon or per-chunk numpy work.
     """
+    if not chunks:
+        return []
     fixed = compat == "fixed"
     table = TABLE_FIXED if fixed else TABLE_VIRNUCPRO
-    by_length = {}
-    for index, chunk in enumerate(chunks):
-        by_length.setdefault(len(chunk), []).append(index)
-    found = []  # (chunk_index, frame, protein, nucleotide, start, end)
-    for length, members in by_length.items():
-        if length < 3:
-            continue
-        raw = UPPER[np.frombuffer(b"".join([chunks[i] for i in members]), dtype=np.uint8)].reshape(-1, length)
-        reverse = COMPLEMENT[raw[:, ::-1]]
-        for strand, bases in ((0, raw), (1, reverse)):
-            codes = BASE_CODE[bases]
-            for shift, acids in enumerate(_translate_group(codes, table)):
-                dropped = acids == 0
-                residues = acids.shape[1] - dropped.sum(axis=1)
-                kept = ~(acids == STOP).any(axis=1) & (residues > 0)
-                for row in np.flatnonzero(kept):
-                    p = int(residues[row])
-                    protein = acids[row].tobytes() if p == acids.shape[1] else acids[row][~dropped[row]].tobytes()
-                    span = min(shift + 3 * p + (0 if fixed else 1), length) - shift
-                    nucleotide = bases[row, shift : shift + span].tobytes()
-                    if strand == 0:
-                        start, end = shift, shift + span
-                    else:
-                        start, end = length - shift - span, length - shift
-                    found.append((members[row], 3 * strand + shift, protein, nucleotide, start, end))
-    found.sort(key=lambda f: (f[0], f[1]))
-    return [Frame(*f) for f in found]
+    n = len(chunks)
+    lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=n)
+    width = max(int(lengths.max()), 3)
+    upper = [c.upper() for c in chunks]
+    strands = (
+        b"".join([c + _PADDING[: width - len(c)] for c in upper]),
+        b"".join([c.translate(_COMPLEMENT_BYTES)[::-1] + _PADDING[: width - len(c)] for c in upper]),
+    )
+    kept = np.zeros((n, 6), dtype=bool)
+    blobs = [None] * 6
+    for strand, text in enumerate(strands):
+        codes = BASE_CODE[np.frombuffer(text, dtype=np.uint8).reshape(n, width)]
+        for shift in range(3):
+            codons = (width - shift) // 3
+            triplets = codes[:, shift : shift + 3 * codons].reshape(n, codons, 3)
+            acids = table[36 * triplets[:, :, 0].astype(np.uint8) + 6 * triplets[:, :, 1] + triplets[:, :, 2]]
+            residues = np.count_nonzero(acids, axis=1)
+            frame = 3 * strand + shift
+            kept[:, frame] = (residues > 0) & ~(acids == STOP).any(axis=1)
+            rows = np.flatnonzero(kept[:, frame])
+            picked = acids[rows]
+            blobs[frame] = (picked[picked != 0].tobytes(), dict(zip(rows.tolist(), np.cumsum(residues[rows]).tolist())),
+                            residues)
+
+    frames = []
+    extra = 0 if fixed else 1  # the original keeps one base more than the codons
+    for chunk_index, frame in zip(*np.nonzero(kept)):
+        chunk_index, frame = int(chunk_index), int(frame)
+        blob, ends, residues = blobs[frame]
+        p = int(residues[chunk_index])
+        end = ends[chunk_index]
+        shift, length = frame % 3, int(lengths[chunk_index])
+        span = min(shift + 3 * p + extra, length) - shift
+        row = chunk_index * width
+        nucleotide = strands[frame // 3][row + shift : row + shift + span]
+        if frame < 3:
+            start, stop = shift, shift + span
+        else:
+            start, stop = length - shift - span, length - shift
+        frames.append(Frame(chunk_index, frame, blob[end - p : end], nucleotide, start, stop))
+    return frames
