@@ -147,7 +147,7 @@ def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, *, predicti
                     return
                 chunk_id, read_id, max1, max2, n = chunk
                 is_virus = max2 >= max1
-                chunk_out.write(f"{chunk_id}\t{is_virus}\t{max1}\t{max2}\t{n}\n")
+                chunk_out.write(f"{chunk_id}\t{is_virus}\t{str(max1)}\t{str(max2)}\t{n}\n")
                 entry = per_read.setdefault(read_id, [0, None])
                 entry[0] += int(is_virus)
                 entry[1] = max2 if entry[1] is None else max(entry[1], max2)
@@ -163,7 +163,8 @@ def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, *, predicti
                         row = next(frames)
                     label = "virus" if p_virus > p_other else "others"
                     counts["virus_frames"] += label == "virus"
-                    lines.append(f"{frame_id}\t{label}\t{p_other}\t{p_virus}\n")
+                    # str() of the float32 scores, as the original writes them (shortest round-trip form).
+                    lines.append(f"{frame_id}\t{label}\t{str(p_other)}\t{str(p_virus)}\n")
                     chunk_id = frame_id[:-2]  # VirNucPro's Modified_ID: the frame suffix removed
                     if chunk is None or chunk[0] != chunk_id:
                         close_chunk()
@@ -181,7 +182,7 @@ def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, *, predicti
             call = "no_frames" if best is None else ("virus" if virus_chunks else "others")
             calls[call] += 1
             reads_out.write(f"{read['read_id']}\t{read['length']}\t{read['chunks']}\t{read['chunks_with_frames']}\t"
-                            f"{virus_chunks}\t{'' if best is None else best}\t{call}\n")
+                            f"{virus_chunks}\t{'' if best is None else str(best)}\t{call}\n")
     if log:
         log.info("%d frames scored (%d virus), %d expected frames absent; reads: %d virus, %d others, %d without "
                  "frames", counts["frames"], counts["virus_frames"], counts["missing"], calls["virus"],

@@ -44,6 +44,7 @@ class EmbeddingWriter:
             chunks=(chunk_rows, max(self.dim, 1)),
         )
         self.skipped = []  # (id, reason) of sequences left out with on_error: skip
+        self.attrs = self._file.attrs  # more attributes may be added before close()
         self._file.attrs["dim"] = self.dim
         self._file.attrs["package_version"] = __version__
         for key, value in (attrs or {}).items():

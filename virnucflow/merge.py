@@ -1,0 +1,187 @@
+"""The merge: every shard of a sample -> one HDF5, DNABERT-S block then ESM-2 block, joined by id
+in frames.tsv order, validated before a single row is written.
+
+Two passes. The first reads only ids and checks them: every expected id once, both models agree,
+dims consistent, shards complete. The second copies rows `chunk_rows` at a time, so memory depends
+on the chunk size (and one shard's ids), not on the sample.
+"""
+
+import csv
+import hashlib
+import json
+import re
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_open
+from .errors import InputError, ValidationError
+from .shards import EmbeddingWriter, open_embeddings
+
+SHOW = 10  # ids named in an error message
+
+
+def _shard_index(path):
+    match = re.match(r"(\d+)", Path(path).name)
+    if not match:
+        raise InputError(f"{path}: shard file names start with the shard number (00000.dna.h5)")
+    return int(match.group(1))
+
+
+def _expected_by_shard(frames_tsv):
+    """{shard index: [frame ids in order]} from frames.tsv (ids only: a few bytes per frame)."""
+    by_shard = {}
+    with open(frames_tsv, newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if not header or header[0] != "frame_id" or "shard" not in header:
+            raise InputError(f"{frames_tsv}: not a frames.tsv written by prepare; rerun prepare for this sample")
+        column = header.index("shard")
+        for row in reader:
+            by_shard.setdefault(int(row[column]), []).append(row[0])
+    return by_shard
+
+
+def _positions(ids):
+    """{id: row}, and the first id that occurs twice (or None)."""
+    positions = {}
+    for row, sid in enumerate(ids):
+        if sid in positions:
+            return positions, sid
+        positions[sid] = row
+    return positions, None
+
+
+def _read_rows(dataset, rows):
+    """dataset[rows] for any order of rows: one slice when contiguous, else a sorted fancy read."""
+    rows = np.asarray(rows)
+    if len(rows) == 0:
+        return np.zeros((0, dataset.shape[1]), dtype=np.float32)
+    if rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+        return dataset[int(rows[0]) : int(rows[-1]) + 1]
+    order = np.argsort(rows)
+    block = dataset[np.sort(rows).tolist()]
+    out = np.empty_like(block)
+    out[order] = block
+    return out
+
+
+def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_json, missing_ids_txt,
+                 chunk_rows=10_000, threads=1, allow_missing=False, attrs=None, log=None):
+    """Write the merged embeddings.h5, validation.json and missing_ids.txt of one sample."""
+    expected = _expected_by_shard(frames_tsv)
+    files = {}
+    for kind, paths in (("dna", dna_shards), ("protein", protein_shards)):
+        for path in paths:
+            files.setdefault(_shard_index(path), {})[kind] = Path(path)
+    for index, pair in sorted(files.items()):
+        if set(pair) != {"dna", "protein"}:
+            have = next(iter(pair.values()))
+            raise InputError(f"{have}: shard {index} has no {'protein' if 'dna' in pair else 'dna'} partner; "
+                             "rerun the embed jobs of this shard")
+    expected_hashes = np.sort(np.fromiter((hash(i) for ids in expected.values() for i in ids), dtype=np.int64))
+    n_expected = len(expected_hashes)
+
+    # Pass 1: ids only.
+    seen_in = {}  # id -> shard file, only for ids found outside their own shard (rare)
+    missing, extra, skipped, dims, meta = [], [], [], {}, {}
+    per_shard = {}
+    for index in sorted(set(files) | set(expected)):
+        pair = files.get(index)
+        own = expected.get(index, [])
+        if pair is None:
+            missing += own
+            continue
+        ids = {}
+        for kind, path in pair.items():
+            with open_embeddings(path) as shard:
+                shard_ids = shard.read_ids()
+                positions, twice = _positions(shard_ids)
+                if twice is not None:
+                    raise ValidationError(f"{path}: id {twice} occurs twice in this shard; rerun its embed job")
+                if dims.setdefault(kind, shard.dim) != shard.dim:
+                    raise ValidationError(f"{path}: embeddings have {shard.dim} columns, other {kind} shards "
+                                          f"{dims[kind]}; rerun all embed jobs with the same model")
+                meta.setdefault(kind, {k: shard.attrs[k] for k in ("model", "model_revision", "pooling", "precision")
+                                       if k in shard.attrs})
+                skipped += [{"id": sid, "model": kind, "reason": why, "shard": str(path)} for sid, why in shard.skipped()]
+                ids[kind] = positions
+        skipped_here = {entry["id"] for entry in skipped if entry["shard"] in {str(p) for p in pair.values()}}
+        dna_ids = set(ids["dna"]) - skipped_here
+        protein_ids = set(ids["protein"]) - skipped_here
+        if dna_ids != protein_ids:
+            odd = sorted(dna_ids ^ protein_ids)[:SHOW]
+            raise ValidationError(f"{pair['dna']} and {pair['protein']} hold different ids (e.g. {', '.join(odd)}); "
+                                  "rerun both embed jobs of this shard")
+        own_set = set(own)
+        for sid in dna_ids - own_set:
+            position = np.searchsorted(expected_hashes, hash(sid))
+            if position < n_expected and expected_hashes[position] == hash(sid):
+                seen_in[sid] = pair["dna"]
+            else:
+                extra.append(sid)
+        missing += [sid for sid in own if sid not in dna_ids and sid not in skipped_here]
+        per_shard[index] = (pair, ids)
+    if seen_in:
+        sid, path = next(iter(seen_in.items()))
+        home = next(i for i, ids in expected.items() if sid in ids)
+        other = files.get(home, {}).get("dna")
+        if other is not None and sid in per_shard.get(home, ({}, {"dna": {}}))[1]["dna"]:
+            raise ValidationError(f"id {sid} occurs in two shards: {other} and {path}; rerun prepare and the embed jobs")
+        raise ValidationError(f"id {sid} is in {path} but frames.tsv puts it in shard {home}; rerun prepare and the "
+                              "embed jobs")
+    if extra and log:
+        log.warning("%d ids in the shards are not in frames.tsv (ignored), e.g. %s", len(extra), ", ".join(extra[:SHOW]))
+    if missing and not allow_missing:
+        raise ValidationError(f"{len(missing)} of {n_expected} expected ids have no embedding, first {min(SHOW, len(missing))}: "
+                              f"{', '.join(missing[:SHOW])}; rerun the embed jobs of their shards "
+                              "(or set allow_missing: true to merge what exists)")
+    if "dna" not in dims:  # no shard at all: an empty sample still gets a file of the right width
+        dims = {"dna": 0, "protein": 0}
+
+    # Pass 2: rows, in frames.tsv order.
+    width = dims["dna"] + dims["protein"]
+    out_attrs = {
+        "dna_columns": [0, dims["dna"]], "protein_columns": [dims["dna"], width],
+        **{f"dna_{k}": v for k, v in meta.get("dna", {}).items()},
+        **{f"protein_{k}": v for k, v in meta.get("protein", {}).items()},
+        **(attrs or {}),
+    }
+    digest = hashlib.sha256()
+    block_sums = np.zeros(2)
+    absent = set(missing) | {entry["id"] for entry in skipped}
+    with EmbeddingWriter(out_h5, width, out_attrs) as writer:
+        for index in sorted(per_shard):
+            pair, ids = per_shard[index]
+            with open_embeddings(pair["dna"]) as dna, open_embeddings(pair["protein"]) as protein:
+                wanted = iter([sid for sid in expected.get(index, []) if sid not in absent])
+                while chunk := list(islice(wanted, chunk_rows)):
+                    left = _read_rows(dna.embeddings, [ids["dna"][sid] for sid in chunk])
+                    right = _read_rows(protein.embeddings, [ids["protein"][sid] for sid in chunk])
+                    rows = np.concatenate([left, right], axis=1)
+                    writer.append(chunk, rows)
+                    digest.update("\n".join(chunk).encode() + b"\n")
+                    block_sums += [float(left.sum(dtype=np.float64)), float(right.sum(dtype=np.float64))]
+        writer.attrs["ids_sha256"] = digest.hexdigest()
+        writer.attrs["dna_block_sum"] = block_sums[0]
+        writer.attrs["protein_block_sum"] = block_sums[1]
+        present = writer.rows
+        # Written inside the writer's block: a failure here leaves no embeddings.h5 either.
+        report = {
+            "expected": n_expected, "present": present, "missing": len(missing), "duplicates": 0,
+            "extra": len(extra), "skipped": len(skipped), "skipped_ids": skipped,
+            "missing_first": missing[:SHOW], "allow_missing": allow_missing, "ok": not missing and not skipped,
+            "dna_dim": dims["dna"], "protein_dim": dims["protein"], "version": __version__,
+        }
+        with atomic_open(missing_ids_txt) as handle:
+            handle.writelines(f"{sid}\n" for sid in missing)
+        with atomic_open(validation_json) as handle:
+            json.dump(report, handle, indent=2)
+    if log:
+        log.info("merged %d of %d expected ids (%d missing, %d skipped, %d extra) into %s: %d columns",
+                 present, n_expected, len(missing), len(skipped), len(extra), out_h5, width)
+        if missing:
+            log.warning("allow_missing: %d ids left out, listed in %s", len(missing), missing_ids_txt)
+    return report
