@@ -21,6 +21,7 @@ def reference_dir():
 def copy_workflow(dest):
     """A fresh copy of the workflow, as a user would have it, in `dest`."""
     dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         src = REPO / name
         if src.is_dir():

@@ -44,20 +44,23 @@ def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
 
 def test_missing_id_fails_the_dag_and_leaves_no_result(demo_workdir):
     run_snakemake(demo_workdir, targets=["results/coding/validation.json"])
-    # Drop one id from one DNABERT-S shard, as a lost row would.
-    shard = sorted((demo_workdir / "work/coding/embed").glob("*.dna.h5"))[0]
-    with open_embeddings(shard) as original:
-        ids, rows, attrs = original.read_ids(), original.embeddings[:], dict(original.attrs)
-    lost = ids[0]
-    attrs.pop("complete", None)
-    write_embeddings(shard, ids[1:], rows[1:], attrs)
+    # Drop one id from both shards of one shard pair, as a lost batch would.
+    lost = None
+    for kind in ("dna", "protein"):
+        shard = demo_workdir / f"work/coding/embed/00000.{kind}.h5"
+        with open_embeddings(shard) as original:
+            ids, rows, attrs = original.read_ids(), original.embeddings[:], dict(original.attrs)
+        lost = lost or ids[0]
+        keep = [i for i, sid in enumerate(ids) if sid != lost]
+        attrs.pop("complete", None)
+        write_embeddings(shard, [ids[i] for i in keep], rows[keep], attrs)
 
     with pytest.raises(Exception):
         run_snakemake(demo_workdir, targets=["results/coding/validation.json"], forcerun=["merge"])
     assert not (demo_workdir / "results/coding/embeddings.h5").exists()
     assert not (demo_workdir / "results/coding/validation.json").exists()
     log = (demo_workdir / "logs/coding/merge.log").read_text()
-    assert "missing" in log and lost in log
+    assert "1 of" in log and "have no embedding" in log and lost in log
 
 
 def test_bad_fasta_fails_with_a_one_line_error_and_no_output(demo_workdir):

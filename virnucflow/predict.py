@@ -110,6 +110,7 @@ def write_demo_classifier(path, input_dim, seed=0):
     with torch.no_grad():
         model.bn1.running_mean.normal_(0, 0.1)
         model.bn1.running_var.uniform_(0.5, 1.5)
+        model.output_layer.weight.mul_(8.0)  # spread the demo's scores over [0, 1] instead of ~0.5
     model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def plot_counts(rows, path):
     samples = [r["sample"] for r in rows]
     keys = [("reads", "reads"), ("chunks", "chunks"), ("chunks_with_frames", "chunks with a frame"),
             ("frames", "frames kept"), ("ids_present", "ids validated")]
-    fig, ax = plt.subplots(figsize=(8, _height(samples)))
+    fig, ax = plt.subplots(figsize=(9, _height(samples)))
     y = np.arange(len(samples))
     height = 0.8 / len(keys)
     for k, (key, label) in enumerate(keys):
@@ -62,7 +62,7 @@ def plot_counts(rows, path):
     ax.invert_yaxis()
     ax.set_xlabel("count")
     ax.set_title("Reads, chunks and frames per sample")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     _save(fig, path)
 
 
@@ -122,7 +122,7 @@ def plot_calls(samples, read_calls, path):
     ax.invert_yaxis()
     ax.set_xlabel("reads")
     ax.set_title("Read-level calls per sample")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     if not read_calls:
         ax.text(0.5, 0.5, "no classifier run (set `classifier:` in the config)", ha="center", transform=ax.transAxes)
     _save(fig, path)
