@@ -7,7 +7,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "virnucpro"
-WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "report", "virnucflow"]
+WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report", "virnucflow"]
 
 
 @pytest.fixture
