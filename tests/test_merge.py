@@ -166,3 +166,14 @@ def test_empty_shards_and_skipped_ids(tmp_path):
     with open_embeddings(tmp_path / "out.h5") as out:
         assert out.read_ids() == ["a_chunk_1F1"]
     assert json.loads((tmp_path / "validation.json").read_text())["skipped"] == 1
+
+
+def test_export_to_virnucpro_pt(tmp_path):
+    from virnucflow.merge import export_virnucpro_pt
+
+    dna, protein, truth = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1R2"]})
+    merge(tmp_path, dna, protein)
+    export_virnucpro_pt(tmp_path / "out.h5", tmp_path / "out.pt")
+    data = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert data["ids"] == ["a_chunk_1F1", "b_chunk_1R2"]
+    assert torch.equal(data["data"], torch.from_numpy(np.stack([truth["a_chunk_1F1"], truth["b_chunk_1R2"]])))

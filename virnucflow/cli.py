@@ -36,6 +36,13 @@ def _merge(args):
                      allow_missing=args.allow_missing, log=log)
 
 
+def _export_pt(args):
+    from .merge import export_virnucpro_pt
+
+    with job("export-pt", args.log):
+        export_virnucpro_pt(args.embeddings, args.out)
+
+
 def _predict(args):
     from .predict import predict_sample
 
@@ -97,6 +104,11 @@ def build_parser():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--allow-missing", action="store_true")
     p.set_defaults(run=_merge)
+
+    p = commands.add_parser("export-pt", help="write VirNucPro's merged .pt format from embeddings.h5")
+    p.add_argument("embeddings")
+    p.add_argument("out")
+    p.set_defaults(run=_export_pt)
 
     p = commands.add_parser("predict", help="VirNucPro calls per frame, chunk and read")
     p.add_argument("embeddings")

@@ -185,3 +185,16 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
         if missing:
             log.warning("allow_missing: %d ids left out, listed in %s", len(missing), missing_ids_txt)
     return report
+
+
+def export_virnucpro_pt(embeddings_h5, out_pt):
+    """VirNucPro's merged .pt ({'ids': [...], 'data': tensor(N, D)}) for users of the original tool.
+    Holds the whole sample in memory: for samples that fit, as the original does."""
+    import torch
+
+    from .atomic import atomic_path
+
+    with open_embeddings(embeddings_h5) as merged:
+        data = {"ids": merged.read_ids(), "data": torch.from_numpy(merged.embeddings[:])}
+    with atomic_path(out_pt) as tmp:
+        torch.save(data, tmp)
