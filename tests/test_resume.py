@@ -87,7 +87,7 @@ def wait_for(predicate, proc, timeout=300):
 
 KILL_POINTS = {
     "prepare": lambda w: (w / f"logs/{SAMPLE}/prepare.log").exists(),
-    "embed": lambda w: any((w / f"work/{SAMPLE}/embed").glob("*.partial/*")),
+    "embed": lambda w: len(list((w / f"work/{SAMPLE}/embed").glob("*.partial/batch-*.npy"))) >= 2,
     "merge": lambda w: (w / f"logs/{SAMPLE}/merge.log").exists(),
 }
 
