@@ -54,18 +54,19 @@ def _positions(ids):
     return positions, None
 
 
-def _read_rows(dataset, rows):
-    """dataset[rows] for any order of rows: one slice when contiguous, else a sorted fancy read."""
+def _read_rows_into(dataset, rows, out, columns):
+    """out[:len(rows), columns] = dataset[rows], for rows in any order, without a second copy when the
+    rows are contiguous (the usual case: embed jobs write in shard order)."""
     rows = np.asarray(rows)
-    if len(rows) == 0:
-        return np.zeros((0, dataset.shape[1]), dtype=np.float32)
-    if rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
-        return dataset[int(rows[0]) : int(rows[-1]) + 1]
+    n = len(rows)
+    if n == 0:
+        return
+    if rows[-1] - rows[0] == n - 1 and np.all(np.diff(rows) == 1):
+        dataset.read_direct(out, np.s_[int(rows[0]) : int(rows[-1]) + 1], np.s_[0:n, columns])
+        return
     order = np.argsort(rows)
-    block = dataset[np.sort(rows).tolist()]
-    out = np.empty_like(block)
-    out[order] = block
-    return out
+    block = dataset[rows[order].tolist()]  # h5py reads fancy selections in increasing order
+    out[order, columns] = block
 
 
 def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_json, missing_ids_txt,
@@ -152,18 +153,21 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     digest = hashlib.sha256()
     block_sums = np.zeros(2)
     absent = set(missing) | {entry["id"] for entry in skipped}
+    buffer = np.empty((chunk_rows, width), dtype=np.float32)  # one output chunk, reused
+    dna_cols, protein_cols = slice(0, dims["dna"]), slice(dims["dna"], width)
     with EmbeddingWriter(out_h5, width, out_attrs) as writer:
         for index in sorted(per_shard):
             pair, ids = per_shard[index]
             with open_embeddings(pair["dna"]) as dna, open_embeddings(pair["protein"]) as protein:
                 wanted = iter([sid for sid in expected.get(index, []) if sid not in absent])
                 while chunk := list(islice(wanted, chunk_rows)):
-                    left = _read_rows(dna.embeddings, [ids["dna"][sid] for sid in chunk])
-                    right = _read_rows(protein.embeddings, [ids["protein"][sid] for sid in chunk])
-                    rows = np.concatenate([left, right], axis=1)
+                    rows = buffer[: len(chunk)]
+                    _read_rows_into(dna.embeddings, [ids["dna"][sid] for sid in chunk], rows, dna_cols)
+                    _read_rows_into(protein.embeddings, [ids["protein"][sid] for sid in chunk], rows, protein_cols)
                     writer.append(chunk, rows)
                     digest.update("\n".join(chunk).encode() + b"\n")
-                    block_sums += [float(left.sum(dtype=np.float64)), float(right.sum(dtype=np.float64))]
+                    block_sums += [float(rows[:, dna_cols].sum(dtype=np.float64)),
+                                   float(rows[:, protein_cols].sum(dtype=np.float64))]
         writer.attrs["ids_sha256"] = digest.hexdigest()
         writer.attrs["dna_block_sum"] = block_sums[0]
         writer.attrs["protein_block_sum"] = block_sums[1]
