@@ -38,7 +38,7 @@ merge_sample(folder + "/frames.tsv", sorted(glob.glob(folder + "/*.dna.h5")), so
 """
 
 
-def make_shards(folder, rows, shards):
+def make_shards(folder, rows, shards, shuffle):
     rng = np.random.default_rng(rows)
     per_shard = -(-rows // shards)
     with open(folder / "frames.tsv", "w") as frames:
@@ -46,7 +46,7 @@ def make_shards(folder, rows, shards):
         for index in range(shards):
             ids = [f"read{i}_chunk_1F1" for i in range(index * per_shard, min(rows, (index + 1) * per_shard))]
             frames.writelines(f"{sid}\tread\t1\t+\t1\t0\t3\t1\t{index}\n" for sid in ids)
-            order = rng.permutation(len(ids))
+            order = rng.permutation(len(ids)) if shuffle else np.arange(len(ids))
             for kind, dim, rows_order in (("dna", 768, np.arange(len(ids))), ("protein", 2560, order)):
                 with EmbeddingWriter(folder / f"{index:05d}.{kind}.h5", dim) as writer:
                     for start in range(0, len(ids), 20000):
@@ -66,6 +66,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--shards", type=int, default=20)
+    parser.add_argument("--shuffle", action="store_true",
+                        help="protein rows in random order within each shard (embed jobs write shard order)")
     parser.add_argument("--dir", default=None, help="scratch folder (needs ~3x the data size free)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/merge.md"))
     args = parser.parse_args()
@@ -73,7 +75,7 @@ def main():
     for rows in args.rows:
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             folder = Path(tmp)
-            make_shards(folder, rows, args.shards)
+            make_shards(folder, rows, args.shards, args.shuffle)
             size = sum(p.stat().st_size for p in folder.glob("*.h5"))
             script = folder / "merge.py"
             script.write_text(MERGE.format(repo=str(REPO)))
@@ -87,8 +89,10 @@ def main():
                   f"({cp_s / merge_s:.2f}x cp), merge peak RSS {merge_rss:.0f} MB", flush=True)
     lines = [
         f"# merge vs cp ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
-        f"Command: `.venv/bin/python benchmarks/merge.py --rows {' '.join(map(str, args.rows))}`", "",
-        f"{args.shards} shard pairs of 768 + 2560 float32 columns (protein rows shuffled within each shard); "
+        f"Command: `.venv/bin/python benchmarks/merge.py --rows {' '.join(map(str, args.rows))}"
+        f"{' --shuffle' if args.shuffle else ''}`", "",
+        f"{args.shards} shard pairs of 768 + 2560 float32 columns (protein rows "
+        f"{'shuffled within each shard' if args.shuffle else 'in shard order, as the embed jobs write them'}); "
         "chunk_rows 10000; both timings include a final `sync`.", "",
         "| rows | GB | cp MB/s | merge MB/s | merge / cp | merge peak RSS MB |",
         "|---:|---:|---:|---:|---:|---:|",

@@ -10,7 +10,7 @@ import csv
 import hashlib
 import json
 import re
-from itertools import islice
+from itertools import groupby, islice
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +30,16 @@ def _shard_index(path):
     return int(match.group(1))
 
 
-def _expected_by_shard(frames_tsv):
-    """{shard index: [frame ids in order]} from frames.tsv (ids only: a few bytes per frame)."""
-    by_shard = {}
+def _iter_expected(frames_tsv):
+    """(shard index, [frame ids]) per shard, streamed from frames.tsv (whose shards are contiguous)."""
     with open(frames_tsv, newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         header = next(reader, None)
         if not header or header[0] != "frame_id" or "shard" not in header:
             raise InputError(f"{frames_tsv}: not a frames.tsv written by prepare; rerun prepare for this sample")
         column = header.index("shard")
-        for row in reader:
-            by_shard.setdefault(int(row[column]), []).append(row[0])
-    return by_shard
+        for index, rows in groupby(reader, key=lambda row: int(row[column])):
+            yield index, [row[0] for row in rows]
 
 
 def _positions(ids):
@@ -65,14 +63,14 @@ def _read_rows_into(dataset, rows, out, columns):
         dataset.read_direct(out, np.s_[int(rows[0]) : int(rows[-1]) + 1], np.s_[0:n, columns])
         return
     order = np.argsort(rows)
-    block = dataset[rows[order].tolist()]  # h5py reads fancy selections in increasing order
-    out[order, columns] = block
+    for start in range(0, n, 1024):  # h5py wants increasing indices; small blocks bound the copy
+        part = order[start : start + 1024]
+        out[part, columns] = dataset[rows[part].tolist()]
 
 
 def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_json, missing_ids_txt,
                  chunk_rows=10_000, threads=1, allow_missing=False, attrs=None, log=None):
     """Write the merged embeddings.h5, validation.json and missing_ids.txt of one sample."""
-    expected = _expected_by_shard(frames_tsv)
     files = {}
     for kind, paths in (("dna", dna_shards), ("protein", protein_shards)):
         for path in paths:
@@ -82,34 +80,49 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
             have = next(iter(pair.values()))
             raise InputError(f"{have}: shard {index} has no {'protein' if 'dna' in pair else 'dna'} partner; "
                              "rerun the embed jobs of this shard")
-    expected_hashes = np.sort(np.fromiter((hash(i) for ids in expected.values() for i in ids), dtype=np.int64))
+    # 8 bytes per expected id: enough to tell an id in the wrong shard from an id nobody expects.
+    expected_hashes = np.sort(np.fromiter((hash(i) for _, ids in _iter_expected(frames_tsv) for i in ids),
+                                          dtype=np.int64))
     n_expected = len(expected_hashes)
 
-    # Pass 1: ids only.
-    seen_in = {}  # id -> shard file, only for ids found outside their own shard (rare)
-    missing, extra, skipped, dims, meta = [], [], [], {}, {}
-    per_shard = {}
-    for index in sorted(set(files) | set(expected)):
-        pair = files.get(index)
-        own = expected.get(index, [])
-        if pair is None:
-            missing += own
-            continue
+    def shards_in_order():
+        """(index, expected ids, file pair or None) for every shard named by frames.tsv or by a file."""
+        seen = set()
+        for index, own in _iter_expected(frames_tsv):
+            seen.add(index)
+            yield index, own, files.get(index)
+        for index in sorted(set(files) - seen):
+            yield index, [], files[index]
+
+    def read_ids(pair):
         ids = {}
         for kind, path in pair.items():
             with open_embeddings(path) as shard:
-                shard_ids = shard.read_ids()
-                positions, twice = _positions(shard_ids)
+                positions, twice = _positions(shard.read_ids())
                 if twice is not None:
                     raise ValidationError(f"{path}: id {twice} occurs twice in this shard; rerun its embed job")
+                ids[kind] = positions
+        return ids
+
+    # Pass 1: ids only, one shard at a time.
+    misplaced = None  # (id, shard file) of an expected id found outside its own shard
+    missing, extra, skipped, dims, meta = [], [], [], {}, {}
+    for index, own, pair in shards_in_order():
+        if pair is None:
+            missing += own
+            continue
+        ids = read_ids(pair)
+        skipped_here = set()
+        for kind, path in pair.items():
+            with open_embeddings(path) as shard:
                 if dims.setdefault(kind, shard.dim) != shard.dim:
                     raise ValidationError(f"{path}: embeddings have {shard.dim} columns, other {kind} shards "
                                           f"{dims[kind]}; rerun all embed jobs with the same model")
                 meta.setdefault(kind, {k: shard.attrs[k] for k in ("model", "model_revision", "pooling", "precision")
                                        if k in shard.attrs})
-                skipped += [{"id": sid, "model": kind, "reason": why, "shard": str(path)} for sid, why in shard.skipped()]
-                ids[kind] = positions
-        skipped_here = {entry["id"] for entry in skipped if entry["shard"] in {str(p) for p in pair.values()}}
+                for sid, why in shard.skipped():
+                    skipped.append({"id": sid, "model": kind, "reason": why, "shard": str(path)})
+                    skipped_here.add(sid)
         dna_ids = set(ids["dna"]) - skipped_here
         protein_ids = set(ids["protein"]) - skipped_here
         if dna_ids != protein_ids:
@@ -120,16 +133,15 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
         for sid in dna_ids - own_set:
             position = np.searchsorted(expected_hashes, hash(sid))
             if position < n_expected and expected_hashes[position] == hash(sid):
-                seen_in[sid] = pair["dna"]
+                misplaced = misplaced or (sid, pair["dna"])
             else:
                 extra.append(sid)
         missing += [sid for sid in own if sid not in dna_ids and sid not in skipped_here]
-        per_shard[index] = (pair, ids)
-    if seen_in:
-        sid, path = next(iter(seen_in.items()))
-        home = next(i for i, ids in expected.items() if sid in ids)
+    if misplaced:
+        sid, path = misplaced
+        home = next(i for i, own in _iter_expected(frames_tsv) if sid in own)
         other = files.get(home, {}).get("dna")
-        if other is not None and sid in per_shard.get(home, ({}, {"dna": {}}))[1]["dna"]:
+        if other is not None and sid in read_ids(files[home])["dna"]:
             raise ValidationError(f"id {sid} occurs in two shards: {other} and {path}; rerun prepare and the embed jobs")
         raise ValidationError(f"id {sid} is in {path} but frames.tsv puts it in shard {home}; rerun prepare and the "
                               "embed jobs")
@@ -156,10 +168,12 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     buffer = np.empty((chunk_rows, width), dtype=np.float32)  # one output chunk, reused
     dna_cols, protein_cols = slice(0, dims["dna"]), slice(dims["dna"], width)
     with EmbeddingWriter(out_h5, width, out_attrs) as writer:
-        for index in sorted(per_shard):
-            pair, ids = per_shard[index]
+        for index, own, pair in shards_in_order():
+            if pair is None:
+                continue
+            ids = read_ids(pair)
             with open_embeddings(pair["dna"]) as dna, open_embeddings(pair["protein"]) as protein:
-                wanted = iter([sid for sid in expected.get(index, []) if sid not in absent])
+                wanted = iter([sid for sid in own if sid not in absent])
                 while chunk := list(islice(wanted, chunk_rows)):
                     rows = buffer[: len(chunk)]
                     _read_rows_into(dna.embeddings, [ids["dna"][sid] for sid in chunk], rows, dna_cols)
