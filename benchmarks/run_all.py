@@ -1,0 +1,27 @@
+"""`make bench`: every benchmark with the sizes used for BENCHMARKS.md; results in benchmarks/results/.
+
+The GPU benchmark runs only where CUDA is available. Each script measures its baseline in the
+same run, so the ratios hold on a noisy machine; copy the tables into BENCHMARKS.md.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RUNS = [
+    ["prepare.py", "--reads", "100000", "200000"],
+    ["merge.py", "--rows", "100000", "1000000"],
+    ["merge.py", "--rows", "100000", "--shuffle", "--out", str(HERE / "results/merge_shuffled.md")],
+    ["dag.py", "--shards", "100", "1000", "5000", "10000"],
+    ["embed.py", "--sequences", "2000"],
+    ["e2e.py", "--reads", "100000"],
+]
+if torch.cuda.is_available():
+    RUNS.append(["embed.py", "--gpu", "--sequences", "20000"])
+
+for run in RUNS:
+    print("==", " ".join(run), flush=True)
+    subprocess.run([sys.executable, str(HERE / run[0]), *run[1:]], check=True)
