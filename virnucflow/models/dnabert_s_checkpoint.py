@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from .batches import pack, pad
 from .dnabert_s import DNABERTS
 
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # ids 0..4, as DNABERT-2's tokenizer
@@ -87,20 +88,13 @@ class DnabertSEncoder:
     def embed(self, batch):
         lengths = [len(ids) for ids in batch]
         if self.attention == "packed":
-            tokens = torch.tensor([t for ids in batch for t in ids], device=self.device)
-            cu = torch.tensor([0] + lengths, device=self.device).cumsum(0).to(torch.int32)
+            tokens, cu = pack(batch, self.device)
             hidden = self.model.forward_packed(tokens, cu).float()
             sums = torch.zeros(len(batch), self.dim, device=self.device)
             owner = torch.repeat_interleave(torch.arange(len(batch), device=self.device), cu[1:] - cu[:-1])
             sums.index_add_(0, owner, hidden)
         else:
-            width = max(lengths)
-            tokens = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                tokens[row, : len(ids)] = torch.tensor(ids)
-                mask[row, : len(ids)] = 1
-            tokens, mask = tokens.to(self.device), mask.to(self.device)
+            tokens, mask = pad(batch, self.pad_id, self.device)
             hidden = self.model(tokens, mask).float()
             sums = (hidden * mask[:, :, None]).sum(1)
         return (sums / torch.tensor(lengths, device=self.device)[:, None]).cpu()

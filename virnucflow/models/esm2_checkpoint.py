@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from .batches import pack, pad
 from .esm2 import ESM2
 
 # fair-esm's ESM-1b alphabet: 4 specials, 27 residue symbols, padding to a multiple of 8, <mask>.
@@ -188,16 +189,13 @@ class Esm2Encoder:
         """(B, dim) float32 on CPU for a list of token-id lists."""
         lengths = [len(ids) for ids in batch]
         if self.attention == "packed":
-            tokens = torch.tensor([t for ids in batch for t in ids], device=self.device)
-            cu = torch.tensor([0] + lengths, device=self.device).cumsum(0).to(torch.int32)
+            tokens, cu = pack(batch, self.device)
             hidden = self.model.forward_packed(tokens, cu, max(lengths), repr_layer=self.layer)
             starts = cu[:-1].tolist()
         else:
-            width = max(lengths)
-            tokens = torch.full((len(batch), width), PAD, dtype=torch.long)
-            for row, ids in enumerate(batch):
-                tokens[row, : len(ids)] = torch.tensor(ids)
-            hidden = self.model(tokens.to(self.device), repr_layer=self.layer)
+            tokens, _ = pad(batch, PAD, self.device)
+            width = tokens.shape[1]
+            hidden = self.model(tokens, repr_layer=self.layer)
             hidden = hidden.reshape(-1, hidden.shape[-1])
             starts = [row * width for row in range(len(batch))]
         out = []
