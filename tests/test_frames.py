@@ -133,3 +133,14 @@ def test_random_reads_match_the_rules(compat, cs):
                 expected.append((f"{read_id}_chunk_{n}{name}", protein, nucleotide))
     assert got == expected
     assert len(expected) > 100  # the cases keep frames, so the comparison says something
+
+
+@pytest.mark.parametrize("compat", ["virnucpro", "fixed"])
+def test_vectorised_chunk_layout_equals_the_per_read_rule(compat):
+    from virnucflow.frames import chunk_layout
+
+    lengths = list(range(1, 5001))
+    for cs in (300, 500):
+        reads, starts = chunk_layout(lengths, cs, compat)
+        expected = [(r, s) for r, length in enumerate(lengths) for s in chunk_starts(length, cs, compat)]
+        assert list(zip(reads.tolist(), starts.tolist())) == expected

@@ -56,6 +56,29 @@ def chunk_starts(length, chunk_length, compat="virnucpro"):
     return starts
 
 
+def chunk_layout(lengths, chunk_length, compat="virnucpro"):
+    """`chunk_starts` for many reads at once: (read index, start) of every chunk, reads in order.
+
+    VirNucPro's steps are [lower + 1] * need + [lower] * (n - 1 - need) + [0], so the shift before
+    chunk i is (lower + 1) * min(i, need) + lower * max(0, i - need).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(lengths) and lengths.min() <= 0:
+        raise ValueError("a read of length 0 has no chunks")
+    n = -(-lengths // chunk_length)
+    read = np.repeat(np.arange(len(lengths)), n)
+    i = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # chunk number within its read, from 0
+    n_r, length_r = n[read], lengths[read]
+    if compat == "fixed":
+        spread = np.maximum(n_r - 1, 1)
+        return read, np.where(n_r == 1, 0, (i * (length_r - chunk_length)) // spread)
+    overlap = n_r * chunk_length - length_r
+    lower = overlap // n_r  # int(R / n) of the original: R and n are positive
+    need = overlap - (n_r - 1) * lower
+    shift = (lower + 1) * np.minimum(i, need) + lower * np.maximum(0, i - need)
+    return read, i * chunk_length - shift
+
+
 def chunk_read(read_id, sequence, chunk_length, compat="virnucpro"):
     """VirNucPro's chunk records of one read: [(chunk_id, start, chunk_sequence)]."""
     return [
@@ -132,10 +155,11 @@ def translate_chunks(chunks, compat="virnucpro"):
     blobs = [None] * 6
     for strand, text in enumerate(strands):
         codes = BASE_CODE[np.frombuffer(text, dtype=np.uint8).reshape(n, width)]
+        # The amino acid of the codon starting at every column; frame k is then every third column from k.
+        index = 36 * codes[:, :-2].astype(np.uint8) + 6 * codes[:, 1:-1] + codes[:, 2:]
+        every = table[index]
         for shift in range(3):
-            codons = (width - shift) // 3
-            triplets = codes[:, shift : shift + 3 * codons].reshape(n, codons, 3)
-            acids = table[36 * triplets[:, :, 0].astype(np.uint8) + 6 * triplets[:, :, 1] + triplets[:, :, 2]]
+            acids = every[:, shift::3][:, : (width - shift) // 3]
             residues = np.count_nonzero(acids, axis=1)
             frame = 3 * strand + shift
             kept[:, frame] = (residues > 0) & ~(acids == STOP).any(axis=1)

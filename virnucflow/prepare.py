@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 from .fasta import read_fasta
-from .frames import COMPAT_MODES, chunk_starts, translate_chunks
+import numpy as np
+
+from .frames import COMPAT_MODES, chunk_layout, translate_chunks
 
 BATCH_BASES = 4_000_000  # bases per translation batch: large enough to vectorise, small in memory
 FRAMES_HEADER = "frame_id\tread_id\tchunk\tstrand\tframe\tstart\tend\tresidues\tshard\n"
@@ -75,29 +77,33 @@ def _batches(reads, batch_bases):
         yield batch
 
 
-def iter_frames(reads, chunk_length=500, compat="virnucpro", batch_bases=BATCH_BASES):
-    """Yield per read: (read_id, length, chunks, [(chunk_number, chunk_start, Frame), ...]).
-
-    Frames come in VirNucPro's output order: chunks in order, F1, F2, F3, R1, R2, R3.
-    """
+def iter_batches(reads, chunk_length=500, compat="virnucpro", batch_bases=BATCH_BASES):
+    """Per batch of reads: (read ids, read lengths, chunks per read, frames), frames as
+    (read index, chunk number, chunk start, Frame) in VirNucPro's output order."""
     if compat not in COMPAT_MODES:
         raise ValueError(f"compat must be one of {COMPAT_MODES}, not {compat!r}")
     for batch in _batches(reads, batch_bases):
-        chunk_seqs, chunk_owner = [], []
-        for read_index, (_, sequence) in enumerate(batch):
-            raw = sequence.encode("ascii")
-            for number, start in enumerate(chunk_starts(len(raw), chunk_length, compat), start=1):
-                chunk_seqs.append(raw[start : start + chunk_length])
-                chunk_owner.append((read_index, number, start))
-        per_read = [[] for _ in batch]
-        for frame in translate_chunks(chunk_seqs, compat):
-            read_index, number, start = chunk_owner[frame.chunk_index]
+        ids = [read_id for read_id, _ in batch]
+        joined = "".join([sequence for _, sequence in batch]).encode("ascii")
+        lengths = np.fromiter((len(sequence) for _, sequence in batch), dtype=np.int64, count=len(batch))
+        read_of_chunk, starts = chunk_layout(lengths, chunk_length, compat)
+        offsets = (np.cumsum(lengths) - lengths)[read_of_chunk] + starts
+        ends = np.minimum(offsets + chunk_length, (np.cumsum(lengths))[read_of_chunk])
+        chunk_number = np.arange(len(starts)) - np.searchsorted(read_of_chunk, read_of_chunk) + 1
+        chunks = [joined[a:b] for a, b in zip(offsets.tolist(), ends.tolist())]
+        read_of_chunk, starts, chunk_number = read_of_chunk.tolist(), starts.tolist(), chunk_number.tolist()
+        frames = [(read_of_chunk[f.chunk_index], chunk_number[f.chunk_index], starts[f.chunk_index], f)
+                  for f in translate_chunks(chunks, compat)]
+        yield ids, lengths, -(-lengths // chunk_length), frames
+
+
+def iter_frames(reads, chunk_length=500, compat="virnucpro", batch_bases=BATCH_BASES):
+    """Per read: (read_id, length, chunks, [(chunk_number, chunk_start, Frame), ...])."""
+    for ids, lengths, chunks, frames in iter_batches(reads, chunk_length, compat, batch_bases):
+        per_read = [[] for _ in ids]
+        for read_index, number, start, frame in frames:
             per_read[read_index].append((number, start, frame))
-        chunks_per_read = [0] * len(batch)
-        for read_index, _, _ in chunk_owner:
-            chunks_per_read[read_index] += 1
-        for (read_id, sequence), chunks, frames in zip(batch, chunks_per_read, per_read):
-            yield read_id, len(sequence), chunks, frames
+        yield from zip(ids, lengths.tolist(), chunks.tolist(), per_read)
 
 
 def prepare_sample(fasta, out_dir, *, sample, chunk_length=500, compat="virnucpro", shard_residues=10_000_000,
@@ -115,9 +121,11 @@ def prepare_sample(fasta, out_dir, *, sample, chunk_length=500, compat="virnucpr
         with open(tmp / "frames.tsv", "w") as frames_out, open(tmp / "reads.tsv", "w") as reads_out:
             frames_out.write(FRAMES_HEADER)
             reads_out.write(READS_HEADER)
-            for read_id, length, chunks, frames in iter_frames(read_fasta(fasta), chunk_length, compat):
+            for ids, lengths, chunks, frames in iter_batches(read_fasta(fasta), chunk_length, compat):
                 rows = []
-                for number, chunk_start, frame in frames:
+                frame_reads, frame_chunks = [], []
+                for read_index, number, chunk_start, frame in frames:
+                    read_id = ids[read_index]
                     frame_id = f"{read_id}_chunk_{number}{frame.name}"
                     shard = shards.write(frame_id, frame.nucleotide, frame.protein)
                     rows.append(
@@ -125,13 +133,20 @@ def prepare_sample(fasta, out_dir, *, sample, chunk_length=500, compat="virnucpr
                         f"{chunk_start + frame.start}\t{chunk_start + frame.end}\t{len(frame.protein)}\t{shard}\n"
                     )
                     totals["residues"] += len(frame.protein)
+                    frame_reads.append(read_index)
+                    frame_chunks.append(read_index * (1 << 32) + number)
                 frames_out.write("".join(rows))
-                with_frames = len({number for number, _, _ in frames})
-                reads_out.write(f"{read_id}\t{length}\t{chunks}\t{with_frames}\t{len(frames)}\n")
-                totals["reads"] += 1
-                totals["bases"] += length
-                totals["chunks"] += chunks
-                totals["chunks_with_frames"] += with_frames
+                frames_per_read = np.bincount(np.array(frame_reads, dtype=np.int64), minlength=len(ids))
+                chunk_keys = np.unique(np.array(frame_chunks, dtype=np.int64))
+                with_frames = np.bincount(chunk_keys >> 32, minlength=len(ids))
+                reads_out.write("".join(
+                    f"{read_id}\t{length}\t{n}\t{w}\t{f}\n" for read_id, length, n, w, f in
+                    zip(ids, lengths.tolist(), chunks.tolist(), with_frames.tolist(), frames_per_read.tolist())
+                ))
+                totals["reads"] += len(ids)
+                totals["bases"] += int(lengths.sum())
+                totals["chunks"] += int(chunks.sum())
+                totals["chunks_with_frames"] += len(chunk_keys)
                 totals["frames"] += len(frames)
                 now = time.monotonic()
                 if log and now - last_report > 5:
