@@ -23,6 +23,14 @@ def _save(fig, path):
     plt.close(fig)
 
 
+def _legend_or_note(ax, drawn, note):
+    """A legend when something was drawn, else a note in the middle saying why the plot is empty."""
+    if drawn:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, note, ha="center", transform=ax.transAxes)
+
+
 def _height(samples):
     return max(3.0, 0.45 * len(samples) + 1.5)
 
@@ -85,28 +93,24 @@ def plot_throughput(stats_paths, path):
     ax.set_xlabel("sequences in the shard")
     ax.set_ylabel("sequences per second")
     ax.set_title("Embedding throughput per shard (whole job, model loading included)")
-    if ax.has_data():
-        ax.legend(fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no embed job computed anything", ha="center", transform=ax.transAxes)
+    _legend_or_note(ax, ax.has_data(), "no embed job computed anything")
     _save(fig, path)
 
 
 def plot_scores(samples, predictions, path):
     fig, ax = plt.subplots(figsize=(8, 4))
     bins = np.linspace(0, 1, 41)
+    drawn = False
     for sample, prediction_path in zip(samples, predictions):
         scores = np.array([float(r["score2"]) for r in _read_tsv(prediction_path)])
         if len(scores):
+            drawn = True
             ax.hist(scores, bins=bins, histtype="step", linewidth=1.5, label=f"{sample} ({len(scores)} frames)")
     ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("virus score (score2 = P(virus))")
     ax.set_ylabel("frames")
     ax.set_title("Virus scores of all frames")
-    if ax.has_data():
-        ax.legend(fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no classifier run (set `classifier:` in the config)", ha="center", transform=ax.transAxes)
+    _legend_or_note(ax, drawn, "no classifier run (set `classifier:` in the config)")
     _save(fig, path)
 
 
