@@ -66,9 +66,12 @@ def load_encoder(kind, spec, device="cpu", dtype=torch.float32, layer=None, atte
 
 def download_models(specs, log=None):
     """Download Hugging Face models into the local cache (needs internet: a login node)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
     for spec in specs:
-        folder = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.py"])
+        files = list_repo_files(spec)
+        # One copy of the weights: safetensors when the repo has them (ESM-2 3B is 11 GB per format).
+        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
+        folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights])
         if log:
             log.info("%s -> %s", spec, folder)
