@@ -1,22 +1,25 @@
-"""Embed jobs on the tiny real models: order, batching, out-of-memory splits, skips, resume, devices."""
+"""Embed jobs on the tiny real models: input order, batching, out-of-memory splits, skips, resume."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from virnucflow.devices import claim_device
-from virnucflow.embed import embed_shard, make_batches
-from virnucflow.errors import ModelError, ValidationError
+from virnucflow.embed import embed_shard, finished_batches, make_batches, read_shard_fasta
+from virnucflow.errors import InputError
 from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s
 from virnucflow.models.esm2_checkpoint import write_random_esm2
-from virnucflow.models.resolve import load_encoder, resolve_model
+from virnucflow.models.resolve import load_encoder
 from virnucflow.shards import open_embeddings
 from virnucflow.synthetic import synthetic_reads
+
+REPO = Path(__file__).resolve().parents[1]
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +33,18 @@ def models(tmp_path_factory):
 
 @pytest.fixture
 def shard(tmp_path):
-    """A protein and a nucleotide shard of 40 sequences of varied length."""
+    """A nucleotide and a protein shard of the same 40 ids, of varied lengths."""
     reads = list(synthetic_reads(40, 30, 600, coding_fraction=1.0, seed=3, prefix="f"))
-    amino = "ACDEFGHIKLMNPQRSTVWY"
     (tmp_path / "s.fna").write_text("".join(f">{rid}\n{seq}\n" for rid, seq in reads))
-    (tmp_path / "s.faa").write_text("".join(f">{rid}\n{''.join(amino[ord(c) % 20] for c in seq[: len(seq) // 3])}\n"
+    (tmp_path / "s.faa").write_text("".join(f">{rid}\n{''.join(AMINO[ord(c) % 20] for c in seq[: len(seq) // 3])}\n"
                                             for rid, seq in reads))
     return tmp_path
+
+
+def contents(path):
+    """Everything a user can read from a shard file: ids, rows, attributes, skipped ids."""
+    with open_embeddings(path) as shard:
+        return shard.read_ids(), shard.embeddings[:], dict(shard.attrs), shard.skipped()
 
 
 @pytest.mark.parametrize("kind, ext", [("dna", "fna"), ("protein", "faa")])
@@ -44,45 +52,68 @@ def test_rows_in_input_order_equal_one_at_a_time(models, shard, kind, ext):
     out = shard / f"s.{kind}.h5"
     stats = embed_shard(shard / f"s.{ext}", out, kind=kind, model=models[kind], device="cpu", token_budget=2000,
                         stats_json=shard / "stats.json")
-    ids = [line[1:].strip() for line in open(shard / f"s.{ext}") if line.startswith(">")]
-    seqs = [line.strip() for line in open(shard / f"s.{ext}") if not line.startswith(">")]
+    ids, seqs = read_shard_fasta(shard / f"s.{ext}")
     encoder = load_encoder(kind, models[kind])
     alone = torch.cat([encoder.embed([encoder.tokenize(s)]) for s in seqs]).numpy()
-    with open_embeddings(out) as result:
-        assert result.read_ids() == ids
-        assert np.abs(result.embeddings[:] - alone).max() < 1e-5
-        assert result.attrs["kind"] == kind and result.attrs["model"] == models[kind]
-    assert stats["sequences"] == 40 and json.loads((shard / "stats.json").read_text())["tokens"] > 0
+    got_ids, rows, attrs, skipped = contents(out)
+    assert got_ids == ids and not skipped
+    assert np.abs(rows - alone).max() < 1e-5
+    assert attrs["kind"] == kind and attrs["model"] == models[kind] and attrs["dim"] == encoder.dim
+    assert attrs["model_revision"].startswith("sha256:") and attrs["precision"] == "fp32" and attrs["device"] == "cpu"
+    assert attrs["tokens"] == sum(len(encoder.tokenize(s)) for s in seqs) and attrs["pooling"] == encoder.pooling
+    assert "package_version" in attrs
+    written = json.loads((shard / "stats.json").read_text())
+    assert written["sequences"] == stats["sequences"] == 40 and written["resumed"] == 0
+    assert written["tokens"] == attrs["tokens"] <= written["padded_tokens"] and written["device"] == "cpu"
     assert not (shard / f"s.{kind}.h5.partial").exists()  # the sidecar goes once the shard is in place
 
 
 def test_batches_respect_the_token_budget():
-    lengths = [5, 300, 17, 120, 120, 64, 2000, 3]
+    lengths = [5, 300, 17, 120, 120, 64, 2000, 3, 90, 90, 90, 41]
     batches = make_batches(lengths, 400)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= 400
     assert [6] in batches  # longer than the budget: alone
+    # What a resumed job has left (the plan minus its first batches) is batched as before.
+    rest = [i for b in batches[2:] for i in b]
+    assert make_batches(lengths, 400, rest) == batches[2:]
+
+
+def test_an_empty_shard_gives_zero_rows_of_the_model_width(models, tmp_path):
+    (tmp_path / "empty.faa").write_text("")
+    embed_shard(tmp_path / "empty.faa", tmp_path / "e.h5", kind="protein", model=models["protein"], device="cpu")
+    with open_embeddings(tmp_path / "e.h5") as result:
+        assert result.embeddings.shape == (0, 32) and len(result) == 0
+
+
+def test_a_damaged_shard_names_the_record(models, tmp_path):
+    (tmp_path / "bad.faa").write_text(">a\nMKV\n>b\n\n>c\nMK\n")
+    with pytest.raises(InputError, match=r"bad.faa, record 2 \(b\): empty id or sequence"):
+        embed_shard(tmp_path / "bad.faa", tmp_path / "b.h5", kind="protein", model=models["protein"], device="cpu")
 
 
 class OutOfMemoryAbove:
-    """Wraps a real encoder; raises CUDA's out-of-memory error for batches above a size or a length."""
+    """A real encoder on a pretend device that runs out of memory above a number of padded tokens
+    (batch size x longest sequence) or a sequence length."""
 
-    def __init__(self, encoder, max_batch, max_tokens=10**9):
-        self.encoder, self.max_batch, self.max_tokens = encoder, max_batch, max_tokens
-        self.calls = []
+    def __init__(self, encoder, max_padded=10**9, max_tokens=10**9):
+        self.encoder, self.max_padded, self.max_tokens = encoder, max_padded, max_tokens
+        self.calls, self.failed = [], []
 
     def __getattr__(self, name):
         return getattr(self.encoder, name)
 
     def embed(self, batch):
-        self.calls.append(len(batch))
-        if len(batch) > self.max_batch or max(map(len, batch)) > self.max_tokens:
+        padded = len(batch) * max(map(len, batch))
+        self.calls.append(padded)
+        if padded > self.max_padded or max(map(len, batch)) > self.max_tokens:
+            self.failed.append(padded)
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self.encoder.embed(batch)
 
 
-def _patch_encoder(monkeypatch, models, **limits):
+def _patch_encoder(monkeypatch, **limits):
     import virnucflow.embed as embed_module
 
     wrappers = []
@@ -97,89 +128,105 @@ def _patch_encoder(monkeypatch, models, **limits):
 
 def test_out_of_memory_batches_are_split_and_give_the_same_rows(models, shard, monkeypatch):
     embed_shard(shard / "s.faa", shard / "plain.h5", kind="protein", model=models["protein"], device="cpu",
-                token_budget=100_000)
-    wrappers = _patch_encoder(monkeypatch, models, max_batch=3)
-    embed_shard(shard / "s.faa", shard / "split.h5", kind="protein", model=models["protein"], device="cpu",
-                token_budget=100_000)
-    assert max(wrappers[0].calls) > 3 and any(c <= 3 for c in wrappers[0].calls)
-    with open_embeddings(shard / "plain.h5") as a, open_embeddings(shard / "split.h5") as b:
-        assert a.read_ids() == b.read_ids()
-        assert np.abs(a.embeddings[:] - b.embeddings[:]).max() < 1e-5
+                token_budget=1200)
+    wrappers = _patch_encoder(monkeypatch, max_padded=300)
+    stats = embed_shard(shard / "s.faa", shard / "split.h5", kind="protein", model=models["protein"],
+                        device="cpu", token_budget=1200)
+    calls, failed = wrappers[0].calls, wrappers[0].failed
+    assert failed and stats["oom_splits"] > 0 and all(c <= 300 for c in calls if c not in failed)
+    # A size that ran out of memory is split before it is tried again: each failure is smaller
+    # than the last, and there are fewer failures than batches.
+    assert all(a > b for a, b in zip(failed, failed[1:])) and len(failed) < stats["batches"]
+    plain, split = contents(shard / "plain.h5"), contents(shard / "split.h5")
+    assert plain[0] == split[0] and np.abs(plain[1] - split[1]).max() < 1e-5
 
 
 def test_a_sequence_too_large_alone_fails_or_is_skipped(models, shard, monkeypatch):
-    _patch_encoder(monkeypatch, models, max_batch=100, max_tokens=150)
-    with pytest.raises(ValidationError, match="out of memory alone.*on_error: skip"):
-        embed_shard(shard / "s.faa", shard / "fail.h5", kind="protein", model=models["protein"], device="cpu",
-                    token_budget=100_000)
+    embed_shard(shard / "s.faa", shard / "plain.h5", kind="protein", model=models["protein"], device="cpu")
+    _patch_encoder(monkeypatch, max_tokens=150)
+    with pytest.raises(InputError, match=r"s\.faa: sequence f\d+ \(\d+ tokens\) runs out of memory even alone.*"
+                                         r"on_error: skip"):
+        embed_shard(shard / "s.faa", shard / "fail.h5", kind="protein", model=models["protein"], device="cpu")
     assert not (shard / "fail.h5").exists()
     embed_shard(shard / "s.faa", shard / "skip.h5", kind="protein", model=models["protein"], device="cpu",
-                token_budget=100_000, on_error="skip")
-    with open_embeddings(shard / "skip.h5") as result:
-        skipped = result.skipped()
-        assert skipped and all("out of memory alone" in why for _, why in skipped)
-        assert len(result) + len(skipped) == 40 and not set(result.read_ids()) & {s for s, _ in skipped}
+                on_error="skip")
+    ids, rows, _, skipped = contents(shard / "skip.h5")
+    all_ids, all_rows, _, _ = contents(shard / "plain.h5")
+    too_long = {sid for sid, seq in zip(*read_shard_fasta(shard / "s.faa")) if len(seq) + 2 > 150}
+    assert {sid for sid, _ in skipped} == too_long and all("out of memory even alone" in why for _, why in skipped)
+    assert ids == [sid for sid in all_ids if sid not in too_long]  # the others, still in input order
+    assert np.abs(rows - all_rows[[all_ids.index(sid) for sid in ids]]).max() < 1e-5
 
 
-def test_a_killed_job_resumes_from_its_sidecar(models, shard):
+def run_embed(shard, models, out, kill_after=None, token_budget=1500, log=None):
+    """embed_shard in its own process (so it can be SIGKILLed), as a Snakemake job runs it."""
+    code = ("import logging, sys; sys.path.insert(0, {repo!r}); from virnucflow.embed import embed_shard\n"
+            "log = logging.getLogger('embed'); log.setLevel(logging.INFO)\n"
+            "log.addHandler(logging.FileHandler({log!r})) if {log!r} else None\n"
+            "embed_shard({fasta!r}, {out!r}, kind='dna', model={model!r}, device='cpu', token_budget={budget}, "
+            "stats_json={out!r} + '.json', log=log)")
+    env = {**os.environ, "VIRNUCFLOW_TEST_KILL_AFTER_BATCHES": str(kill_after or 0)}
+    args = dict(repo=str(REPO), fasta=str(shard / "s.fna"), out=str(out), model=models["dna"], budget=token_budget,
+                log=str(log or ""))
+    return subprocess.run([sys.executable, "-c", code.format(**args)], env=env, capture_output=True, text=True)
+
+
+def test_a_killed_job_resumes_from_its_sidecar_and_writes_the_same_file(models, shard):
     out = shard / "k.h5"
-    code = ("import sys; sys.path.insert(0, {repo!r}); from virnucflow.embed import embed_shard; "
-            "embed_shard({fasta!r}, {out!r}, kind='dna', model={model!r}, device='cpu', token_budget=1500, "
-            "stats_json={stats!r})")
-    args = dict(repo=os.getcwd(), fasta=str(shard / "s.fna"), out=str(out), model=models["dna"],
-                stats=str(shard / "k.json"))
-    killed = subprocess.run([sys.executable, "-c", code.format(**args)],
-                            env={**os.environ, "VIRNUCFLOW_TEST_KILL_AFTER_BATCHES": "3"})
+    killed = run_embed(shard, models, out, kill_after=3)
     assert killed.returncode == -9 and not out.exists()
-    assert len(list((shard / "k.h5.partial").glob("batch-*.npy"))) == 3
-    subprocess.run([sys.executable, "-c", code.format(**args)], check=True)
-    resumed = json.loads((shard / "k.json").read_text())["resumed"]
-    embed_shard(shard / "s.fna", shard / "whole.h5", kind="dna", model=models["dna"], device="cpu", token_budget=1500)
-    with open_embeddings(out) as a, open_embeddings(shard / "whole.h5") as b:
-        assert a.read_ids() == b.read_ids() and np.array_equal(a.embeddings[:], b.embeddings[:])
+    assert finished_batches(shard / "k.h5.partial") == 3
+    rerun = run_embed(shard, models, out, log=shard / "rerun.log")
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = json.loads((shard / "k.h5.json").read_text())["resumed"]
     assert 0 < resumed < 40
+    assert f"resuming: {resumed} of 40 sequences already embedded" in (shard / "rerun.log").read_text()
+    assert not (shard / "k.h5.partial").exists()
+
+    embed_shard(shard / "s.fna", shard / "whole.h5", kind="dna", model=models["dna"], device="cpu", token_budget=1500)
+    ids, rows, attrs, skipped = contents(out)
+    whole_ids, whole_rows, whole_attrs, whole_skipped = contents(shard / "whole.h5")
+    assert ids == whole_ids and np.array_equal(rows, whole_rows)  # bitwise
+    assert attrs == whole_attrs and skipped == whole_skipped
 
 
-def test_two_jobs_claim_different_gpus(tmp_path):
-    code = ("import sys, time; sys.path.insert(0, {repo!r}); from virnucflow.devices import claim_device\n"
-            "with claim_device('auto') as device:\n    print(device, flush=True); time.sleep(1.5)")
-    env = {**os.environ, "VIRNUCFLOW_FAKE_GPUS": "2", "VIRNUCFLOW_LOCK_DIR": str(tmp_path)}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    procs = [subprocess.Popen([sys.executable, "-c", code.format(repo=os.getcwd())], env=env, stdout=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    devices = sorted(p.communicate()[0].strip() for p in procs)
-    assert devices == ["cuda:0", "cuda:1"]
+def test_a_resumed_job_with_another_token_budget_keeps_its_finished_rows(models, shard):
+    out = shard / "k.h5"
+    run_embed(shard, models, out, kill_after=2, token_budget=1500)
+    rerun = run_embed(shard, models, out, token_budget=5000, log=shard / "rerun.log")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((shard / "k.h5.json").read_text())["resumed"] > 0
+    embed_shard(shard / "s.fna", shard / "whole.h5", kind="dna", model=models["dna"], device="cpu")
+    assert contents(out)[0] == contents(shard / "whole.h5")[0]
+    assert np.abs(contents(out)[1] - contents(shard / "whole.h5")[1]).max() < 1e-5
 
 
-def test_scheduler_devices_name_the_locks(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIRNUCFLOW_FAKE_GPUS", "1")
-    monkeypatch.setenv("VIRNUCFLOW_LOCK_DIR", str(tmp_path))
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    with claim_device("auto") as device:
-        assert device == "cuda:0" and (tmp_path / "gpu-3.lock").exists()
-    monkeypatch.setenv("VIRNUCFLOW_FAKE_GPUS", "0")
-    with claim_device("auto") as device:
-        assert device == "cpu"
-    with pytest.raises(ModelError, match="no CUDA device"):
-        with claim_device("cuda"):
-            pass
+def test_a_sidecar_cut_short_by_a_kill_resumes_from_its_valid_part(models, shard):
+    out = shard / "k.h5"
+    run_embed(shard, models, out, kill_after=3)
+    sidecar = shard / "k.h5.partial"
+    with open(sidecar / "batches.jsonl", "ab") as index:  # a kill in the middle of writing the 4th batch
+        index.write(b'{"indices": [1, 2')
+    with open(sidecar / "rows.f32", "ab") as rows:
+        rows.write(b"\0" * 1000)
+    # A 3rd batch whose rows were damaged on disk (node crash): its CRC no longer matches.
+    lines = (sidecar / "batches.jsonl").read_bytes().splitlines(keepends=True)
+    first_two = sum(json.loads(line)["rows"] for line in lines[:2])
+    with open(sidecar / "rows.f32", "r+b") as rows:
+        rows.seek(first_two * 4 * 48 + 8)
+        rows.write(b"\x7f\x7f\x7f\x7f")
+    assert run_embed(shard, models, out).returncode == 0
+    assert json.loads((shard / "k.h5.json").read_text())["resumed"] == first_two
+    embed_shard(shard / "s.fna", shard / "whole.h5", kind="dna", model=models["dna"], device="cpu", token_budget=1500)
+    assert np.array_equal(contents(out)[1], contents(shard / "whole.h5")[1])
 
 
-def test_hugging_face_cache_resolution_and_miss(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    snapshot = cache / "models--zhihan1996--DNABERT-S" / "snapshots" / "abc123"
-    write_random_dnabert_s(snapshot, seed=2)
-    (cache / "models--zhihan1996--DNABERT-S" / "refs").mkdir()
-    (cache / "models--zhihan1996--DNABERT-S" / "refs" / "main").write_text("abc123")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    path, revision = resolve_model("zhihan1996/DNABERT-S")
-    assert path == snapshot and revision == "abc123"
-    with pytest.raises(ModelError, match="not in the local Hugging Face cache.*make download-models"):
-        resolve_model("facebook/esm2_t36_3B_UR50D")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(ModelError, match="esm2_t36_3B_UR50D.*torch hub cache"):
-        resolve_model("esm2_t36_3B_UR50D")
+def test_a_sidecar_of_another_input_is_ignored_and_the_log_says_so(models, shard):
+    out = shard / "k.h5"
+    run_embed(shard, models, out, kill_after=2)
+    records = (shard / "s.fna").read_text().splitlines(keepends=True)
+    (shard / "s.fna").write_text("".join(records[:-2]))  # prepare rewrote the shard with one record less
+    assert run_embed(shard, models, out, log=shard / "rerun.log").returncode == 0
+    log = (shard / "rerun.log").read_text()
+    assert "ignoring the sidecar" in log and "input_sha256" in log
+    assert json.loads((shard / "k.h5.json").read_text())["resumed"] == 0 and len(contents(out)[0]) == 39

@@ -1,78 +1,192 @@
-"""Which device an embed job uses, and the precision that goes with it.
+"""Which device an embed job runs on, and the precision that goes with it.
 
-Snakemake sets no CUDA_VISIBLE_DEVICES for local jobs, so on a node with several GPUs each job
-claims a free one under a lock file (released by the OS when the process dies, even by SIGKILL).
-Locks are named after the physical device, so jobs that a scheduler confined to different
-devices (CUDA_VISIBLE_DEVICES) never wait for each other.
+A scheduler (SLURM, LSF, PBS) that gives a job a GPU says which in CUDA_VISIBLE_DEVICES: the job
+uses the first device it sees and locks nothing. Snakemake's local executor sets nothing, so on a
+node with several GPUs each job claims a free one under a lock file per device; the kernel drops
+the lock when the process dies, even by SIGKILL, so a killed job never keeps a GPU claimed.
+
+VIRNUCFLOW_FAKE_GPUS=N makes this module pretend N devices exist (without touching CUDA), so the
+claiming can be tested on a machine without a GPU.
 """
 
 import contextlib
 import fcntl
 import os
+import re
+import socket
 import time
 from pathlib import Path
 
 import torch
 
-from .errors import ModelError
+from .errors import VirnucflowError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SCHEDULER_JOB_IDS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID")
+
+
+def precision_name(dtype):
+    """'fp32', 'bf16' or 'fp16' for a torch dtype."""
+    return {value: key for key, value in PRECISIONS.items()}[dtype]
+
+
+def dtype_for(precision, device):
+    """The torch dtype of `precision` (auto = bf16 on a GPU, fp32 on a CPU)."""
+    if precision == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if precision not in PRECISIONS:
+        raise VirnucflowError(f"precision {precision!r} is not one of auto, {', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
 
 
 def lock_dir():
     return Path(os.environ.get("VIRNUCFLOW_LOCK_DIR", "/tmp/virnucflow-gpu-locks"))
 
 
-def visible_devices():
-    """Physical ids of the GPUs this process may use (VIRNUCFLOW_FAKE_GPUS=N simulates N)."""
-    fake = int(os.environ.get("VIRNUCFLOW_FAKE_GPUS", "0"))
-    count = fake or (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+def _fake_gpus():
+    value = os.environ.get("VIRNUCFLOW_FAKE_GPUS", "")
+    return int(value) if value.strip() else None
+
+
+def _listed_devices():
+    """Entries of CUDA_VISIBLE_DEVICES (None when unset). Like CUDA, stop at the first invalid one."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    names = [d.strip() for d in listed.split(",") if d.strip()] if listed else []
-    return [names[i] if i < len(names) else str(i) for i in range(count)]
+    if listed is None:
+        return None
+    names = []
+    for entry in listed.split(","):
+        entry = entry.strip()
+        if not entry or entry.startswith("-"):
+            break
+        names.append(entry)
+    return names
+
+
+def visible_devices():
+    """Names of the GPUs this process may use, in CUDA's order: the CUDA_VISIBLE_DEVICES entries
+    (physical ids or UUIDs) when it is set, else '0', '1', ..."""
+    listed = _listed_devices()
+    fake = _fake_gpus()
+    if fake is not None:
+        count = fake if listed is None else min(fake, len(listed))
+    else:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [listed[i] if listed is not None and i < len(listed) else str(i) for i in range(count)]
+
+
+def scheduler_job():
+    """'SLURM_JOB_ID=123' when a batch scheduler started this process, else None."""
+    for key in SCHEDULER_JOB_IDS:
+        if os.environ.get(key):
+            return f"{key}={os.environ[key]}"
+    return None
 
 
 @contextlib.contextmanager
 def claim_device(requested="auto", log=None, poll_seconds=1.0):
-    """Yield 'cpu' or 'cuda:i' for a GPU no other virnucflow job on this node holds."""
+    """Yield the torch device string for this job: 'cpu' or 'cuda:i', held until the block ends.
+
+    requested: 'auto' (a free GPU if there is one, else the CPU), 'cuda' (a free GPU, an error
+    without one), 'cuda:i' (that device, no lock) or 'cpu'.
+    """
     if requested == "cpu":
         yield "cpu"
         return
+    if requested not in ("auto", "cuda") and not str(requested).startswith("cuda:"):
+        raise VirnucflowError(f"device {requested!r} is not one of auto, cuda, cuda:N, cpu")
     devices = visible_devices()
     if not devices:
-        if requested == "cuda":
-            raise ModelError("embed.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+        if requested != "auto":
+            raise VirnucflowError(
+                f"device {requested!r} was asked for but no CUDA device is visible (CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, torch {torch.__version__}); "
+                "use device: auto or cpu, or run on a GPU node"
+            )
+        if log:
+            log.info("no CUDA device visible: running on the CPU")
         yield "cpu"
         return
-    folder = lock_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    if str(requested).startswith("cuda:"):
+        index = int(str(requested).split(":", 1)[1])
+        if index >= len(devices):
+            raise VirnucflowError(f"device {requested!r} was asked for but only {len(devices)} GPU(s) are visible")
+        yield _use(index, devices, log, "as configured, no lock")
+        return
+    job = scheduler_job()
+    if job and _listed_devices() is not None and len(devices) == 1:
+        # The scheduler gave this job its GPU; other jobs on the node may see theirs as device 0
+        # too (cgroup renumbering), so a lock named after it would only make them wait for nothing.
+        yield _use(0, devices, log, f"assigned by the scheduler ({job})")
+        return
+    # Several visible devices and nobody chose among them: claim one. Within a scheduler
+    # allocation the names may be renumbered per job, so its locks carry the job id.
+    scope = f"{socket.gethostname()}-" + (f"{job.split('=')[1]}-" if job and _listed_devices() is not None else "")
+    started = time.monotonic()
     waited = False
-    while True:
-        for index, name in enumerate(devices):
-            handle = open(folder / f"gpu-{name}.lock", "w")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            try:
-                handle.write(f"{os.getpid()}\n")
-                handle.flush()
-                if log:
-                    log.info("claimed GPU %s (cuda:%d)", name, index)
-                yield f"cuda:{index}"
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
-            return
-        if log and not waited:
-            log.info("all %d GPUs are claimed by other jobs; waiting", len(devices))
+    with _lock_folder(log) as folder:
+        while True:
+            for index, name in enumerate(devices):
+                path = folder / re.sub(r"[^\w.-]", "_", f"{scope}gpu{name}.lock")  # UUIDs of MIG slices have '/' 
+                handle = _try_lock(path)
+                if handle is None:
+                    continue
+                try:
+                    note = f"lock {path}"
+                    if waited:
+                        note += f", after waiting {time.monotonic() - started:.0f} s"
+                    yield _use(index, devices, log, note)
+                finally:
+                    handle.close()  # closing drops the flock
+                return
+            if not waited and log:
+                log.info("all %d visible GPUs are claimed by other virnucflow jobs; waiting for one", len(devices))
             waited = True
-        time.sleep(poll_seconds)
+            time.sleep(poll_seconds)
 
 
-def dtype_for(precision, device):
-    """auto = bf16 on a GPU, fp32 on a CPU."""
-    if precision == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return PRECISIONS[precision]
+def _use(index, devices, log, how):
+    if _fake_gpus() is None:
+        torch.cuda.set_device(index)
+        label = torch.cuda.get_device_name(index)
+    else:
+        label = "fake GPU"
+    if log:
+        log.info("using cuda:%d (GPU %s, %s; %s)", index, devices[index], label, how)
+    return f"cuda:{index}"
+
+
+@contextlib.contextmanager
+def _lock_folder(log):
+    """The lock folder, shared by every user of the node (sticky, world-writable like /tmp)."""
+    folder = lock_dir()
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):
+            folder.chmod(0o1777)
+    if not os.access(folder, os.W_OK):
+        private = folder.with_name(f"{folder.name}-{os.getuid()}")
+        if log:
+            log.warning("%s is not writable; using %s (jobs of other users are not seen)", folder, private)
+        private.mkdir(parents=True, exist_ok=True)
+        folder = private
+    yield folder
+
+
+def _try_lock(path):
+    """An open file holding an exclusive flock on `path`, or None when another process holds it."""
+    try:
+        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+")
+    except PermissionError:  # another user's lock file: flock needs no write access
+        handle = os.fdopen(os.open(path, os.O_RDONLY), "r")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    if handle.writable():
+        with contextlib.suppress(OSError):
+            os.fchmod(handle.fileno(), 0o666)  # other users' jobs must be able to open it (umask)
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")  # for a human reading the folder
+            handle.flush()
+    return handle

@@ -1,10 +1,14 @@
-"""Where a model comes from: a Hugging Face id (local cache only), a local folder, or a file.
+"""Where a model comes from: a local folder or file, a Hugging Face id, or a fair-esm name.
 
-Compute nodes rarely reach the internet, so nothing here downloads; `download_models` (run by
-`make download-models` on a login node) is the one place that does.
+Compute nodes rarely reach the internet, so nothing here downloads at run time: a Hugging Face
+id is looked up in the local cache only (the layout `hub/models--org--name/snapshots/<commit>/`
+under HF_HUB_CACHE or HF_HOME), a fair-esm name in the torch hub cache. `download_models`, run by
+`make download-models` on a login node, is the one place that downloads.
 """
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -12,66 +16,157 @@ import torch
 from ..errors import ModelError
 
 KINDS = ("dna", "protein")
+HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # in the order the loaders prefer them
+FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
 
 
-def _torch_hub_checkpoints():
-    home = os.environ.get("TORCH_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "torch")
-    return Path(home) / "hub" / "checkpoints"
+def hf_hub_cache():
+    """The Hugging Face hub cache folder, as huggingface_hub computes it from the environment."""
+    if os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        folder = os.environ.get("HF_HUB_CACHE") or os.environ["HUGGINGFACE_HUB_CACHE"]
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+        folder = os.path.join(os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface"), "hub")
+    return Path(os.path.expandvars(os.path.expanduser(folder)))
 
 
-def resolve_model(spec):
-    """(local path, revision) for a model spec; ModelError with the download command on a miss."""
+def torch_hub_checkpoints():
+    """torch.hub's checkpoint folder ($TORCH_HOME/hub/checkpoints), where fair-esm keeps its .pt files."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    home = os.environ.get("TORCH_HOME") or os.path.join(xdg, "torch")
+    return Path(os.path.expandvars(os.path.expanduser(home))) / "hub" / "checkpoints"
+
+
+def resolve_model(spec, kind=None):
+    """(local path, revision) of a model spec; a ModelError naming the download command on a miss.
+
+    The revision goes into the output attributes: the snapshot commit of a Hugging Face cache
+    entry, else `sha256:` and the first 12 hex digits of the weights' digest.
+    """
+    spec = str(spec)
     path = Path(spec).expanduser()
     if path.exists():
-        return path, "local"
-    if "/" not in spec:  # a fair-esm name such as esm2_t36_3B_UR50D
-        hub = _torch_hub_checkpoints() / f"{spec}.pt"
-        if hub.exists():
-            return hub, "fair-esm"
-        raise ModelError(
-            f"model {spec!r} is neither a path nor in the torch hub cache ({hub}); download it on a machine "
-            f"with internet (`make download-models` or `virnucflow download-models facebook/{spec}`) "
-            "or give a local path"
-        )
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+        return path, _local_revision(path)
+    if HF_ID.match(spec):
+        found = _hf_snapshot(spec)
+        if found:
+            return found
+        raise ModelError(_miss_message(spec, f"the local Hugging Face cache ({hf_hub_cache()})"))
+    if "/" not in spec and not spec.endswith((".pt", ".pth")) and kind != "dna":
+        hub = torch_hub_checkpoints() / f"{spec}.pt"
+        if hub.is_file():
+            return hub, _local_revision(hub)
+        found = _hf_snapshot(f"facebook/{spec}") if spec.startswith("esm") else None
+        if found:
+            return found
+        raise ModelError(_miss_message(spec, f"the torch hub cache ({hub})"))
+    raise ModelError(f"model {spec!r}: no such file or folder; give a local path, a Hugging Face id "
+                     "(org/name) or a fair-esm name (esm2_t36_3B_UR50D)")
 
-    try:
-        folder = snapshot_download(spec, local_files_only=True)
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-        raise ModelError(
-            f"model {spec!r} is not in the local Hugging Face cache ({cache}); on a machine with internet run "
-            f"`make download-models` (or `virnucflow download-models {spec}`) and share the cache via HF_HOME"
-        ) from None
-    return Path(folder), Path(folder).name
+
+def _hf_snapshot(repo_id):
+    """(snapshot folder, commit) of a cached Hugging Face repo, or None. refs/main names the
+    commit that a download last fetched; without it, the newest snapshot."""
+    repo = hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    commit = ref.read_text().strip() if ref.is_file() else None
+    if commit is None or not (snapshots / commit).is_dir():
+        candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
+        if not candidates:
+            return None
+        commit = candidates[-1].name
+    folder = snapshots / commit
+    # A download cut short leaves a snapshot without weights, or links to blobs that never came.
+    has_weights = any((folder / name).is_file() for name in WEIGHTS)
+    if not (folder / "config.json").is_file() or not has_weights:
+        raise ModelError(f"model {repo_id!r}: the cached snapshot {folder} has no config.json or weights "
+                         f"(an interrupted download?); run `make download-models` again on a login node")
+    return folder, commit
+
+
+def _local_revision(path):
+    # A folder inside a Hugging Face cache is named after its commit.
+    if path.is_dir() and path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.name
+    if path.is_file():
+        files = [path]
+    else:
+        weights = [path / name for name in WEIGHTS if (path / name).is_file()][:1]
+        files = [path / name for name in ("config.json", "tokenizer.json") if (path / name).is_file()] + weights
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + _file_sha256(file).encode() + b"\n")
+    return "sha256:" + digest.hexdigest()[:12] if files else "unknown"
+
+
+_DIGESTS = {}
+
+
+def _file_sha256(path):
+    """sha256 of a file, once per process (about 2 GB/s: a few seconds for ESM-2 3B)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 24):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def _miss_message(spec, where):
+    if "/" in spec:
+        manual = (f"`python -m virnucflow download-models {spec}` (one weight format) or `hf download {spec}` "
+                  "(every format)")
+    else:
+        url = FAIR_ESM_URL.format(name=spec)
+        manual = (f"`python -c \"import torch; torch.hub.download_url_to_file('{url}', "
+                  f"'{torch_hub_checkpoints() / (spec + '.pt')}')\"`")
+    return (f"model {spec!r} is not a local path and not in {where}; on a machine with internet run "
+            f"`make download-models` or {manual}, then share the cache (HF_HOME / TORCH_HOME) with the "
+            "compute nodes or point the config at the downloaded folder")
 
 
 def load_encoder(kind, spec, device="cpu", dtype=torch.float32, layer=None, attention="auto"):
-    """The encoder of `kind` ('dna' = DNABERT-S, 'protein' = ESM-2) for `spec`, with .revision set."""
+    """The encoder of `kind` ('dna' = DNABERT-S, 'protein' = ESM-2) for a model spec, with
+    `.revision` set (see resolve_model) and `.name` the spec as the user wrote it."""
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}")
-    path, revision = resolve_model(spec)
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    path, revision = resolve_model(spec, kind)
     if kind == "dna":
+        if not path.is_dir():
+            raise ModelError(f"{path}: DNABERT-S is a folder (config.json, weights, tokenizer.json), not a file")
         from .dnabert_s_checkpoint import load_dnabert_s
 
-        encoder = load_dnabert_s(path, device=device, dtype=dtype, attention=attention, name=spec)
+        encoder = load_dnabert_s(path, device=device, dtype=dtype, attention=attention, name=str(spec))
     else:
         from .esm2_checkpoint import load_esm2
 
-        encoder = load_esm2(path, device=device, dtype=dtype, layer=layer, attention=attention, name=spec)
+        encoder = load_esm2(path, device=device, dtype=dtype, layer=layer, attention=attention, name=str(spec))
     encoder.revision = revision
     return encoder
 
 
 def download_models(specs, log=None):
-    """Download Hugging Face models into the local cache (needs internet: a login node)."""
-    from huggingface_hub import list_repo_files, snapshot_download
-
+    """Download models into the local caches (needs internet: a login node): Hugging Face ids
+    into the hub cache, fair-esm names into the torch hub cache."""
     for spec in specs:
+        if "/" not in spec:
+            target = torch_hub_checkpoints() / f"{spec}.pt"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(FAIR_ESM_URL.format(name=spec), str(target))
+            if log:
+                log.info("%s -> %s", spec, target)
+            continue
+        from huggingface_hub import list_repo_files, snapshot_download
+
         files = list_repo_files(spec)
         # One copy of the weights: safetensors when the repo has them (ESM-2 3B is 11 GB per format).
         weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
-        folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights])
+        folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights], cache_dir=hf_hub_cache())
         if log:
             log.info("%s -> %s", spec, folder)

@@ -1,0 +1,116 @@
+"""Device claiming on a pretend multi-GPU node (VIRNUCFLOW_FAKE_GPUS), and precision choice."""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from virnucflow.devices import claim_device, dtype_for
+from virnucflow.errors import VirnucflowError
+
+REPO = Path(__file__).resolve().parents[1]
+# Claims a device, says which, and holds it until the file `release` appears.
+HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from virnucflow.devices import claim_device
+with claim_device("auto") as device:
+    print(device, flush=True)
+    while not Path({release!r}).exists():
+        time.sleep(0.02)
+"""
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """A node with two pretend GPUs and no scheduler; returns the environment for job processes."""
+    for key in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("VIRNUCFLOW_FAKE_GPUS", "2")
+    monkeypatch.setenv("VIRNUCFLOW_LOCK_DIR", str(tmp_path / "locks"))
+    return dict(os.environ)
+
+
+def holder(tmp_path, env, name):
+    code = HOLDER.format(repo=str(REPO), release=str(tmp_path / f"release-{name}"))
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+
+
+def test_two_jobs_at_once_claim_different_gpus_and_a_third_waits(tmp_path, node):
+    first, second = holder(tmp_path, node, "a"), holder(tmp_path, node, "a")
+    # Both print while both still hold their device (neither can release before the file exists).
+    claimed = sorted([first.stdout.readline().strip(), second.stdout.readline().strip()])
+    assert claimed == ["cuda:0", "cuda:1"]
+    third = holder(tmp_path, node, "b")
+    printed, _, _ = select.select([third.stdout], [], [], 3.0)
+    assert not printed  # no free device: it waits instead of sharing one
+    (tmp_path / "release-a").touch()
+    assert first.wait(10) == 0 and second.wait(10) == 0
+    assert third.stdout.readline().strip() in claimed  # one of the devices the first two gave back
+    (tmp_path / "release-b").touch()
+    assert third.wait(10) == 0
+
+
+def test_a_killed_job_gives_its_gpu_back(tmp_path, node):
+    node["VIRNUCFLOW_FAKE_GPUS"] = "1"
+    killed = holder(tmp_path, node, "never")
+    assert killed.stdout.readline().strip() == "cuda:0"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    after = holder(tmp_path, node, "b")
+    assert after.stdout.readline().strip() == "cuda:0"
+    (tmp_path / "release-b").touch()
+    assert after.wait(10) == 0
+
+
+def test_a_gpu_given_by_the_scheduler_is_used_without_locks(tmp_path, node, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    # Another job of the node sees its own GPU as device 0 too: neither may wait for the other.
+    with claim_device("auto") as first, claim_device("auto") as second:
+        assert first == second == "cuda:0"
+    assert not (tmp_path / "locks").exists()
+
+
+def test_locks_are_named_after_physical_devices_or_the_scheduler_allocation(tmp_path, node, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    with claim_device("auto") as first, claim_device("auto") as second:
+        assert (first, second) == ("cuda:0", "cuda:1")
+        names = sorted(p.name for p in (tmp_path / "locks").iterdir())
+        assert names[0].endswith("gpu5.lock") and names[1].endswith("gpu7.lock")
+    # Several GPUs of one Slurm allocation (Snakemake's local executor inside salloc): its own locks.
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with claim_device("auto") as first, claim_device("auto") as second:
+        assert (first, second) == ("cuda:0", "cuda:1")
+        assert len([p for p in (tmp_path / "locks").iterdir() if "-99-gpu" in p.name]) == 2
+
+
+def test_cpu_when_asked_or_when_no_gpu_is_visible(node, monkeypatch):
+    with claim_device("cpu") as device:
+        assert device == "cpu"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a scheduler that gave this job no GPU
+    with claim_device("auto") as device:
+        assert device == "cpu"
+    with pytest.raises(VirnucflowError, match="no CUDA device is visible"):
+        with claim_device("cuda"):
+            pass
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with claim_device("cuda:1") as device:  # pinned by the user: no lock, no waiting
+        assert device == "cuda:1"
+    with pytest.raises(VirnucflowError, match="not one of auto, cuda, cuda:N, cpu"):
+        with claim_device("gpu"):
+            pass
+
+
+def test_precision_auto_is_bf16_on_a_gpu_and_fp32_on_a_cpu():
+    assert dtype_for("auto", "cuda:1") == torch.bfloat16 and dtype_for("auto", "cpu") == torch.float32
+    assert dtype_for("fp16", "cuda:0") == torch.float16 and dtype_for("fp32", "cuda:0") == torch.float32
+    with pytest.raises(VirnucflowError, match="precision 'half' is not one of auto, fp32, bf16, fp16"):
+        dtype_for("half", "cpu")

@@ -1,0 +1,109 @@
+"""Model resolution: local folders and files, the Hugging Face cache (offline), the torch hub cache."""
+
+import hashlib
+import shutil
+
+import pytest
+
+from virnucflow.errors import ModelError
+from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s
+from virnucflow.models.esm2_checkpoint import write_random_esm2
+from virnucflow.models.resolve import load_encoder, resolve_model
+
+COMMIT = "1c3ab7c9e2f04d5e8a6b7c8d9e0f1a2b3c4d5e6f"
+
+
+@pytest.fixture(autouse=True)
+def no_user_caches(tmp_path, monkeypatch):
+    """Caches in the test folder only, whatever the machine has in ~/.cache."""
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "TORCH_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+def hf_cache_entry(hub, repo_id, commit=COMMIT):
+    """A cached repo laid out as huggingface_hub leaves it: blobs, snapshots/<commit>/ links, refs/main."""
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    staging = repo / "staging"
+    write_random_dnabert_s(staging, seed=2)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in staging.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.move(file, blob)
+        (snapshot / file.name).symlink_to(blob)
+    staging.rmdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.mark.parametrize("variable, subfolder", [("HF_HUB_CACHE", ""), ("HF_HOME", "hub")])
+def test_a_hugging_face_id_resolves_from_the_local_cache(tmp_path, monkeypatch, variable, subfolder):
+    hub = tmp_path / "cache" / subfolder if subfolder else tmp_path / "cache"
+    snapshot = hf_cache_entry(hub, "zhihan1996/DNABERT-S")
+    monkeypatch.setenv(variable, str(tmp_path / "cache"))
+    assert resolve_model("zhihan1996/DNABERT-S", "dna") == (snapshot, COMMIT)
+    encoder = load_encoder("dna", "zhihan1996/DNABERT-S")
+    assert encoder.revision == COMMIT and encoder.name == "zhihan1996/DNABERT-S" and encoder.dim == 48
+
+
+def test_the_default_cache_is_under_xdg_cache_home(tmp_path):
+    snapshot = hf_cache_entry(tmp_path / "xdg" / "huggingface" / "hub", "zhihan1996/DNABERT-S")
+    assert resolve_model("zhihan1996/DNABERT-S")[0] == snapshot
+
+
+def test_a_cache_miss_says_where_it_looked_and_how_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelError) as miss:
+        resolve_model("facebook/esm2_t36_3B_UR50D", "protein")
+    message = str(miss.value)
+    assert "'facebook/esm2_t36_3B_UR50D' is not a local path and not in the local Hugging Face cache" in message
+    assert str(tmp_path / "hub") in message and "make download-models" in message
+    assert "hf download facebook/esm2_t36_3B_UR50D" in message and "\n" not in message
+
+
+def test_an_interrupted_download_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = hf_cache_entry(tmp_path / "hub", "zhihan1996/DNABERT-S")
+    (snapshot / "pytorch_model.bin").unlink()
+    with pytest.raises(ModelError, match="no config.json or weights .an interrupted download"):
+        resolve_model("zhihan1996/DNABERT-S")
+
+
+def test_without_refs_main_the_newest_snapshot_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = hf_cache_entry(tmp_path / "hub", "zhihan1996/DNABERT-S")
+    (snapshot.parent.parent / "refs" / "main").unlink()
+    assert resolve_model("zhihan1996/DNABERT-S") == (snapshot, COMMIT)
+
+
+def test_a_fair_esm_name_resolves_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(ModelError) as miss:
+        resolve_model("esm2_t36_3B_UR50D", "protein")
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(miss.value)
+    assert "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t36_3B_UR50D.pt" in str(miss.value)
+    checkpoint = write_random_esm2(tmp_path / "torch" / "hub" / "checkpoints" / "esm2_t36_3B_UR50D.pt",
+                                   num_layers=1, embed_dim=16, attention_heads=2)
+    path, revision = resolve_model("esm2_t36_3B_UR50D", "protein")
+    assert path == checkpoint and revision == "sha256:" + hashlib.sha256(
+        b"esm2_t36_3B_UR50D.pt\0" + hashlib.sha256(checkpoint.read_bytes()).hexdigest().encode() + b"\n"
+    ).hexdigest()[:12]
+
+
+def test_local_models_get_a_revision_from_their_contents(tmp_path):
+    folder = write_random_dnabert_s(tmp_path / "dnabert", seed=1)
+    path, revision = resolve_model(str(folder), "dna")
+    assert path == folder and revision.startswith("sha256:") and resolve_model(str(folder))[1] == revision
+    write_random_dnabert_s(tmp_path / "dnabert", seed=5)  # other weights, same place
+    assert resolve_model(str(folder))[1] != revision
+
+
+def test_wrong_or_missing_local_models_are_named(tmp_path):
+    with pytest.raises(ModelError, match="'missing.pt': no such file or folder"):
+        resolve_model("missing.pt")
+    checkpoint = write_random_esm2(tmp_path / "esm.pt", num_layers=1, embed_dim=16, attention_heads=2)
+    with pytest.raises(ModelError, match="DNABERT-S is a folder"):
+        load_encoder("dna", str(checkpoint))
