@@ -2,59 +2,83 @@
 layouts, its pickled format loaded safely, and a call for every read."""
 
 import csv
+import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from virnucflow.errors import ModelError
-from virnucflow.merge import merge_sample  # noqa: F401  (the merged file format is what predict reads)
+from virnucflow.errors import InputError, ModelError
 from virnucflow.predict import MLPClassifier, load_classifier, predict_sample, write_demo_classifier
 from virnucflow.prepare import FRAMES_HEADER, READS_HEADER
 from virnucflow.shards import write_embeddings
 
-ORIGINAL_SCRIPT = textwrap.dedent('''
+# The class as VirNucPro's train.py defines it; the script is run as __main__, so torch.save of
+# the whole module pickles it as __main__.MLPClassifier, exactly like 300_model.pth / 500_model.pth.
+ORIGINAL_CLASS = textwrap.dedent('''
     import sys, torch
     from torch import nn
     import torch.nn.functional as F
 
-    class MLPClassifier(nn.Module):  # as in VirNucPro's train.py: saved whole, from __main__
+    class MLPClassifier(nn.Module):
         def __init__(self, input_dim, hidden_dim, num_class):
             super(MLPClassifier, self).__init__()
             self.hidden_layer = nn.Linear(input_dim, hidden_dim)
             self.bn1 = nn.BatchNorm1d(hidden_dim)
             self.output_layer = nn.Linear(hidden_dim, num_class)
             self.dropout = nn.Dropout(0.5)
+            self.init_weights()
+
+        def init_weights(self):
+            nn.init.xavier_uniform_(self.hidden_layer.weight)
+            nn.init.xavier_uniform_(self.output_layer.weight)
 
         def forward(self, x):
-            return self.output_layer(self.dropout(F.relu(self.bn1(self.hidden_layer(x)))))
-
-    torch.manual_seed(int(sys.argv[2]))
-    model = MLPClassifier(3328, 512, 2)
-    with torch.no_grad():
+            x = self.hidden_layer(x)
+            x = self.bn1(x)
+            x = F.relu(x)
+            x = self.dropout(x)
+            x = self.output_layer(x)
+            return x
+''')
+SAVE_LIKE_TRAIN_PY = ORIGINAL_CLASS + textwrap.dedent('''
+    path, seed, dim, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    if how == "cuda":  # what a model trained on a GPU records for its tensors, without needing one here
+        import torch.serialization
+        torch.serialization.location_tag = lambda storage: "cuda:0"
+    torch.manual_seed(seed)
+    model = MLPClassifier(dim, 512, 2)
+    with torch.no_grad():  # trained-looking statistics, and scores spread over [0, 1]
         model.bn1.running_mean.normal_(0, 0.3); model.bn1.running_var.uniform_(0.5, 2)
         model.output_layer.weight.mul_(20)
-    torch.save(model, sys.argv[1])
+    torch.save(model, path, _use_new_zipfile_serialization=how != "legacy")
 ''')
+
+
+def save_like_the_original(path, seed=38, dim=3328, how="zip"):
+    """torch.save(model) from a script run as __main__; `how`: zip (torch >= 1.6), legacy, cuda (tagged
+    as saved from a GPU)."""
+    script = path.parent / "train.py"
+    script.write_text(SAVE_LIKE_TRAIN_PY)
+    subprocess.run([sys.executable, str(script), str(path), str(seed), str(dim), how], check=True)
+    return path
 
 
 @pytest.fixture(scope="module")
 def original_pth(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cls") / "500_model.pth"
-    script = path.parent / "train.py"
-    script.write_text(ORIGINAL_SCRIPT)
-    subprocess.run([sys.executable, str(script), str(path), "7"], check=True)
-    return path
+    # seed 38: these weights call both classes on each reference folder
+    return save_like_the_original(tmp_path_factory.mktemp("cls") / "500_model.pth", seed=38)
 
 
 def load_the_original_way(path):
-    """torch.load(weights_only=False) with the original class in __main__: the direct evaluation."""
+    """What VirNucPro's prediction.py does: torch.load(weights_only=False) with its class in __main__."""
     namespace = {}
-    exec(ORIGINAL_SCRIPT.split("torch.manual_seed")[0], namespace)
+    exec(ORIGINAL_CLASS, namespace)
     main = sys.modules["__main__"]
     main.MLPClassifier = namespace["MLPClassifier"]
     try:
@@ -69,76 +93,139 @@ def rows(path):
         return list(csv.reader(handle, delimiter="\t"))
 
 
-def sample_from_reference(tmp_path, folder):
-    merged = torch.load(folder / "output_1_merged.pt", weights_only=True)
-    ids = merged["ids"]
-    write_embeddings(tmp_path / "emb.h5", ids, merged["data"].numpy(), {"chunk_length": 500})
-    reads = sorted({sid.split("_chunk_")[0] for sid in ids}) + ["read_without_frames"]
+def write_sample(tmp_path, ids, features, reads, attrs=None, frame_ids=None):
+    """embeddings.h5 (rows `ids`), frames.tsv (`frame_ids`, default `ids`) and reads.tsv for `reads`:
+    {read_id: (length, chunks, chunks_with_frames)}."""
+    write_embeddings(tmp_path / "emb.h5", ids, features, {"chunk_length": 500, **(attrs or {})})
     with open(tmp_path / "frames.tsv", "w") as handle:
         handle.write(FRAMES_HEADER)
-        handle.writelines(f"{sid}\t{sid.split('_chunk_')[0]}\t1\t-\t1\t0\t10\t3\t0\n" for sid in ids)
+        for sid in frame_ids if frame_ids is not None else ids:
+            read, chunk = re.fullmatch(r"(.+)_chunk_(\d+)[FR][123]", sid).groups()
+            handle.write(f"{sid}\t{read}\t{chunk}\t{'+' if sid[-2] == 'F' else '-'}\t{sid[-1]}\t0\t10\t3\t0\n")
     with open(tmp_path / "reads.tsv", "w") as handle:
         handle.write(READS_HEADER)
-        handle.writelines(f"{r}\t500\t1\t{0 if r == 'read_without_frames' else 1}\t0\n" for r in reads)
-    return merged
+        handle.writelines(f"{r}\t{n}\t{c}\t{w}\t0\n" for r, (n, c, w) in reads.items())
 
 
 def run_predict(tmp_path, classifier, **kwargs):
+    kwargs.setdefault("batch_rows", 3)  # batches end inside chunks and reads
     return predict_sample(tmp_path / "emb.h5", tmp_path / "frames.tsv", tmp_path / "reads.tsv", classifier,
                           predictions_tsv=tmp_path / "p.tsv", chunk_calls_tsv=tmp_path / "c.tsv",
-                          read_calls_tsv=tmp_path / "r.tsv", batch_rows=3, **kwargs)
+                          read_calls_tsv=tmp_path / "r.tsv", **kwargs)
 
 
 @pytest.mark.parametrize("folder", ["with_orfs", "fixed_500bp"])
 def test_reference_features_scored_like_the_mlp_itself(tmp_path, reference_dir, original_pth, folder):
-    merged = sample_from_reference(tmp_path, reference_dir / folder)
-    run_predict(tmp_path, original_pth, chunk_length=500)
-    model = load_the_original_way(original_pth)
+    merged = torch.load(reference_dir / folder / "output_1_merged.pt", weights_only=True)
+    reads = {sid.split("_chunk_")[0]: (500, 1, 1) for sid in merged["ids"]} | {"read_without_frames": (500, 1, 0)}
+    write_sample(tmp_path, merged["ids"], merged["data"].numpy(), reads)
+    run_predict(tmp_path, original_pth)
     with torch.no_grad():
-        expected = F.softmax(model(merged["data"]), dim=1).numpy()
-    predictions = rows(tmp_path / "p.tsv")
-    reference = rows(reference_dir / folder / "prediction_results.txt")
+        expected = F.softmax(load_the_original_way(original_pth)(merged["data"]), dim=1).numpy()
+
+    predictions, reference = rows(tmp_path / "p.tsv"), rows(reference_dir / folder / "prediction_results.txt")
     assert predictions[0] == reference[0] == ["Sequence_ID", "Prediction", "score1", "score2"]
+    assert [r[0] for r in predictions[1:]] == [r[0] for r in reference[1:]] == merged["ids"]
     scores = np.array([[float(r[2]), float(r[3])] for r in predictions[1:]])
     assert np.abs(scores - expected).max() < 1e-6
-    assert [r[0] for r in predictions[1:]] == [r[0] for r in reference[1:]] == merged["ids"]
-    assert {r[1] for r in predictions[1:]} <= {"virus", "others"}
-    for ours, theirs in zip(predictions[1:], reference[1:]):  # float32 written the same way: str(np.float32)
-        assert ours[2] == str(np.float32(ours[2])) and theirs[2] == str(np.float32(theirs[2]))
+    assert [r[1] for r in predictions[1:]] == ["virus" if p[1] > p[0] else "others" for p in expected]
+    assert {r[1] for r in predictions[1:]} == {"virus", "others"}  # the seeded weights call both here
+    for table in (predictions, reference):  # float32 written as str(np.float32): shortest round-trip digits
+        for _, label, *numbers in table[1:]:
+            assert label in ("virus", "others")
+            assert all(text == str(np.float32(text)) for text in numbers)
+            assert abs(sum(float(text) for text in numbers) - 1) < 1e-6
+    assert (tmp_path / "p.tsv").read_bytes().count(b"\r") == 0
+
     chunks = rows(tmp_path / "c.tsv")
     highest = rows(reference_dir / folder / "prediction_results_highestscore.csv")
-    assert chunks[0][:2] == highest[0] and [r[0] for r in chunks[1:]] == [r[0] for r in highest[1:]]
-    for chunk in chunks[1:]:
-        frames = [s for s, r in zip(scores, predictions[1:]) if r[0][:-2] == chunk[0]]
-        assert chunk[1] == str(max(f[1] for f in frames) >= max(f[0] for f in frames))
+    assert chunks[0] == highest[0] + ["max_score1", "max_score2", "frames"] == \
+        ["Modified_ID", "Is_Virus", "max_score1", "max_score2", "frames"]
+    assert [r[0] for r in chunks[1:]] == [r[0] for r in highest[1:]]
+    for chunk, theirs in zip(chunks[1:], highest[1:]):
+        of_chunk = scores[[r[0][:-2] == chunk[0] for r in predictions[1:]]]
+        assert chunk[1] == str(of_chunk[:, 1].max() >= of_chunk[:, 0].max()) and theirs[1] in ("True", "False")
+        assert [float(chunk[2]), float(chunk[3]), int(chunk[4])] == [*of_chunk.max(axis=0), len(of_chunk)]
+        assert chunk[2] == str(np.float32(chunk[2])) and chunk[3] == str(np.float32(chunk[3]))
+
     calls = {r[0]: r for r in rows(tmp_path / "r.tsv")[1:]}
-    assert calls["read_without_frames"][-1] == "no_frames"
-    assert len(calls) == len({sid.split("_chunk_")[0] for sid in merged["ids"]}) + 1
+    assert set(calls) == set(reads) and calls["read_without_frames"][-1] == "no_frames"
+    assert all(r[5] == str(np.float32(r[5])) for r in calls.values() if r[5])
 
 
-def test_original_pickle_and_state_dict_load(tmp_path, original_pth):
+def test_original_pickle_loads_and_scores_like_the_original(tmp_path, original_pth):
+    from_gpu = save_like_the_original(tmp_path / "500_model.pth", how="cuda")
+    assert b"cuda:0" in zipfile.ZipFile(from_gpu).read("500_model/data.pkl")
+    x = torch.randn(5, 3328)
+    with torch.no_grad():
+        expected = load_the_original_way(original_pth)(x)
+        for path in (original_pth, from_gpu):  # same seed: same weights
+            model = load_classifier(path)
+            assert isinstance(model, MLPClassifier) and not model.training
+            assert model.hidden_layer.in_features == 3328 and model.hidden_layer.weight.device.type == "cpu"
+            assert torch.allclose(model(x), expected, atol=1e-6, rtol=0)
+
+
+def test_legacy_format_whole_module_is_refused_but_its_state_dict_loads(tmp_path, original_pth):
+    legacy = save_like_the_original(tmp_path / "500_model.pth", how="legacy")  # torch.save before torch 1.6
+    with pytest.raises(ModelError, match=r"500_model.pth: a whole module in torch's legacy .* state_dict"):
+        load_classifier(legacy)
+    state = load_the_original_way(original_pth).state_dict()
+    torch.save(state, tmp_path / "legacy_state.pth", _use_new_zipfile_serialization=False)
+    assert torch.equal(load_classifier(tmp_path / "legacy_state.pth").hidden_layer.weight, state["hidden_layer.weight"])
+
+
+def test_state_dict_and_a_module_saved_from_this_package_load(tmp_path, original_pth):
     model = load_classifier(original_pth)
-    assert isinstance(model, MLPClassifier) and model.hidden_layer.in_features == 3328 and not model.training
     torch.save(model.state_dict(), tmp_path / "state.pth")
-    again = load_classifier(tmp_path / "state.pth")
+    torch.save(model, tmp_path / "whole.pth")  # pickled as virnucflow.predict.MLPClassifier
     x = torch.randn(4, 3328)
-    assert torch.equal(model(x), again(x))
+    with torch.no_grad():
+        for path in ("state.pth", "whole.pth"):
+            assert torch.equal(load_classifier(tmp_path / path)(x), model(x))
 
 
-def test_a_pickle_that_runs_code_is_refused(tmp_path):
-    marker = tmp_path / "pwned"
-    script = tmp_path / "evil.py"
-    script.write_text(textwrap.dedent(f'''
-        import os, torch
-        class Payload:
-            def __reduce__(self):
-                return (os.system, ("touch {marker}",))
-        torch.save({{"hidden_layer.weight": Payload()}}, "{tmp_path / 'evil.pth'}")
-    '''))
-    subprocess.run([sys.executable, str(script)], check=True)
-    with pytest.raises(ModelError, match=r"evil.pth: refused to load.*it calls posix.system"):
-        load_classifier(tmp_path / "evil.pth")
+EVIL = textwrap.dedent('''
+    import os, pickle, sys, torch
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + sys.argv[1],))
+    class MLPClassifier(torch.nn.Module):  # right name, but its pickle runs the payload
+        def __reduce__(self):
+            return (os.system, ("touch " + sys.argv[1],))
+    kind, out = sys.argv[2], sys.argv[3]
+    if kind == "torch-dict":
+        torch.save({"hidden_layer.weight": Payload()}, out)
+    elif kind == "torch-module":
+        torch.save(MLPClassifier(), out)
+    else:
+        with open(out, "wb") as handle:
+            pickle.dump({"hidden_layer.weight": Payload()}, handle, protocol=2)
+''')
+
+
+@pytest.mark.parametrize("kind", ["torch-dict", "torch-module", "plain-pickle"])
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path, kind):
+    marker, evil = tmp_path / "pwned", tmp_path / "500_model.pth"
+    (tmp_path / "evil.py").write_text(EVIL)
+    subprocess.run([sys.executable, str(tmp_path / "evil.py"), str(marker), kind, str(evil)], check=True)
+    assert not marker.exists()  # saving did not run it
+    with pytest.raises(ModelError) as error:
+        load_classifier(evil)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{evil}: refused to load: it names posix.system")
+    assert "could run code" in message
     assert not marker.exists()
+
+
+def test_files_that_are_not_classifiers_are_clear_errors(tmp_path):
+    (tmp_path / "short.pth").write_bytes(b"hello")
+    torch.save({"weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    torch.save(torch.nn.Linear(3, 2), tmp_path / "linear.pth")
+    for name, expected in [("absent.pth", "classifier not found"), ("short.pth", "not a readable classifier"),
+                           ("other.pth", "not a VirNucPro classifier"), ("linear.pth", "holds a Linear")]:
+        with pytest.raises(ModelError, match=f"{name}: {expected}"):
+            load_classifier(tmp_path / name)
 
 
 def test_input_dim_and_chunk_length_are_checked(tmp_path, original_pth):
@@ -146,15 +233,139 @@ def test_input_dim_and_chunk_length_are_checked(tmp_path, original_pth):
         load_classifier(original_pth, input_dim=112)
     with pytest.raises(ModelError, match="trained on 500 bp chunks but the run used chunk_length 300"):
         load_classifier(original_pth, chunk_length=300)
+    assert load_classifier(original_pth, chunk_length=500, input_dim=3328)
+    assert load_classifier(original_pth, chunk_length=300, trained_chunk=300)  # the user knows better
+    renamed = tmp_path / "my_classifier.pth"
+    renamed.write_bytes(original_pth.read_bytes())
+    assert load_classifier(renamed, chunk_length=300)  # name says nothing: not checked
+    with pytest.raises(ModelError, match="trained on 500 bp chunks"):
+        load_classifier(renamed, chunk_length=300, trained_chunk=500)
+
+
+def test_a_run_at_another_chunk_length_is_refused_from_the_embeddings_attributes(tmp_path, original_pth):
+    ids = ["r_chunk_1F1"]
+    write_sample(tmp_path, ids, np.zeros((1, 3328), np.float32), {"r": (300, 1, 1)}, attrs={"chunk_length": 300})
+    with pytest.raises(ModelError, match="trained on 500 bp chunks but the run used chunk_length 300"):
+        run_predict(tmp_path, original_pth)
+    assert not (tmp_path / "p.tsv").exists() and not (tmp_path / "r.tsv").exists()
 
 
 def test_demo_classifier_is_deterministic_and_in_the_original_format(tmp_path):
-    a = write_demo_classifier(tmp_path / "a" / "c.pth", input_dim=112, seed=3)
-    b = write_demo_classifier(tmp_path / "b" / "c.pth", input_dim=112, seed=3)
-    assert a.read_bytes() == b.read_bytes()
-    import zipfile
-
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = write_demo_classifier(tmp_path / "a" / "demo.pth", input_dim=112, seed=3)
+    assert torch.equal(torch.rand(1), before)  # the caller's random state is untouched
+    b = write_demo_classifier(tmp_path / "b" / "other_name.pth", input_dim=112, seed=3)
+    c = write_demo_classifier(tmp_path / "c.pth", input_dim=112, seed=4)
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
     with zipfile.ZipFile(a) as archive:
         pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
-    assert b"__main__" in pickled and b"MLPClassifier" in pickled
+    assert b"__main__\nMLPClassifier" in pickled
+    assert load_the_original_way(a).hidden_layer.in_features == 112  # the original's own loader reads it
     assert load_classifier(a).hidden_layer.in_features == 112
+
+
+def multi_chunk_sample(tmp_path, drop=()):
+    """Reads of 1-3 chunks with 0-6 frames each, random features; `drop`: frame ids left out of the h5."""
+    rng = np.random.default_rng(5)
+    reads = {}
+    frame_ids = []
+    for r in range(12):
+        chunks = 1 + r % 3
+        with_frames = 0
+        for c in range(1, chunks + 1):
+            frames = [f for f in ("F1", "F2", "F3", "R1", "R2", "R3") if rng.random() < 0.4]
+            frame_ids += [f"read{r}_chunk_{c}{f}" for f in frames]
+            with_frames += bool(frames)
+        reads[f"read{r}"] = (chunks * 400, chunks, with_frames)
+    reads["empty_read_without_frames"] = (120, 1, 0)
+    ids = [f for f in frame_ids if f not in drop]
+    features = rng.standard_normal((len(frame_ids), 16)).astype(np.float32)[[f not in drop for f in frame_ids]]
+    write_sample(tmp_path, ids, features, reads, frame_ids=frame_ids)
+    classifier = tmp_path / "cls.pth"
+    write_demo_classifier(classifier, input_dim=16, seed=3)  # seed 3: reads of every kind below
+    return reads, frame_ids, ids, features, classifier
+
+
+def calls_from_scores(ids, scores):
+    """VirNucPro's chunk rule and the read rule, written out directly from per-frame scores."""
+    chunk_max = {}
+    for sid, (p_other, p_virus) in zip(ids, scores):
+        old = chunk_max.get(sid[:-2], (-1, -1))
+        chunk_max[sid[:-2]] = (max(old[0], p_other), max(old[1], p_virus))
+    virus_chunks = {}
+    for chunk, (m1, m2) in chunk_max.items():
+        read = chunk.split("_chunk_")[0]
+        virus_chunks[read] = virus_chunks.get(read, 0) + (m2 >= m1)
+    return chunk_max, virus_chunks
+
+
+def calls_by_id(calls):
+    return {r[0]: r[-1] for r in calls[1:]}
+
+
+def test_every_read_gets_a_call_by_the_any_chunk_rule(tmp_path):
+    reads, _, ids, features, classifier = multi_chunk_sample(tmp_path)
+    counts = run_predict(tmp_path, classifier)
+
+    predictions = rows(tmp_path / "p.tsv")[1:]
+    assert [r[0] for r in predictions] == ids
+    scores = np.array([[np.float32(r[2]), np.float32(r[3])] for r in predictions])
+    with torch.no_grad():
+        direct = F.softmax(load_classifier(classifier)(torch.from_numpy(features)), dim=1).numpy()
+    assert np.abs(scores - direct).max() < 1e-6  # batches of 3 rows: same numbers as one batch
+    chunk_max, virus_chunks = calls_from_scores(ids, scores)
+    chunks = rows(tmp_path / "c.tsv")[1:]
+    assert [r[0] for r in chunks] == list(chunk_max)
+    assert [r[1] for r in chunks] == [str(m2 >= m1) for m1, m2 in chunk_max.values()]
+    calls = rows(tmp_path / "r.tsv")
+    assert calls[0] == ["read_id", "length", "chunks", "chunks_with_frames", "virus_chunks", "max_virus_score",
+                        "call"]
+    assert [r[0] for r in calls[1:]] == list(reads)  # every read, in input order
+    for read_id, length, n_chunks, with_frames, n_virus, best, call in calls[1:]:
+        assert (int(length), int(n_chunks), int(with_frames)) == reads[read_id]
+        if not reads[read_id][2]:
+            assert (n_virus, best, call) == ("0", "", "no_frames")
+            continue
+        of_read = scores[[sid.startswith(f"{read_id}_chunk_") for sid in ids], 1]
+        assert int(n_virus) == virus_chunks[read_id] and np.float32(best) == of_read.max()
+        assert call == ("virus" if virus_chunks[read_id] else "others")
+    assert {"virus", "others", "no_frames"} <= {r[-1] for r in calls[1:]}
+    # Any chunk decides, even where the read's best other-score beats its best virus-score.
+    mixed = [r[0] for r in calls[1:] if 0 < int(r[4]) < int(r[3])]
+    assert mixed and all(calls_by_id(calls)[read] == "virus" for read in mixed)
+    assert any(scores[[sid.startswith(f"{read}_chunk_") for sid in ids]].max(axis=0) @ [1, -1] > 0 for read in mixed)
+    assert counts["virus"] + counts["others"] + counts["no_frames"] == len(reads) and counts["missing"] == 0
+
+
+def test_frames_missing_from_the_embeddings_are_reported_not_fatal(tmp_path):
+    _, frame_ids, _, _, _ = multi_chunk_sample(tmp_path)  # which frames exist with this seed
+    lost_read = next(f.split("_chunk_")[0] for f in frame_ids)
+    drop = {f for f in frame_ids if f.startswith(f"{lost_read}_chunk_")} | {frame_ids[-1]}
+    reads, _, ids, features, classifier = multi_chunk_sample(tmp_path, drop=drop)
+    counts = run_predict(tmp_path, classifier)
+    assert counts["missing"] == len(drop) and counts["missing_first"] == [f for f in frame_ids if f in drop][:10]
+    assert [r[0] for r in rows(tmp_path / "p.tsv")[1:]] == ids
+    calls = {r[0]: r[-1] for r in rows(tmp_path / "r.tsv")[1:]}
+    assert list(calls) == list(reads) and calls[lost_read] == "not_scored"
+    assert counts["not_scored"] == 1
+
+
+def test_embeddings_from_another_run_are_an_input_error(tmp_path):
+    _, _, ids, features, classifier = multi_chunk_sample(tmp_path)
+    write_embeddings(tmp_path / "emb.h5", ids[::-1], features[::-1], {"chunk_length": 500})
+    with pytest.raises(InputError, match=r"emb.h5: row \d+ \(.+\) is not among the frames of .*rerun merge"):
+        run_predict(tmp_path, classifier)
+    assert not any((tmp_path / name).exists() for name in ("p.tsv", "c.tsv", "r.tsv"))
+
+
+def test_a_sample_without_frames_gets_headers_and_no_frames_calls(tmp_path):
+    reads = {"a": (500, 1, 0), "b": (900, 2, 0)}
+    write_sample(tmp_path, [], np.zeros((0, 16), np.float32), reads)
+    counts = predict_sample(tmp_path / "emb.h5", tmp_path / "frames.tsv", tmp_path / "reads.tsv",
+                            write_demo_classifier(tmp_path / "cls.pth", input_dim=16), out_dir=tmp_path / "out")
+    assert rows(tmp_path / "out" / "predictions.tsv") == [["Sequence_ID", "Prediction", "score1", "score2"]]
+    assert len(rows(tmp_path / "out" / "chunk_calls.tsv")) == 1
+    assert [r[-1] for r in rows(tmp_path / "out" / "read_calls.tsv")[1:]] == ["no_frames", "no_frames"]
+    assert counts["no_frames"] == 2 and counts["frames"] == 0
