@@ -186,8 +186,11 @@ def _parse_entry(raw):
 
 def finished_batches(sidecar_folder):
     """Batches a running or killed job has finished in `sidecar_folder` (for tests and monitoring)."""
-    path = Path(sidecar_folder) / "batches.jsonl"
-    return sum(1 for raw in open(path, "rb") if raw.endswith(b"\n")) if path.exists() else 0
+    try:
+        with open(Path(sidecar_folder) / "batches.jsonl", "rb") as index:
+            return sum(1 for raw in index if raw.endswith(b"\n"))
+    except FileNotFoundError:  # not started, or finished and removed
+        return 0
 
 
 def _is_oom(error):
@@ -311,8 +314,8 @@ def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", 
         dtype = dtype_for(precision, dev)
         encoder = load_encoder(kind, model, device=dev, dtype=dtype, layer=layer, attention=attention)
         device_type = torch.device(dev).type
-        device_name = torch.cuda.get_device_name(torch.device(dev)) if device_type == "cuda" and \
-            not os.environ.get("VIRNUCFLOW_FAKE_GPUS") else device_type
+        on_gpu = device_type == "cuda" and torch.cuda.is_available()
+        device_name = torch.cuda.get_device_name(torch.device(dev)) if on_gpu else device_type
         loaded = time.monotonic()
         tokens = [encoder.tokenize(s) for s in seqs]
         lengths = [len(t) for t in tokens]
@@ -334,7 +337,7 @@ def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", 
         batches = make_batches(lengths, int(token_budget), todo)
         if log:
             log.info("%s: %d sequences, %d tokens, %d batches of at most %d padded tokens; model %s (%s) "
-                     "on %s in %s, loaded in %.1f s", fasta, len(seqs), sum(lengths), len(batches), token_budget,
+                     "on %s in %s, ready after %.1f s", fasta, len(seqs), sum(lengths), len(batches), token_budget,
                      encoder.name, encoder.revision, dev, attrs["precision"], loaded - started)
             if resumed:
                 log.info("resuming: %d of %d sequences already embedded in %s", resumed, len(seqs), sidecar.folder)
@@ -354,8 +357,7 @@ def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", 
         except BaseException:
             sidecar.close()
             raise
-        peak_memory = torch.cuda.max_memory_allocated() if device_type == "cuda" and \
-            not os.environ.get("VIRNUCFLOW_FAKE_GPUS") else None
+        peak_memory = torch.cuda.max_memory_allocated() if on_gpu else None
         del encoder
         embedder.encoder = None  # the GPU memory goes before the device is handed back
     embedded = time.monotonic()
