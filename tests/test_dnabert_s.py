@@ -1,31 +1,58 @@
 """Native DNABERT-S against test vectors made with the reference implementation (see
-tests/data/dnabert_s/README.md), plus the tokenizer, the layouts and the random demo models."""
+tests/data/dnabert_s/README.md), plus the tokenizer, the published layouts and the random models."""
 
 import hashlib
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from virnucflow.errors import ModelError
-from virnucflow.models.dnabert_s import alibi_slopes
+from virnucflow.models.dnabert_s import alibi_bias, alibi_slopes, document_block_mask
 from virnucflow.models.dnabert_s_checkpoint import load_dnabert_s, write_random_dnabert_s
 
 VECTORS = sorted((Path(__file__).parent / "data" / "dnabert_s").glob("*/"))
+
+
+def random_dna(n, seed):
+    rng = random.Random(seed)
+    return "".join(rng.choice("ACGT") for _ in range(n))
 
 
 @pytest.mark.parametrize("attention", ["padded", "packed"])
 @pytest.mark.parametrize("folder", VECTORS, ids=lambda p: p.name)
 def test_embeddings_equal_the_reference_implementation(folder, attention):
     inputs = json.loads((folder / "inputs.json").read_text())
-    expected = load_file(str(folder / "expected.safetensors"))["pooled"]
+    expected = load_file(str(folder / "expected.safetensors"))["pooled"]  # one sequence at a time
     encoder = load_dnabert_s(folder, attention=attention)
     tokens = [encoder.tokenize(s) for s in inputs["sequences"]]
-    assert tokens == inputs["token_ids"]  # [CLS] + BPE + [SEP], as the reference tokenizer call
-    batched = encoder.embed(tokens)  # different lengths in one batch
+    assert tokens == inputs["token_ids"]  # as transformers' tokenizer(seq)["input_ids"] on the same file
+    batched = encoder.embed(tokens)  # 1 to 533 tokens in one batch
     assert (batched - expected).abs().max() < 1e-5
+
+
+def test_a_row_does_not_depend_on_its_batch(tmp_path):
+    encoder = load_dnabert_s(write_random_dnabert_s(tmp_path / "m", seed=4), attention="padded")
+    short, long = encoder.tokenize(random_dna(40, 1)), encoder.tokenize(random_dna(900, 2))
+    alone = encoder.embed([short])[0]
+    for batch in ([short, long], [long, short, short], [short] * 5):
+        assert (encoder.embed(batch)[batch.index(short)] - alone).abs().max() < 1e-5
+    encoder.attention = "packed"
+    assert (encoder.embed([long, short])[1] - alone).abs().max() < 1e-5
+
+
+def test_long_sequences_are_neither_padded_nor_cut(tmp_path):
+    # The published tokenizer.json pads every sequence to 2000 tokens and truncates longer ones.
+    folder = VECTORS[0]
+    assert json.loads((folder / "tokenizer.json").read_text())["padding"]["strategy"] == {"Fixed": 2000}
+    encoder = load_dnabert_s(folder)
+    ids = encoder.tokenize(random_dna(9000, 3))
+    assert len(ids) > 2000 and ids[0] == 1 and ids[-1] == 2 and 3 not in ids  # [CLS] ... [SEP], no [PAD]
+    assert encoder.tokenize("A") == [1, 5, 2]
 
 
 def test_alibi_slopes_for_head_counts_that_are_not_a_power_of_two():
@@ -34,33 +61,81 @@ def test_alibi_slopes_for_head_counts_that_are_not_a_power_of_two():
     assert alibi_slopes(12) == pytest.approx(alibi_slopes(8) + [2 ** -(0.5 + i) for i in range(4)])
 
 
-def test_bert_prefix_and_mlm_head_keys_load(tmp_path):
+@pytest.mark.parametrize("lengths", [[5], [128], [127, 1], [128, 129], [300, 2, 2, 500, 128, 1, 257], [2] * 200])
+def test_packed_block_mask_keeps_every_token_in_its_sequence(lengths):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    cu_seqlens = torch.tensor([0] + lengths).cumsum(0).int()
+    document = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    tokens = sum(lengths)
+    reference = create_block_mask(lambda b, h, q, k: document[q] == document[k], None, None, tokens, tokens,
+                                  device="cpu")
+    # The same tiles are visited as with the mask evaluated on every pair of tokens.
+    assert torch.equal(document_block_mask(cu_seqlens).to_dense(), reference.to_dense())
+
+
+@pytest.mark.slow
+def test_compiled_packed_kernel_equals_attention_per_sequence():
+    """The fused flex_attention kernel (here inductor's CPU one; CUDA uses Triton) honours the block mask."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    torch.manual_seed(0)
+    slopes = torch.tensor(alibi_slopes(12))
+    cu = torch.tensor([0, 300, 302, 304, 804, 932, 933, 1190]).int()
+    q, k, v = (torch.randn(1, 12, 1190, 8) for _ in range(3))
+    out = torch.compile(flex_attention, dynamic=False)(
+        q, k, v, score_mod=lambda s, b, h, qi, ki: s - slopes[h] * (qi - ki).abs(), block_mask=document_block_mask(cu))
+    bounds = cu.tolist()
+    reference = torch.cat([F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b],
+                                                          attn_mask=alibi_bias(slopes, b - a))
+                           for a, b in zip(bounds[:-1], bounds[1:])], dim=2)
+    assert (out - reference).abs().max() < 1e-5
+
+
+def test_weights_with_or_without_the_bert_prefix_load_the_same(tmp_path):
     folder = write_random_dnabert_s(tmp_path / "m", seed=3)
+    tokens = [load_dnabert_s(folder).tokenize(random_dna(120, 5))]
+    plain = load_dnabert_s(folder).embed(tokens)
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
-    prefixed = {f"bert.{k}": v for k, v in state.items()}
+    prefixed = {f"bert.{k}": v for k, v in state.items()}  # BertForMaskedLM's names, with its head
     prefixed["cls.predictions.decoder.bias"] = torch.zeros(3)
-    torch.save(prefixed, folder / "pytorch_model.bin")
-    seq = "ACGTTGCA" * 20
-    a = load_dnabert_s(folder)
-    assert a.embed([a.tokenize(seq)]).shape == (1, 48)
+    (folder / "pytorch_model.bin").unlink()
+    save_file(prefixed, str(folder / "model.safetensors"))
+    assert torch.equal(load_dnabert_s(folder).embed(tokens), plain)
 
 
-def test_missing_encoder_key_is_named(tmp_path):
+@pytest.mark.parametrize("weights", ["pytorch_model.bin", "model.safetensors"])
+def test_a_missing_encoder_key_is_named_with_its_file(tmp_path, weights):
     folder = write_random_dnabert_s(tmp_path / "m", seed=3)
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
     del state["encoder.layer.1.mlp.wo.weight"]
-    torch.save(state, folder / "pytorch_model.bin")
-    with pytest.raises(ModelError, match="pytorch_model.bin: missing key encoder.layer.1.mlp.wo.weight"):
+    (folder / "pytorch_model.bin").unlink()
+    if weights == "model.safetensors":
+        save_file(state, str(folder / weights))
+    else:
+        torch.save(state, folder / weights)
+    with pytest.raises(ModelError, match=f"{weights}: missing key encoder.layer.1.mlp.wo.weight"):
+        load_dnabert_s(folder)
+
+
+def test_a_config_without_the_model_size_is_refused(tmp_path):
+    folder = write_random_dnabert_s(tmp_path / "m", seed=3)
+    config = json.loads((folder / "config.json").read_text())
+    del config["num_attention_heads"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="config.json: no num_attention_heads"):
         load_dnabert_s(folder)
 
 
 def test_random_models_are_deterministic_and_load(tmp_path):
     digests = []
     for run in range(2):
-        folder = write_random_dnabert_s(tmp_path / str(run), seed=1)
-        digests.append({f: hashlib.sha256((folder / f).read_bytes()).hexdigest()
-                        for f in ["pytorch_model.bin", "tokenizer.json", "config.json"]})
+        folder = write_random_dnabert_s(tmp_path / str(run), hidden=24, layers=1, heads=3, intermediate=32,
+                                        vocab_size=64, seed=1)
+        digests.append({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())})
     assert digests[0] == digests[1]
+    assert set(digests[0]) == {"config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer.json",
+                               "tokenizer_config.json"}
     encoder = load_dnabert_s(tmp_path / "0")
-    tokens = encoder.tokenize("ACGTACGGATTACA")
-    assert tokens[0] == 1 and tokens[-1] == 2  # [CLS] ... [SEP]
+    assert encoder.dim == 24
+    assert encoder.embed([encoder.tokenize("ACGTACGGATTACA")]).shape == (1, 24)

@@ -3,25 +3,33 @@
 A BERT without position embeddings: attention gets ALiBi biases instead, Q, K and V come from one
 fused `Wqkv` projection, the MLP is a gated GELU unit, and every block ends in a post-LayerNorm
 with its residual. Module names mirror the published state dict (`embeddings.word_embeddings`,
-`encoder.layer.N.attention.self.Wqkv`, `encoder.layer.N.mlp.gated_layers` ...).
+`encoder.layer.N.attention.self.Wqkv`, `encoder.layer.N.mlp.gated_layers` ...), so the published
+weights load with a plain `load_state_dict` once a "bert." prefix and the heads are dropped.
 
-Two attention paths give the same numbers: `padded` (SDPA with ALiBi + key-padding as an additive
-bias) and `packed` (sequences concatenated without padding, attention per sequence: flex_attention
-with a document mask and ALiBi as a score modification on CUDA, an SDPA loop elsewhere).
+Two attention paths give the same numbers:
+- `padded`: a (batch, tokens) matrix through SDPA with one additive bias = ALiBi + key padding.
+- `packed`: the batch as one row of tokens without padding, through flex_attention with a
+  per-sequence block mask and ALiBi as a score modification: the compiled kernel on CUDA, the
+  same functions run unfused elsewhere (memory grows with tokens^2: for tests, not for CPU work).
 """
 
+import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 PADDING_BIAS = -10000.0  # what the reference adds at padded keys; exp(-10000) is 0 in fp32
+FLEX_BLOCK = 128  # flex_attention's tile size
 
 
 def alibi_slopes(num_heads):
-    """ALiBi head slopes (Press et al.): a geometric series for 2^k heads; for other counts, the
-    slopes of the nearest lower power of two plus every other slope of the next power of two."""
+    """ALiBi head slopes (Press et al.): the geometric series 2^(-8i/n), i = 1..n, for n = 2^k heads.
+    Other counts (DNABERT-S has 12) take the 2^k slopes of the nearest lower power of two plus
+    every other slope of the next power of two, so slopes still span the same range."""
 
     def power_of_2(n):
         start = 2 ** (-(2 ** -(math.log2(n) - 3)))
@@ -34,10 +42,53 @@ def alibi_slopes(num_heads):
 
 
 def alibi_bias(slopes, length, device=None):
-    """(heads, length, length) bias: -slope * |i - j|."""
+    """(heads, length, length) bias -slope * |i - j|: symmetric, since the encoder is not causal."""
     position = torch.arange(length, device=device)
     distance = (position[None, :] - position[:, None]).abs()
     return -slopes.to(device)[:, None, None] * distance[None]
+
+
+def document_block_mask(cu_seqlens, block=FLEX_BLOCK):
+    """flex_attention BlockMask that keeps every token inside its own sequence, built from the
+    sequence boundaries in O(tokens) (create_block_mask would evaluate all tokens x tokens pairs).
+    cu_seqlens: (sequences + 1,) int offsets of the sequences in the packed row."""
+    device = cu_seqlens.device
+    cu = cu_seqlens.long()
+    tokens = int(cu[-1])
+    document = torch.repeat_interleave(torch.arange(len(cu) - 1, device=device), cu.diff())  # (tokens,)
+    blocks = -(-tokens // block)
+    first_row = torch.arange(blocks, device=device) * block
+    last_row = (first_row + block).clamp(max=tokens) - 1
+    # A tile of queries sees the keys from the start of its first sequence to the end of its last.
+    first_key_block = cu[document[first_row]] // block
+    last_key_block = (cu[document[last_row] + 1] - 1) // block
+    key_blocks = (last_key_block - first_key_block + 1).int()  # (blocks,)
+    key_indices = (first_key_block[:, None] + torch.arange(blocks, device=device)).clamp(max=blocks - 1).int()
+
+    def same_sequence(b, h, q_idx, kv_idx):  # within those tiles, token by token
+        return document[q_idx] == document[kv_idx]
+
+    return BlockMask.from_kv_blocks(key_blocks[None, None], key_indices[None, None], BLOCK_SIZE=block,
+                                    mask_mod=same_sequence, seq_lengths=(tokens, tokens))
+
+
+@functools.cache
+def _compiled_flex_attention():
+    # Uncompiled flex_attention materialises the scores; compiled it is a fused kernel.
+    return torch.compile(flex_attention)
+
+
+def packed_alibi_attention(q, k, v, block_mask, slopes):
+    """Attention within each packed sequence, with ALiBi. q, k, v: (heads, tokens, head_dim)."""
+
+    def alibi(score, b, h, q_idx, kv_idx):  # positions differ by the same amount inside a sequence
+        return score - slopes[h] * (q_idx - kv_idx).abs()
+
+    if q.is_cuda:
+        return _compiled_flex_attention()(q[None], k[None], v[None], score_mod=alibi, block_mask=block_mask)[0]
+    with warnings.catch_warnings():  # the unfused path is the intended one off CUDA
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(q[None], k[None], v[None], score_mod=alibi, block_mask=block_mask)[0]
 
 
 class BertEmbeddings(nn.Module):
@@ -57,44 +108,20 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = hidden // num_heads
-        self.Wqkv = nn.Linear(hidden, 3 * hidden)
+        self.Wqkv = nn.Linear(hidden, 3 * hidden)  # fused: [Q | K | V], each (heads, head_dim)
 
-    def forward(self, x, bias=None, cu_seqlens=None, slopes=None):
+    def forward(self, x, bias=None, block_mask=None, slopes=None):
         """Padded: x (batch, tokens, hidden) with bias (batch, heads, tokens, tokens).
-        Packed: x (tokens, hidden) with cu_seqlens and the ALiBi slopes."""
+        Packed: x (tokens, hidden) with the block mask of its sequences and the ALiBi slopes."""
         qkv = self.Wqkv(x)
-        if cu_seqlens is None:
+        if block_mask is None:
             batch, tokens, _ = x.shape
             q, k, v = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (batch, heads, tokens, d)
             return out.transpose(1, 2).reshape(batch, tokens, -1)
         q, k, v = qkv.view(-1, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (heads, tokens, d)
-        return packed_alibi_attention(q, k, v, cu_seqlens, slopes).transpose(0, 1).reshape(x.shape[0], -1)
-
-
-def packed_alibi_attention(q, k, v, cu_seqlens, slopes):
-    """Attention within each packed sequence with ALiBi. q, k, v: (heads, tokens, head_dim)."""
-    if q.is_cuda:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-        document = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1, device=q.device),
-                                           cu_seqlens[1:] - cu_seqlens[:-1])
-
-        def same_sequence(b, h, q_idx, kv_idx):
-            return document[q_idx] == document[kv_idx]
-
-        def alibi(score, b, h, q_idx, kv_idx):
-            return score - slopes[h] * (q_idx - kv_idx).abs()
-
-        tokens = q.shape[1]
-        mask = create_block_mask(same_sequence, None, None, tokens, tokens, device=q.device)
-        return flex_attention(q[None], k[None], v[None], score_mod=alibi, block_mask=mask)[0]
-    bounds = cu_seqlens.tolist()
-    pieces = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        bias = alibi_bias(slopes, b - a, q.device).to(q.dtype)
-        pieces.append(F.scaled_dot_product_attention(q[:, a:b], k[:, a:b], v[:, a:b], attn_mask=bias))
-    return torch.cat(pieces, dim=1)
+        out = packed_alibi_attention(q, k, v, block_mask, slopes)  # (heads, tokens, d)
+        return out.transpose(0, 1).reshape(x.shape[0], -1)
 
 
 class BertSelfOutput(nn.Module):
@@ -123,13 +150,13 @@ class BertGatedLinearUnitMLP(nn.Module):
     def __init__(self, hidden, intermediate, eps=1e-12):
         super().__init__()
         self.intermediate = intermediate
-        self.gated_layers = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.gated_layers = nn.Linear(hidden, 2 * intermediate, bias=False)  # [gate | value]
         self.wo = nn.Linear(intermediate, hidden)
         self.layernorm = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, x):
         gated, value = self.gated_layers(x).split(self.intermediate, dim=-1)
-        return self.layernorm(self.wo(F.gelu(gated) * value) + x)
+        return self.layernorm(self.wo(F.gelu(gated) * value) + x)  # exact (erf) GELU
 
 
 class BertLayer(nn.Module):
@@ -158,21 +185,28 @@ class DNABERTS(nn.Module):
         self.num_heads = num_heads
         self.embeddings = BertEmbeddings(vocab_size, hidden, type_vocab_size, eps)
         self.encoder = BertEncoder(hidden, layers, num_heads, intermediate, eps)
-        self.register_buffer("slopes", torch.tensor(alibi_slopes(num_heads)), persistent=False)
+
+    def _slopes(self, device):
+        # Made per call in fp32, not kept as a buffer: model.to(bfloat16) would round a buffer.
+        return torch.tensor(alibi_slopes(self.num_heads), dtype=torch.float32, device=device)
 
     def forward(self, input_ids, attention_mask):
-        """input_ids, attention_mask: (batch, tokens), mask 1 for real tokens -> (batch, tokens, hidden)."""
+        """input_ids, attention_mask: (batch, tokens), mask 1 at real tokens -> (batch, tokens, hidden).
+        Padded keys get -10000 (as the reference), so no padding reaches a real token."""
         tokens = input_ids.shape[1]
         padding = (1.0 - attention_mask[:, None, None, :].float()) * PADDING_BIAS  # (batch, 1, 1, tokens)
-        bias = alibi_bias(self.slopes, tokens, input_ids.device)[None] + padding  # (batch, heads, tokens, tokens)
+        bias = alibi_bias(self._slopes(input_ids.device), tokens, input_ids.device)[None] + padding  # (batch, heads, tokens, tokens)
         x = self.embeddings(input_ids)
         for layer in self.encoder.layer:
             x = layer(x, bias=bias)
         return x
 
     def forward_packed(self, input_ids, cu_seqlens):
-        """input_ids: (total_tokens,) of concatenated sequences -> (total_tokens, hidden)."""
+        """input_ids: (total_tokens,) of sequences back to back, cu_seqlens (sequences + 1,) their
+        offsets -> (total_tokens, hidden)."""
+        block_mask = document_block_mask(cu_seqlens)
+        slopes = self._slopes(input_ids.device)
         x = self.embeddings(input_ids)
         for layer in self.encoder.layer:
-            x = layer(x, cu_seqlens=cu_seqlens, slopes=self.slopes)
+            x = layer(x, block_mask=block_mask, slopes=slopes)
         return x
