@@ -1,25 +1,133 @@
-"""Report plots render for a run with and without a classifier."""
+"""Report plots and summary render for 1 and many samples, with and without a classifier."""
 
+import csv
 import json
 
-from virnucflow.report import write_report_plots
+import matplotlib.image
+import numpy as np
+import pytest
+
+from virnucflow.report import call_counts, score_histogram, shard_stats, write_report_plots
+
+BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+PLOTS = ("counts", "throughput", "scores", "calls")
 
 
-def test_plots_and_summary_are_written_with_and_without_calls(tmp_path):
-    summary = {"reads": 3, "bases": 900, "chunks": 4, "chunks_with_frames": 2, "chunks_without_frames": 2,
-               "frames": 3, "shards": 1}
-    validation = {"expected": 3, "present": 3, "missing": 0, "skipped": 0, "ok": True}
-    (tmp_path / "s.json").write_text(json.dumps(summary))
-    (tmp_path / "v.json").write_text(json.dumps(validation))
-    (tmp_path / "st.dna.json").write_text(json.dumps({"sequences": 3, "seconds": 0.5, "kind": "dna"}))
-    (tmp_path / "p.tsv").write_text("Sequence_ID\tPrediction\tscore1\tscore2\na_chunk_1F1\tvirus\t0.2\t0.8\n")
-    (tmp_path / "r.tsv").write_text("read_id\tlength\tchunks\tchunks_with_frames\tvirus_chunks\tmax_virus_score\tcall\n"
-                                    "a\t300\t1\t1\t1\t0.8\tvirus\nb\t300\t1\t0\t0\t\tno_frames\n")
-    for calls in (True, False):
-        out = {name: tmp_path / f"{calls}_{name}.{'tsv' if name == 'summary' else 'png'}"
-               for name in ("summary", "counts", "throughput", "scores", "calls")}
-        write_report_plots(["s1"], [tmp_path / "s.json"], [tmp_path / "v.json"], [tmp_path / "st.dna.json"],
-                           [tmp_path / "p.tsv"] if calls else [], [tmp_path / "r.tsv"] if calls else [], out)
-        for name, path in out.items():
-            data = path.read_bytes()
-            assert data.startswith(b"\x89PNG") if name != "summary" else data.startswith(b"sample\treads")
+def synthetic_run(folder, n_samples, seed=0, missing_in=(), resumed_shard=False):
+    """Inputs of the report rule as the workflow writes them, with made-up numbers."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    run = {"samples": [], "summaries": [], "validations": [], "stats": [], "benchmarks": [], "predictions": [],
+           "read_calls": []}
+    for i in range(n_samples):
+        sample = f"sample_{i:02d}" if n_samples > 1 else "only_sample"
+        reads = int(rng.integers(5, 400))
+        chunks = reads + int(rng.integers(0, reads))
+        with_frames = int(chunks * rng.uniform(0.3, 0.9))
+        frames = with_frames + int(rng.integers(0, with_frames + 1))
+        missing = 3 if i in missing_in else 0
+        (folder / f"{sample}.summary.json").write_text(json.dumps(
+            {"reads": reads, "bases": reads * 700, "chunks": chunks, "chunks_with_frames": with_frames,
+             "chunks_without_frames": chunks - with_frames, "frames": frames, "shards": 2}))
+        (folder / f"{sample}.validation.json").write_text(json.dumps(
+            {"expected": frames, "present": frames - missing, "missing": missing, "duplicates": 0, "extra": 0,
+             "skipped": 0, "ok": not missing}))
+        for shard in range(2):
+            for kind in ("dna", "protein"):
+                sequences = frames // 2
+                tokens = sequences * (120 if kind == "dna" else 160)
+                seconds = tokens / (9000 if kind == "dna" else 2500) * rng.uniform(0.8, 1.2)
+                stats = folder / f"{sample}.{shard}.{kind}.json"
+                stats.write_text(json.dumps({
+                    "sequences": sequences, "tokens": tokens, "seconds": seconds + 3, "embed_seconds": seconds,
+                    "kind": kind, "resumed": sequences // 2 if resumed_shard and i == shard == 0 else 0}))
+                bench = folder / f"{sample}.{shard}.{kind}.benchmark.tsv"
+                bench.write_text(BENCHMARK_HEADER + f"{seconds + 9:.2f}\t0:00:10\t{rng.uniform(900, 4000):.2f}\t"
+                                 "9000.1\t800.0\t850.0\t1.0\t2.0\t95.0\t12.0\n")
+                run["stats"].append(stats)
+                run["benchmarks"].append(bench)
+        virus_share = rng.uniform(0.05, 0.6)
+        scores = np.where(rng.random(frames - missing) < virus_share, rng.beta(6, 1.5, frames - missing),
+                          rng.beta(1.5, 6, frames - missing)).astype(np.float32)
+        with open(folder / f"{sample}.predictions.tsv", "w") as handle:
+            handle.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
+            handle.writelines(f"r{k}_chunk_1F1\t{'virus' if s > 0.5 else 'others'}\t{str(1 - s)}\t{str(s)}\n"
+                              for k, s in enumerate(scores))
+        calls = rng.choice(["virus", "others", "no_frames"], size=reads, p=[virus_share, 0.95 - virus_share, 0.05]).astype(object)
+        if missing:
+            calls[:2] = "not_scored"
+        with open(folder / f"{sample}.read_calls.tsv", "w") as handle:
+            handle.write("read_id\tlength\tchunks\tchunks_with_frames\tvirus_chunks\tmax_virus_score\tcall\n")
+            handle.writelines(f"r{k}\t700\t2\t{0 if c == 'no_frames' else 1}\t{int(c == 'virus')}\t"
+                              f"{'' if c in ('no_frames', 'not_scored') else '0.5'}\t{c}\n" for k, c in enumerate(calls))
+        run["samples"].append(sample)
+        run["summaries"].append(folder / f"{sample}.summary.json")
+        run["validations"].append(folder / f"{sample}.validation.json")
+        run["predictions"].append(folder / f"{sample}.predictions.tsv")
+        run["read_calls"].append(folder / f"{sample}.read_calls.tsv")
+    return run
+
+
+def render(run, out, classifier=True, benchmarks=True):
+    outputs = {name: out / f"{name}.png" for name in PLOTS}
+    outputs.update(summary=out / "summary.tsv", summary_html=out / "summary.html")
+    write_report_plots(run["samples"], run["summaries"], run["validations"], run["stats"],
+                       run["predictions"] if classifier else [], run["read_calls"] if classifier else [], outputs,
+                       benchmarks=run["benchmarks"] if benchmarks else None)
+    return outputs
+
+
+def assert_png(path, min_width=600):
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    image = matplotlib.image.imread(path)  # decodes: a whole, valid PNG
+    assert image.shape[1] >= min_width and image.shape[0] >= 200
+
+
+@pytest.mark.parametrize("n_samples", [1, 50])
+def test_every_plot_and_the_summary_render(tmp_path, n_samples):
+    run = synthetic_run(tmp_path / "in", n_samples, missing_in={0}, resumed_shard=True)
+    outputs = render(run, tmp_path / "out")
+    for name in PLOTS:
+        assert_png(outputs[name])
+    with open(outputs["summary"], newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["sample"] for r in rows] == run["samples"]
+    first = rows[0]
+    assert first["validated"] == "partial" and first["ids_missing"] == "3"
+    expected = call_counts(run["read_calls"][0])
+    assert {k: int(first[f"reads_{k}"]) for k in expected} == expected
+    assert sum(expected.values()) == int(first["reads"])
+    page = outputs["summary_html"].read_text()
+    assert page.count("<tr>") == n_samples + 1 and 'class="bad">partial' in page
+
+
+def test_plots_render_without_a_classifier_and_without_benchmarks(tmp_path):
+    run = synthetic_run(tmp_path / "in", 3)
+    outputs = render(run, tmp_path / "out", classifier=False, benchmarks=False)
+    for name in PLOTS:
+        assert_png(outputs[name])
+    with open(outputs["summary"]) as handle:
+        assert "reads_virus" not in handle.readline()
+
+
+def test_the_numbers_behind_the_plots(tmp_path):
+    run = synthetic_run(tmp_path / "in", 1, resumed_shard=True)
+    histogram = score_histogram(run["predictions"][0])
+    with open(run["predictions"][0]) as handle:
+        scores = [float(line.split("\t")[3]) for line in list(handle)[1:]]
+    assert histogram.sum() == len(scores) and histogram[10:].sum() == sum(s >= 0.5 for s in scores)
+    shards = shard_stats(run["stats"], run["benchmarks"])
+    assert len(shards) == 4 and all(s["job_seconds"] > s["embed_seconds"] for s in shards)
+    assert [s["kind"] for s in shards] == ["dna", "protein"] * 2 and shards[0]["resumed"]
+    with pytest.raises(ValueError, match="3 benchmark files for 4 embed statistics"):
+        shard_stats(run["stats"], run["benchmarks"][:3])
+
+
+def test_an_empty_sample_still_renders(tmp_path):
+    run = synthetic_run(tmp_path / "in", 2)
+    run["predictions"][1].write_text("Sequence_ID\tPrediction\tscore1\tscore2\n")
+    for stats in run["stats"]:
+        stats.write_text(json.dumps({"sequences": 0, "tokens": 0, "seconds": 0.1, "kind": "dna"}))
+    outputs = render(run, tmp_path / "out", benchmarks=False)
+    for name in PLOTS:
+        assert_png(outputs[name])

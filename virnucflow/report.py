@@ -1,7 +1,9 @@
 """Plots and a summary table for the Snakemake report: counts per sample, embedding throughput per
-shard, virus scores and read calls."""
+shard, virus scores and read calls. Every function takes paths and writes a PNG (or table); each
+plot stays readable from 1 to a few hundred samples and says so in a note when it has no data."""
 
 import csv
+import html
 import json
 from pathlib import Path
 
@@ -10,137 +12,348 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import StrMethodFormatter  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from .atomic import atomic_open, atomic_path  # noqa: E402
 
-COLORS = {"dna": "#1b9e77", "protein": "#7570b3", "virus": "#d95f02", "others": "#7570b3", "no_frames": "#bbbbbb"}
+MODELS = {"dna": ("DNABERT-S", "#1b9e77"), "protein": ("ESM-2", "#7570b3")}
+CALLS = {"virus": "#d95f02", "others": "#7570b3", "no_frames": "#bdbdbd", "not_scored": "#e7298a"}
+COUNTS = [("reads", "reads", "#4c72b0"), ("chunks", "chunks", "#8da0cb"),
+          ("chunks_with_frames", "chunks with a kept frame", "#66c2a5"), ("frames", "frames kept", "#1b9e77")]
+MANY = 8  # more samples than this: the score histograms become one heat map
+SCORE_BINS = np.linspace(0, 1, 21)
+DPI = 110
+THOUSANDS = StrMethodFormatter("{x:,.0f}")
+WIDTH = 9.5  # inches
 
 
 def _save(fig, path):
-    fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
 
 
-def _legend_or_note(ax, drawn, note):
-    """A legend when something was drawn, else a note in the middle saying why the plot is empty."""
-    if drawn:
-        ax.legend(fontsize="small")
-    else:
-        ax.text(0.5, 0.5, note, ha="center", transform=ax.transAxes)
+def _note(ax, text):
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555555")
 
 
-def _height(samples):
-    return max(3.0, 0.45 * len(samples) + 1.5)
+def _legend_on_top(ax, columns):
+    """A one-line legend between the title and the plot: it never covers bars, whatever the sample count."""
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=columns, fontsize="small", frameon=False,
+              borderaxespad=0.2, handlelength=1.2, columnspacing=1.2)
 
 
-def _read_tsv(path):
+def _rows_height(n, per_row):
+    """Figure height for `n` horizontal groups: room for titles, then `per_row` inches each."""
+    return max(2.6, 1.4 + per_row * n)
+
+
+def _fmt(value):
+    return f"{value:,}"
+
+
+def _tsv_column(path, column):
+    """Values of one column of a TSV, streamed (prediction and call files can have millions of rows)."""
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
+        header = handle.readline().rstrip("\r\n").split("\t")
+        if column not in header:
+            raise ValueError(f"{path}: no column {column!r}")
+        index = header.index(column)
+        for line in handle:
+            yield line.rstrip("\r\n").split("\t")[index]
 
 
-def summary_rows(samples, summaries, validations):
+def call_counts(read_calls_tsv):
+    """Reads per call in a read_calls.tsv."""
+    counts = dict.fromkeys(CALLS, 0)
+    for call in _tsv_column(read_calls_tsv, "call"):
+        counts[call] = counts.get(call, 0) + 1
+    return counts
+
+
+def score_histogram(predictions_tsv, bins=SCORE_BINS, block=100_000):
+    """Frames per virus-score bin (score2) of a predictions.tsv, read in blocks."""
+    counts = np.zeros(len(bins) - 1, dtype=np.int64)
+    values = []
+    for value in _tsv_column(predictions_tsv, "score2"):
+        values.append(value)
+        if len(values) == block:
+            counts += np.histogram(np.asarray(values, dtype=np.float64), bins)[0]
+            values = []
+    if values:
+        counts += np.histogram(np.asarray(values, dtype=np.float64), bins)[0]
+    return counts
+
+
+def summary_rows(samples, summaries, validations, calls=None):
+    """One row per sample: prepare's counts, merge's validation and, with a classifier, reads per call."""
     rows = []
-    for sample, summary_path, validation_path in zip(samples, summaries, validations):
+    for i, (sample, summary_path, validation_path) in enumerate(zip(samples, summaries, validations, strict=True)):
         summary = json.loads(Path(summary_path).read_text())
         validation = json.loads(Path(validation_path).read_text())
-        rows.append({
-            "sample": sample, "reads": summary["reads"], "bases": summary["bases"], "chunks": summary["chunks"],
-            "chunks_with_frames": summary["chunks_with_frames"],
+        row = {
+            "sample": sample, "reads": summary["reads"], "bases": summary.get("bases", ""),
+            "chunks": summary["chunks"], "chunks_with_frames": summary["chunks_with_frames"],
             "chunks_without_frames": summary["chunks_without_frames"], "frames": summary["frames"],
-            "shards": summary["shards"], "ids_expected": validation["expected"], "ids_present": validation["present"],
-            "ids_missing": validation["missing"], "ids_skipped": validation["skipped"],
+            "shards": summary.get("shards", ""), "ids_expected": validation["expected"],
+            "ids_present": validation["present"], "ids_missing": validation["missing"],
+            "ids_skipped": validation.get("skipped", 0),
             "validated": "yes" if validation["ok"] else "partial",
-        })
+        }
+        if calls:
+            row.update({f"reads_{call}": calls[i].get(call, 0) for call in CALLS})
+        rows.append(row)
     return rows
 
 
-def plot_counts(rows, path):
-    samples = [r["sample"] for r in rows]
-    keys = [("reads", "reads"), ("chunks", "chunks"), ("chunks_with_frames", "chunks with a frame"),
-            ("frames", "frames kept"), ("ids_present", "ids validated")]
-    fig, ax = plt.subplots(figsize=(9, _height(samples)))
-    y = np.arange(len(samples))
-    height = 0.8 / len(keys)
-    for k, (key, label) in enumerate(keys):
-        values = [r[key] for r in rows]
-        ax.barh(y + k * height, values, height, label=label)
-    ax.set_yticks(y + 0.4 - height / 2, samples)
-    ax.invert_yaxis()
-    ax.set_xlabel("count")
-    ax.set_title("Reads, chunks and frames per sample")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    _save(fig, path)
-
-
-def plot_throughput(stats_paths, path):
-    """Sequences per second of every embed job, by model."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for kind, label in (("dna", "DNABERT-S"), ("protein", "ESM-2")):
-        rates, sizes = [], []
-        for stats_path in stats_paths:
-            stats = json.loads(Path(stats_path).read_text())
-            if stats.get("kind", "dna" if ".dna." in str(stats_path) else "protein") != kind:
-                continue
-            computed = stats["sequences"] - stats.get("resumed", 0)
-            if computed > 0 and stats["seconds"] > 0:
-                rates.append(computed / stats["seconds"])
-                sizes.append(stats["sequences"])
-        if rates:
-            ax.scatter(sizes, rates, label=f"{label} ({len(rates)} shards, median {np.median(rates):.0f} seq/s)",
-                       color=COLORS[kind], alpha=0.7)
-    ax.set_xlabel("sequences in the shard")
-    ax.set_ylabel("sequences per second")
-    ax.set_title("Embedding throughput per shard (whole job, model loading included)")
-    _legend_or_note(ax, ax.has_data(), "no embed job computed anything")
-    _save(fig, path)
-
-
-def plot_scores(samples, predictions, path):
-    fig, ax = plt.subplots(figsize=(8, 4))
-    bins = np.linspace(0, 1, 41)
-    drawn = False
-    for sample, prediction_path in zip(samples, predictions):
-        scores = np.array([float(r["score2"]) for r in _read_tsv(prediction_path)])
-        if len(scores):
-            drawn = True
-            ax.hist(scores, bins=bins, histtype="step", linewidth=1.5, label=f"{sample} ({len(scores)} frames)")
-    ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("virus score (score2 = P(virus))")
-    ax.set_ylabel("frames")
-    ax.set_title("Virus scores of all frames")
-    _legend_or_note(ax, drawn, "no classifier run (set `classifier:` in the config)")
-    _save(fig, path)
-
-
-def plot_calls(samples, read_calls, path):
-    fig, ax = plt.subplots(figsize=(8, _height(samples)))
-    y = np.arange(len(samples))
-    left = np.zeros(len(samples))
-    for call in ("virus", "others", "no_frames"):
-        counts = np.array([sum(r["call"] == call for r in _read_tsv(p)) for p in read_calls]) if read_calls else np.zeros(len(samples))
-        ax.barh(y, counts, left=left, color=COLORS[call], label=call.replace("_", " "))
-        left += counts
-    ax.set_yticks(y, samples)
-    ax.invert_yaxis()
-    ax.set_xlabel("reads")
-    ax.set_title("Read-level calls per sample")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    if not read_calls:
-        ax.text(0.5, 0.5, "no classifier run (set `classifier:` in the config)", ha="center", transform=ax.transAxes)
-    _save(fig, path)
-
-
-def write_report_plots(samples, summaries, validations, stats, predictions, read_calls, outputs, log=None):
-    rows = summary_rows(samples, summaries, validations)
-    with atomic_open(outputs["summary"]) as handle:
+def write_summary_tsv(rows, path):
+    with atomic_open(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_summary_html(rows, path):
+    """The summary as a self-contained HTML table: the Snakemake report shows HTML inline (a TSV only
+    as a download)."""
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row[column]
+            number = isinstance(value, int) and not isinstance(value, bool)
+            style = ' class="num"' if number else (' class="bad"' if value == "partial" else "")
+            cells.append(f"<td{style}>{html.escape(_fmt(value) if number else str(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    page = (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>virnucflow summary</title><style>"
+        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "th,td{border:1px solid #ccc;padding:3px 7px}th{background:#f0f0f0}td.num{text-align:right}"
+        "td.bad{color:#b30000;font-weight:bold}tr:nth-child(even){background:#fafafa}"
+        "</style></head><body>\n<table>\n<tr>" + head + "</tr>\n" + "\n".join(body) + "\n</table>\n</body></html>\n"
+    )
+    with atomic_open(path) as handle:
+        handle.write(page)
+
+
+def plot_counts(rows, path):
+    """Reads, chunks, chunks with a frame and frames per sample, with merge's validation beside each."""
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(WIDTH, _rows_height(n, 0.2 + 0.16 * len(COUNTS) if n <= MANY else 0.32)))
+    y = np.arange(n)
+    bar = 0.8 / len(COUNTS)
+    for k, (key, label, color) in enumerate(COUNTS):
+        values = np.array([r[key] for r in rows])
+        bars = ax.barh(y - 0.4 + (k + 0.5) * bar, values, bar, label=label, color=color)
+        if n <= MANY:
+            ax.bar_label(bars, labels=[_fmt(v) for v in values], padding=2, fontsize=7, color="#333333")
+    ax.set_yticks(y, [r["sample"] for r in rows])
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlim(0, max(1, max(r[key] for r in rows for key, _, _ in COUNTS)) * 1.12)
+    ax.set_xlabel("count")
+    ax.set_title("Reads, chunks and frames per sample (right: frame ids found by validation)", pad=24)
+    # Validation beside each sample, in the figure margin.
+    side = blended_transform_factory(ax.transAxes, ax.transData)
+    for i, r in enumerate(rows):
+        ok = r["validated"] == "yes"
+        text = (f"all {_fmt(r['ids_expected'])} ids" if ok else
+                f"{_fmt(r['ids_present'])}/{_fmt(r['ids_expected'])} ids, {_fmt(r['ids_missing'])} missing")
+        if r.get("ids_skipped"):
+            text += f", {_fmt(r['ids_skipped'])} skipped"
+        ax.text(1.01, i, text, transform=side, va="center", fontsize=8, color="#1a7f37" if ok else "#b30000")
+    _legend_on_top(ax, len(COUNTS))
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_axisbelow(True)
+    _save(fig, path)
+
+
+def _read_benchmark(path):
+    """Wall-clock seconds and peak resident memory (MB) of a Snakemake benchmark TSV (mean over repeats)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+
+    def mean(key):
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "", "NA", "-")]
+        return float(np.mean(values)) if values else None
+
+    return mean("s"), mean("max_rss")
+
+
+def shard_stats(stats_paths, benchmarks=None):
+    """One dict per embed job: its JSON (sequences, tokens, seconds ...) plus `job_seconds` and
+    `max_rss_mb` from the matching Snakemake benchmark file (`benchmarks` parallel to `stats_paths`)."""
+    if benchmarks and len(benchmarks) != len(stats_paths):
+        raise ValueError(f"{len(benchmarks)} benchmark files for {len(stats_paths)} embed statistics; pass them "
+                         "in the same order, one per job")
+    shards = []
+    for i, stats_path in enumerate(stats_paths):
+        stats = json.loads(Path(stats_path).read_text())
+        stats.setdefault("kind", "dna" if ".dna." in Path(stats_path).name else "protein")
+        stats["job_seconds"], stats["max_rss_mb"] = _read_benchmark(benchmarks[i]) if benchmarks else (None, None)
+        shards.append(stats)
+    return shards
+
+
+def plot_throughput(stats_paths, path, benchmarks=None):
+    """Tokens per second of every embed job against its size, by model: dots = embedding only
+    (model loaded), crosses = the whole job's wall clock (start-up and model loading included); and
+    the jobs' peak memory when benchmark files are given."""
+    shards = shard_stats(stats_paths, benchmarks)
+    memory = any(s["max_rss_mb"] is not None for s in shards)
+    fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(WIDTH + (1.5 if memory else 0), 4.2), squeeze=False)
+    ax = axes[0, 0]
+    resumed = sum(1 for s in shards if s.get("resumed"))
+    handles = []
+    for kind, (label, color) in MODELS.items():
+        mine = [s for s in shards if s["kind"] == kind and not s.get("resumed") and s["sequences"] > 0]
+        if not mine:
+            continue
+        tokens = np.array([s["tokens"] for s in mine], dtype=float)
+        embed = np.array([s.get("embed_seconds") or s["seconds"] for s in mine], dtype=float)
+        rate = tokens / np.maximum(embed, 1e-9)
+        ax.scatter(tokens, rate, color=color, alpha=0.8, s=24)
+        seq_rate = np.median([s["sequences"] / max(e, 1e-9) for s, e in zip(mine, embed)])
+        text = f"{label}: median {np.median(rate):,.0f} tokens/s, {seq_rate:,.1f} seq/s ({len(mine)} jobs)"
+        handles.append(Line2D([], [], marker="o", linestyle="", color=color, label=text))
+        whole = [(t, s["job_seconds"]) for t, s in zip(tokens, mine) if s["job_seconds"]]
+        if whole:
+            t, seconds = np.array(whole).T
+            ax.scatter(t, t / np.maximum(seconds, 1e-9), marker="x", color=color, alpha=0.8, s=24)
+            handles.append(Line2D([], [], marker="x", linestyle="", color=color,
+                                  label=f"{label}: whole job, median {np.median(t / seconds):,.0f} tokens/s"))
+    ax.set_xlabel("tokens in the shard")
+    ax.set_ylabel("tokens per second")
+    ax.yaxis.set_major_formatter(THOUSANDS)
+    title = "Embedding throughput per job"
+    if resumed:
+        title += f" ({resumed} resumed jobs not shown)"
+    ax.set_title(title)
+    if handles:
+        ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(0, -0.16), frameon=False)
+        _log_if_wide(ax, [s["tokens"] for s in shards if s["tokens"]])
+        # Start-up can dwarf a small job's compute: a log scale keeps both kinds of points readable.
+        rates = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+        if rates.min() > 0 and rates.max() > 30 * rates.min():
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(THOUSANDS)
+        else:
+            ax.set_ylim(bottom=0)
+    else:
+        _note(ax, "no embed job computed anything")
+    ax.grid(color="#eeeeee")
+    ax.set_axisbelow(True)
+    if memory:
+        ax = axes[0, 1]
+        for kind, (label, color) in MODELS.items():
+            mine = [s for s in shards if s["kind"] == kind and s["max_rss_mb"] is not None]
+            if mine:
+                ax.scatter([s["tokens"] for s in mine], [s["max_rss_mb"] / 1024 for s in mine], color=color,
+                           alpha=0.8, s=24, label=label)
+        ax.set_xlabel("tokens in the shard")
+        ax.set_ylabel("peak resident memory (GiB)")
+        ax.set_title("Host memory per job (Snakemake benchmark)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="small")
+        _log_if_wide(ax, [s["tokens"] for s in shards if s["tokens"]])
+        ax.grid(color="#eeeeee")
+        ax.set_axisbelow(True)
+    _save(fig, path)
+
+
+def _log_if_wide(ax, values):
+    if values and max(values) > 50 * max(min(values), 1):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(THOUSANDS)
+
+
+def plot_scores(samples, predictions, path):
+    """The virus score (score2) of every frame: one curve per sample, a heat map for many samples."""
+    histograms = [score_histogram(p) for p in predictions]
+    if len(histograms) > MANY:
+        fig, ax = plt.subplots(figsize=(WIDTH, _rows_height(len(samples), 0.24)))
+        shares = np.array([100 * h / max(h.sum(), 1) for h in histograms])
+        top = max(float(np.percentile(shares, 99)), 1e-9)  # a sample of a few frames would set the scale alone
+        image = ax.imshow(shares, aspect="auto", cmap="viridis", extent=(0, 1, len(samples) - 0.5, -0.5),
+                          interpolation="nearest", vmin=0, vmax=top)
+        ax.set_yticks(np.arange(len(samples)), [f"{s} ({_fmt(int(h.sum()))})" for s, h in zip(samples, histograms)])
+        fig.colorbar(image, ax=ax, label="% of the sample's frames", pad=0.02, extendfrac=0.02,
+                     extend="max" if shares.max() > top else "neither")
+        ax.set_title("Virus scores of all frames, per sample (frames in brackets)")
+        ax.axvline(0.5, color="white", linestyle="--", linewidth=1)
+    else:
+        fig, ax = plt.subplots(figsize=(WIDTH, 4.2))
+        for sample, h in zip(samples, histograms):
+            if h.sum():
+                ax.stairs(100 * h / h.sum(), SCORE_BINS, linewidth=1.6, label=f"{sample} ({_fmt(int(h.sum()))} frames)")
+        ax.set_ylabel("% of the sample's frames")
+        ax.set_ylim(bottom=0)
+        ax.set_title("Virus scores of all frames")
+        if any(h.sum() for h in histograms):
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        else:
+            _note(ax, "no frame scored" if predictions else "no classifier run (set `classifier:` in the config)")
+        ax.grid(axis="y", color="#eeeeee")
+        ax.set_axisbelow(True)
+        ax.axvline(0.5, color="#555555", linestyle=":", linewidth=1.2)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("virus score (score2 = P(virus)); a frame is called virus above 0.5 (line)")
+    _save(fig, path)
+
+
+def plot_calls(samples, calls, path):
+    """Reads per call and sample, stacked, with the virus share written beside each bar."""
+    n = len(samples)
+    fig, ax = plt.subplots(figsize=(WIDTH, _rows_height(n, 0.42 if n <= MANY else 0.26)))
+    y = np.arange(n)
+    if calls:
+        left = np.zeros(n)
+        for call, color in CALLS.items():
+            counts = np.array([c.get(call, 0) for c in calls])
+            if call == "not_scored" and not counts.any():
+                continue  # only with allow_missing
+            ax.barh(y, counts, left=left, color=color, label=call.replace("_", " "), height=0.7)
+            left += counts
+        side = blended_transform_factory(ax.transAxes, ax.transData)
+        for i, c in enumerate(calls):
+            total = sum(c.values())
+            share = f"{100 * c['virus'] / total:.1f}%" if total else "-"
+            ax.text(1.01, i, f"{_fmt(c['virus'])} virus ({share})", transform=side, va="center", fontsize=8,
+                    color=CALLS["virus"])
+        ax.set_xlim(0, max(1, left.max()) * 1.02)
+        _legend_on_top(ax, len(CALLS))
+    else:
+        _note(ax, "no classifier run (set `classifier:` in the config)")
+        ax.set_xticks([])
+    ax.set_yticks(y, samples)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel("reads")
+    ax.set_title("Read-level calls per sample (a read is virus when any of its chunks is)", pad=24 if calls else 6)
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_axisbelow(True)
+    _save(fig, path)
+
+
+def write_report_plots(samples, summaries, validations, stats, predictions, read_calls, outputs, log=None,
+                       benchmarks=None):
+    """Everything the report shows. `outputs`: paths for summary (TSV), counts, throughput, scores and
+    calls (PNG), and optionally summary_html. `predictions`, `read_calls`: one per sample, or empty
+    without a classifier; `benchmarks`: Snakemake benchmark files parallel to `stats`, or None."""
+    samples = list(samples)
+    for name, paths in (("predictions", predictions), ("read_calls", read_calls)):
+        if paths and len(paths) != len(samples):
+            raise ValueError(f"{len(paths)} {name} files for {len(samples)} samples")
+    calls = [call_counts(p) for p in read_calls] if read_calls else None
+    rows = summary_rows(samples, summaries, validations, calls)
+    write_summary_tsv(rows, outputs["summary"])
+    if outputs.get("summary_html"):
+        write_summary_html(rows, outputs["summary_html"])
     plot_counts(rows, outputs["counts"])
-    plot_throughput(stats, outputs["throughput"])
-    plot_scores(samples, predictions, outputs["scores"])
-    plot_calls(samples, read_calls, outputs["calls"])
+    plot_throughput(stats, outputs["throughput"], benchmarks)
+    plot_scores(samples, predictions or [], outputs["scores"])
+    plot_calls(samples, calls, outputs["calls"])
     if log:
         log.info("report plots for %d samples written", len(samples))
