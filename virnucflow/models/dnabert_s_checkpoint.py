@@ -124,9 +124,11 @@ class DnabertSEncoder:
 
     def _check_packed(self):
         """Compile the packed kernel now, so that a GPU or toolchain without it falls back to
-        padded before any row is made (and the output's attributes say which one ran)."""
+        padded before any row is made (and the output's attributes say which one ran). Two token
+        counts: the second call recompiles for dynamic shapes, which later batches then reuse."""
         try:
             self.embed([self.tokenize("ACGT" * 8), self.tokenize("GATTACA")])
+            self.embed([self.tokenize("ACGT" * 40), self.tokenize("GATTACA" * 9), self.tokenize("CAT")])
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - any compiler failure
