@@ -139,3 +139,23 @@ def test_random_models_are_deterministic_and_load(tmp_path):
     encoder = load_dnabert_s(tmp_path / "0")
     assert encoder.dim == 24
     assert encoder.embed([encoder.tokenize("ACGTACGGATTACA")]).shape == (1, 24)
+
+
+@pytest.mark.parametrize("case", ["with_orfs", "fixed_500bp"])
+def test_published_weights_give_virnucpro_features(reference_dir, case):
+    """The real model, where a user has it cached (`make download-models`), against the features
+    the original VirNucPro computed. Tolerance not yet calibrated: the original may have run the
+    reference's Triton kernel, which computes attention in fp16."""
+    from virnucflow.models.resolve import resolve_model
+
+    try:
+        folder, _ = resolve_model("zhihan1996/DNABERT-S", "dna")
+    except ModelError as exc:
+        pytest.skip(f"zhihan1996/DNABERT-S is not in the local cache ({exc})")
+    lines = (reference_dir / case / "identified_nucleotide.fa").read_text().split()
+    sequences = dict(zip([h[1:] for h in lines[0::2]], lines[1::2]))
+    features = torch.load(reference_dir / case / "output_1_DNABERT_S.pt", weights_only=True)
+    expected = torch.tensor([row["mean_representation"] for row in features["data"]])
+    encoder = load_dnabert_s(folder, attention="padded")
+    got = encoder.embed([encoder.tokenize(sequences[row["label"]]) for row in features["data"]])
+    assert (got - expected).abs().max() < 5e-3
