@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import copy_workflow
+from virnucflow.embed import finished_batches
 from virnucflow.shards import open_embeddings
 from virnucflow.synthetic import synthetic_reads, write_fasta
 
@@ -87,7 +88,7 @@ def wait_for(predicate, proc, timeout=300):
 
 KILL_POINTS = {
     "prepare": lambda w: (w / f"logs/{SAMPLE}/prepare.log").exists(),
-    "embed": lambda w: len(list((w / f"work/{SAMPLE}/embed").glob("*.partial/batch-*.npy"))) >= 2,
+    "embed": lambda w: sum(finished_batches(p) for p in (w / f"work/{SAMPLE}/embed").glob("*.partial")) >= 2,
     "merge": lambda w: (w / f"logs/{SAMPLE}/merge.log").exists(),
 }
 
