@@ -47,32 +47,41 @@ ORIGINAL_CLASS = textwrap.dedent('''
             return x
 ''')
 SAVE_LIKE_TRAIN_PY = ORIGINAL_CLASS + textwrap.dedent('''
-    path, seed, dim, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    if how == "cuda":  # what a model trained on a GPU records for its tensors, without needing one here
-        import torch.serialization
-        torch.serialization.location_tag = lambda storage: "cuda:0"
+    import torch.serialization
+    seed, dim = int(sys.argv[1]), int(sys.argv[2])
     torch.manual_seed(seed)
     model = MLPClassifier(dim, 512, 2)
     with torch.no_grad():  # trained-looking statistics, and scores spread over [0, 1]
         model.bn1.running_mean.normal_(0, 0.3); model.bn1.running_var.uniform_(0.5, 2)
         model.output_layer.weight.mul_(20)
-    torch.save(model, path, _use_new_zipfile_serialization=how != "legacy")
+    tag = torch.serialization.location_tag
+    for how, path in (arg.split("=", 1) for arg in sys.argv[3:]):
+        # cuda: what a model trained on a GPU records for its tensors, without needing one here
+        torch.serialization.location_tag = (lambda storage: "cuda:0") if how == "cuda" else tag
+        torch.save(model, path, _use_new_zipfile_serialization=how != "legacy")
 ''')
 
 
-def save_like_the_original(path, seed=38, dim=3328, how="zip"):
-    """torch.save(model) from a script run as __main__; `how`: zip (torch >= 1.6), legacy, cuda (tagged
-    as saved from a GPU)."""
-    script = path.parent / "train.py"
-    script.write_text(SAVE_LIKE_TRAIN_PY)
-    subprocess.run([sys.executable, str(script), str(path), str(seed), str(dim), how], check=True)
-    return path
+def save_like_the_original(folder, seed=38, dim=3328):
+    """torch.save(model) from a script run as __main__, as VirNucPro's train.py saved its models: in
+    torch's zip format (torch >= 1.6), tagged as saved from a GPU, and in the legacy format."""
+    paths = {how: folder / how / "500_model.pth" for how in ("zip", "cuda", "legacy")}
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    (folder / "train.py").write_text(SAVE_LIKE_TRAIN_PY)
+    subprocess.run([sys.executable, str(folder / "train.py"), str(seed), str(dim),
+                    *(f"{how}={path}" for how, path in paths.items())], check=True)
+    return paths
 
 
 @pytest.fixture(scope="module")
-def original_pth(tmp_path_factory):
-    # seed 38: these weights call both classes on each reference folder
-    return save_like_the_original(tmp_path_factory.mktemp("cls") / "500_model.pth", seed=38)
+def original_files(tmp_path_factory):
+    return save_like_the_original(tmp_path_factory.mktemp("cls"))  # seed 38: both classes on each reference
+
+
+@pytest.fixture(scope="module")
+def original_pth(original_files):
+    return original_files["zip"]
 
 
 def load_the_original_way(path):
@@ -153,24 +162,23 @@ def test_reference_features_scored_like_the_mlp_itself(tmp_path, reference_dir, 
     assert all(r[5] == str(np.float32(r[5])) for r in calls.values() if r[5])
 
 
-def test_original_pickle_loads_and_scores_like_the_original(tmp_path, original_pth):
-    from_gpu = save_like_the_original(tmp_path / "500_model.pth", how="cuda")
+def test_original_pickle_loads_and_scores_like_the_original(original_files):
+    from_gpu = original_files["cuda"]
     assert b"cuda:0" in zipfile.ZipFile(from_gpu).read("500_model/data.pkl")
     x = torch.randn(5, 3328)
     with torch.no_grad():
-        expected = load_the_original_way(original_pth)(x)
-        for path in (original_pth, from_gpu):  # same seed: same weights
+        expected = load_the_original_way(original_files["zip"])(x)
+        for path in (original_files["zip"], from_gpu):  # same seed: same weights
             model = load_classifier(path)
             assert isinstance(model, MLPClassifier) and not model.training
             assert model.hidden_layer.in_features == 3328 and model.hidden_layer.weight.device.type == "cpu"
             assert torch.allclose(model(x), expected, atol=1e-6, rtol=0)
 
 
-def test_legacy_format_whole_module_is_refused_but_its_state_dict_loads(tmp_path, original_pth):
-    legacy = save_like_the_original(tmp_path / "500_model.pth", how="legacy")  # torch.save before torch 1.6
+def test_legacy_format_whole_module_is_refused_but_its_state_dict_loads(tmp_path, original_files):
     with pytest.raises(ModelError, match=r"500_model.pth: a whole module in torch's legacy .* state_dict"):
-        load_classifier(legacy)
-    state = load_the_original_way(original_pth).state_dict()
+        load_classifier(original_files["legacy"])  # torch.save before torch 1.6: pickles carry source code
+    state = load_the_original_way(original_files["zip"]).state_dict()
     torch.save(state, tmp_path / "legacy_state.pth", _use_new_zipfile_serialization=False)
     assert torch.equal(load_classifier(tmp_path / "legacy_state.pth").hidden_layer.weight, state["hidden_layer.weight"])
 
@@ -187,43 +195,61 @@ def test_state_dict_and_a_module_saved_from_this_package_load(tmp_path, original
 
 EVIL = textwrap.dedent('''
     import os, pickle, sys, torch
+    marker = sys.argv[1]
     class Payload:
         def __reduce__(self):
-            return (os.system, ("touch " + sys.argv[1],))
-    class MLPClassifier(torch.nn.Module):  # right name, but its pickle runs the payload
+            return (os.system, ("touch " + marker,))
+    class MLPClassifier(torch.nn.Module):  # the right name, but its pickle runs the payload
         def __reduce__(self):
-            return (os.system, ("touch " + sys.argv[1],))
-    kind, out = sys.argv[2], sys.argv[3]
-    if kind == "torch-dict":
-        torch.save({"hidden_layer.weight": Payload()}, out)
-    elif kind == "torch-module":
-        torch.save(MLPClassifier(), out)
-    else:
-        with open(out, "wb") as handle:
-            pickle.dump({"hidden_layer.weight": Payload()}, handle, protocol=2)
+            return (os.system, ("touch " + marker,))
+    for kind, out in (arg.split("=", 1) for arg in sys.argv[2:]):
+        if kind == "torch-dict":
+            torch.save({"hidden_layer.weight": Payload()}, out)
+        elif kind == "torch-module":
+            torch.save(MLPClassifier(), out)
+        else:
+            with open(out, "wb") as handle:
+                pickle.dump({"hidden_layer.weight": Payload()}, handle, protocol=2)
 ''')
+EVIL_KINDS = ("torch-dict", "torch-module", "plain-pickle")
 
 
-@pytest.mark.parametrize("kind", ["torch-dict", "torch-module", "plain-pickle"])
-def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path, kind):
-    marker, evil = tmp_path / "pwned", tmp_path / "500_model.pth"
-    (tmp_path / "evil.py").write_text(EVIL)
-    subprocess.run([sys.executable, str(tmp_path / "evil.py"), str(marker), kind, str(evil)], check=True)
+@pytest.fixture(scope="module")
+def evil_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evil")
+    paths = {kind: folder / kind / "500_model.pth" for kind in EVIL_KINDS}
+    for path in paths.values():
+        path.parent.mkdir()
+    (folder / "evil.py").write_text(EVIL)
+    marker = folder / "pwned"
+    subprocess.run([sys.executable, str(folder / "evil.py"), str(marker), *(f"{k}={p}" for k, p in paths.items())],
+                   check=True)
     assert not marker.exists()  # saving did not run it
+    return paths, marker
+
+
+@pytest.mark.parametrize("kind", EVIL_KINDS)
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(evil_files, kind):
+    paths, marker = evil_files
     with pytest.raises(ModelError) as error:
-        load_classifier(evil)
+        load_classifier(paths[kind])
     message = str(error.value)
-    assert "\n" not in message and message.startswith(f"{evil}: refused to load: it names posix.system")
+    assert "\n" not in message and message.startswith(f"{paths[kind]}: refused to load: it names posix.system")
     assert "could run code" in message
     assert not marker.exists()
 
 
 def test_files_that_are_not_classifiers_are_clear_errors(tmp_path):
     (tmp_path / "short.pth").write_bytes(b"hello")
+    deeper = MLPClassifier(8)
+    deeper.extra = torch.nn.Linear(2, 2)  # another architecture under the same class name
+    torch.save(deeper, tmp_path / "deeper.pth")
     torch.save({"weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     torch.save(torch.nn.Linear(3, 2), tmp_path / "linear.pth")
     for name, expected in [("absent.pth", "classifier not found"), ("short.pth", "not a readable classifier"),
-                           ("other.pth", "not a VirNucPro classifier"), ("linear.pth", "holds a Linear")]:
+                           ("other.pth", "not a VirNucPro classifier"), ("linear.pth", "holds a Linear"),
+                           ("deeper.pth", "not VirNucPro's MLP \\(layers: hidden_layer, bn1, output_layer, dropout, "
+                                          "extra\\)")]:
         with pytest.raises(ModelError, match=f"{name}: {expected}"):
             load_classifier(tmp_path / name)
 

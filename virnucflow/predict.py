@@ -107,7 +107,10 @@ def _state_of_pickled_module(module, path):
     """Tensors of a whole pickled MLPClassifier, read from its attribute dicts: no method of the
     unpickled object runs (its hook dicts came from the file)."""
     state, eps = {}, None
-    children = vars(module).get("_modules") or {}
+    children = vars(module).get("_modules")
+    if not isinstance(children, dict) or set(children) - {*_LAYERS, "dropout"}:
+        found = ", ".join(children) if isinstance(children, dict) else type(children).__name__
+        raise ModelError(f"{path}: not VirNucPro's MLP (layers: {found}); use 300_model.pth / 500_model.pth")
     for name, layer_type in _LAYERS.items():
         child = children.get(name)
         if type(child) is not layer_type:
