@@ -53,13 +53,15 @@ def synthetic_run(folder, n_samples, seed=0, missing_in=(), resumed_shard=False)
             handle.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
             handle.writelines(f"r{k}_chunk_1F1\t{'virus' if s > 0.5 else 'others'}\t{str(1 - s)}\t{str(s)}\n"
                               for k, s in enumerate(scores))
-        calls = rng.choice(["virus", "others", "no_frames"], size=reads, p=[virus_share, 0.95 - virus_share, 0.05]).astype(object)
+        calls = rng.choice(np.array(["virus", "others", "no_frames"], dtype=object), size=reads,
+                           p=[virus_share, 0.95 - virus_share, 0.05])
         if missing:
             calls[:2] = "not_scored"
         with open(folder / f"{sample}.read_calls.tsv", "w") as handle:
             handle.write("read_id\tlength\tchunks\tchunks_with_frames\tvirus_chunks\tmax_virus_score\tcall\n")
             handle.writelines(f"r{k}\t700\t2\t{0 if c == 'no_frames' else 1}\t{int(c == 'virus')}\t"
-                              f"{'' if c in ('no_frames', 'not_scored') else '0.5'}\t{c}\n" for k, c in enumerate(calls))
+                              f"{'' if c in ('no_frames', 'not_scored') else '0.5'}\t{c}\n"
+                              for k, c in enumerate(calls))
         run["samples"].append(sample)
         run["summaries"].append(folder / f"{sample}.summary.json")
         run["validations"].append(folder / f"{sample}.validation.json")
