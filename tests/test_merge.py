@@ -1,20 +1,27 @@
 """The merge: VirNucPro's reference features reproduced exactly, and every way shards can be wrong."""
 
+import hashlib
 import json
+import logging
 import random
+import zlib
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
+from virnucflow import __version__
 from virnucflow.errors import InputError, ValidationError
-from virnucflow.merge import merge_sample
+from virnucflow.merge import export_virnucpro_pt, merge_sample
 from virnucflow.prepare import FRAMES_HEADER
 from virnucflow.shards import EmbeddingWriter, open_embeddings, write_embeddings
 
+DNA_DIM, PROTEIN_DIM = 4, 6
+
 
 def write_frames(path, shards):
-    """frames.tsv for {shard index: [ids]}."""
+    """frames.tsv for {shard index: [ids]}, shards in the order given."""
     with open(path, "w") as handle:
         handle.write(FRAMES_HEADER)
         for index, ids in shards.items():
@@ -22,158 +29,278 @@ def write_frames(path, shards):
                 handle.write(f"{sid}\t{sid.split('_chunk_')[0]}\t1\t+\t1\t0\t3\t1\t{index}\n")
 
 
-def make_sample(tmp_path, shards, dna_dim=4, protein_dim=6, seed=0, shuffle=False):
-    """Shard files for {index: [ids]}, the protein rows shuffled if asked; returns inputs and truth."""
+def write_shard(path, ids, rows, kind, **attrs):
+    write_embeddings(path, ids, np.asarray(rows, dtype=np.float32),
+                     {"model": f"{kind}-model", "model_revision": "r1", "kind": kind, **attrs})
+
+
+def make_sample(folder, shards, seed=0, shuffle=False):
+    """Shard files for {index: [ids]} (rows shuffled within each file if asked), frames.tsv naming the
+    same ids; returns the dna and protein paths and {id: the row the merge must produce}."""
     rng = np.random.default_rng(seed)
-    write_frames(tmp_path / "frames.tsv", shards)
+    write_frames(folder / "frames.tsv", shards)
     dna, protein, truth = [], [], {}
     for index, ids in shards.items():
-        d = rng.standard_normal((len(ids), dna_dim)).astype(np.float32)
-        p = rng.standard_normal((len(ids), protein_dim)).astype(np.float32)
+        d = rng.standard_normal((len(ids), DNA_DIM)).astype(np.float32)
+        p = rng.standard_normal((len(ids), PROTEIN_DIM)).astype(np.float32)
         truth.update({sid: np.concatenate([d[i], p[i]]) for i, sid in enumerate(ids)})
-        order = list(range(len(ids)))
-        if shuffle:
-            random.Random(index).shuffle(order)
-        write_embeddings(tmp_path / f"{index:05d}.dna.h5", ids, d, {"model": "dna-model"})
-        write_embeddings(tmp_path / f"{index:05d}.protein.h5", [ids[i] for i in order], p[order], {"model": "esm"})
-        dna.append(tmp_path / f"{index:05d}.dna.h5")
-        protein.append(tmp_path / f"{index:05d}.protein.h5")
+        for kind, rows, paths in (("dna", d, dna), ("protein", p, protein)):
+            order = list(range(len(ids)))
+            if shuffle:
+                random.Random(f"{index}{kind}").shuffle(order)
+            path = folder / f"{index:05d}.{kind}.h5"
+            write_shard(path, [ids[i] for i in order], rows[order], kind)
+            paths.append(path)
     return dna, protein, truth
 
 
-def merge(tmp_path, dna, protein, **kwargs):
-    return merge_sample(tmp_path / "frames.tsv", dna, protein, tmp_path / "out.h5",
-                        validation_json=tmp_path / "validation.json", missing_ids_txt=tmp_path / "missing.txt",
+def merge(folder, dna, protein, **kwargs):
+    return merge_sample(folder / "frames.tsv", dna, protein, folder / "out.h5",
+                        validation_json=folder / "validation.json", missing_ids_txt=folder / "missing.txt",
                         **{"chunk_rows": 3, **kwargs})
 
 
-def no_outputs(tmp_path):
-    return not any((tmp_path / name).exists() for name in ["out.h5", "validation.json", "missing.txt"])
+def read_result(folder):
+    with open_embeddings(folder / "out.h5") as out:
+        return out.read_ids(), out.embeddings[:], dict(out.attrs)
 
 
-def test_reference_merged_features_are_reproduced_exactly(tmp_path, reference_dir):
-    for folder in ["with_orfs", "fixed_500bp"]:
-        work = tmp_path / folder
-        work.mkdir()
-        dnabert = torch.load(reference_dir / folder / "output_1_DNABERT_S.pt", weights_only=True)
-        esm = torch.load(reference_dir / folder / "output_1_ESM.pt", weights_only=True)
-        merged = torch.load(reference_dir / folder / "output_1_merged.pt", weights_only=True)
-        ids = dnabert["nucleotide"]
-        dna_rows = np.stack([np.asarray(d["mean_representation"], dtype=np.float32) for d in dnabert["data"]])
-        esm_rows = torch.stack(esm["data"]).numpy()
-        write_frames(work / "frames.tsv", {0: ids[:1], 1: ids[1:]})
-        # DNABERT-S in frame order; ESM in the reference's length-sorted order, split across two shards.
-        write_embeddings(work / "00000.dna.h5", ids[:1], dna_rows[:1])
-        write_embeddings(work / "00001.dna.h5", ids[1:], dna_rows[1:])
-        esm_index = {sid: i for i, sid in enumerate(esm["proteins"])}
-        for shard, shard_ids in ((0, ids[:1]), (1, ids[1:])):
-            own = [sid for sid in esm["proteins"] if sid in shard_ids]
-            write_embeddings(work / f"{shard:05d}.protein.h5", own, esm_rows[[esm_index[s] for s in own]])
-        merge_sample(work / "frames.tsv", [work / "00000.dna.h5", work / "00001.dna.h5"],
-                     [work / "00000.protein.h5", work / "00001.protein.h5"], work / "out.h5",
-                     validation_json=work / "v.json", missing_ids_txt=work / "m.txt", chunk_rows=2)
-        with open_embeddings(work / "out.h5") as out:
-            assert out.read_ids() == merged["ids"]
-            assert torch.equal(torch.from_numpy(out.embeddings[:]), merged["data"])
-            assert list(out.attrs["dna_columns"]) == [0, 768] and list(out.attrs["protein_columns"]) == [768, 3328]
+def no_outputs(folder):
+    """Nothing a failed merge may leave: no result, no report, no temporary file."""
+    names = ["out.h5", "validation.json", "missing.txt"]
+    return not any((folder / name).exists() for name in names) and not list(folder.glob(".*.tmp.*"))
 
 
-def test_rows_follow_frames_tsv_whatever_the_shard_order(tmp_path):
-    shards = {0: [f"r{i}_chunk_1F1" for i in range(7)], 1: [], 2: [f"r{i}_chunk_1R2" for i in range(7, 12)]}
+# --- the reference -------------------------------------------------------------------------------
+
+def reference_features(folder):
+    dnabert = torch.load(folder / "output_1_DNABERT_S.pt", weights_only=True)
+    esm = torch.load(folder / "output_1_ESM.pt", weights_only=True)
+    merged = torch.load(folder / "output_1_merged.pt", weights_only=True)
+    dna_rows = np.stack([np.asarray(d["mean_representation"], dtype=np.float32) for d in dnabert["data"]])
+    esm_rows = torch.stack(esm["data"]).numpy()
+    return dnabert["nucleotide"], dna_rows, esm["proteins"], esm_rows, merged
+
+
+@pytest.mark.parametrize("folder", ["with_orfs", "fixed_500bp"])
+@pytest.mark.parametrize("layout", ["one shard, ESM length-sorted", "two shards, rows shuffled"])
+def test_reference_merged_features_are_reproduced_exactly(tmp_path, reference_dir, folder, layout):
+    ids, dna_rows, esm_ids, esm_rows, merged = reference_features(reference_dir / folder)
+    dna_of, esm_of = dict(zip(ids, dna_rows)), dict(zip(esm_ids, esm_rows))
+    if layout.startswith("one"):
+        shards = {0: (ids, esm_ids)}  # the DNABERT-S order and the reference's length-sorted ESM order
+    else:
+        rng = random.Random(7)
+        shards = {0: ids[:2], 1: ids[2:]}
+        shards = {i: (rng.sample(own, len(own)), rng.sample(own, len(own))) for i, own in shards.items()}
+    write_frames(tmp_path / "frames.tsv", {i: [s for s in ids if s in dna_ids] for i, (dna_ids, _) in shards.items()})
+    dna, protein = [], []
+    for index, (dna_ids, protein_ids) in shards.items():
+        dna.append(tmp_path / f"{index:05d}.dna.h5")
+        protein.append(tmp_path / f"{index:05d}.protein.h5")
+        write_shard(dna[-1], dna_ids, [dna_of[s] for s in dna_ids], "dna", model="zhihan1996/DNABERT-S")
+        write_shard(protein[-1], protein_ids, [esm_of[s] for s in protein_ids], "protein", model="esm2_t36_3B_UR50D")
+
+    report = merge(tmp_path, dna, protein, chunk_rows=3, attrs={"compat": "virnucpro", "chunk_length": 500})
+
+    out_ids, rows, attrs = read_result(tmp_path)
+    assert out_ids == merged["ids"]
+    assert torch.equal(torch.from_numpy(rows), merged["data"])
+    assert list(attrs["dna_columns"]) == [0, 768] and list(attrs["protein_columns"]) == [768, 3328]
+    assert attrs["dna_model"] == "zhihan1996/DNABERT-S" and attrs["protein_model"] == "esm2_t36_3B_UR50D"
+    assert attrs["compat"] == "virnucpro" and attrs["chunk_length"] == 500
+    assert attrs["package_version"] == __version__ and attrs["rows"] == 4
+    assert report["ok"] and report["expected"] == report["present"] == 4
+    export_virnucpro_pt(tmp_path / "out.h5", tmp_path / "merged.pt")
+    exported = torch.load(tmp_path / "merged.pt", weights_only=True)
+    assert exported["ids"] == merged["ids"] and torch.equal(exported["data"], merged["data"])
+
+
+# --- what a good merge gives ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_follow_frames_tsv_whatever_the_order_in_the_shards(tmp_path, threads):
+    shards = {0: [f"r{i}_chunk_1F1" for i in range(7)], 1: [], 2: [f"r{i}_chunk_1R2" for i in range(7, 12)],
+              3: ["r12_chunk_1F3"]}
     dna, protein, truth = make_sample(tmp_path, shards, shuffle=True)
-    report = merge(tmp_path, dna, protein)
-    with open_embeddings(tmp_path / "out.h5") as out:
-        ids = out.read_ids()
-        assert ids == shards[0] + shards[2]
-        assert np.array_equal(out.embeddings[:], np.stack([truth[s] for s in ids]))
-    assert report["ok"] and report["present"] == report["expected"] == 12
-    assert (tmp_path / "missing.txt").read_text() == ""
+    report = merge(tmp_path, dna, protein, chunk_rows=4, threads=threads)  # blocks that span shards
+    ids, rows, attrs = read_result(tmp_path)
+    assert ids == shards[0] + shards[2] + shards[3]
+    assert np.array_equal(rows, np.stack([truth[s] for s in ids]))
+    assert report["ok"] and report["present"] == report["expected"] == 13
+    assert report["missing"] == report["extra"] == report["skipped"] == report["duplicates"] == 0
+    assert (tmp_path / "missing.txt").read_text() == ""  # always written: a Snakemake output
+    assert json.loads((tmp_path / "validation.json").read_text()) == json.loads(json.dumps(report))
 
+
+def test_checksums_in_the_result_verify_its_ids_and_rows(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1F1"], 1: ["é_chunk_1R1"]})
+    merge(tmp_path, dna, protein, chunk_rows=2)
+    ids, rows, attrs = read_result(tmp_path)
+    assert attrs["ids_sha256"] == hashlib.sha256("".join(f"{s}\n" for s in ids).encode()).hexdigest()
+    assert attrs["embeddings_crc32"] == zlib.crc32(rows.astype("<f4").tobytes())
+    assert attrs["expected"] == 3 and attrs["missing"] == 0
+
+
+def test_empty_shards_including_an_idle_workers_0_by_0_file(tmp_path):
+    shards = {0: [], 1: ["a_chunk_1F1", "b_chunk_1F1"], 2: []}
+    dna, protein, truth = make_sample(tmp_path, shards)
+    with h5py.File(tmp_path / "00002.protein.h5", "w") as handle:  # (0, 0), not (0, D), as a worker with no work wrote it
+        handle.create_dataset("sequence_ids", shape=(0,), dtype=h5py.string_dtype())
+        handle.create_dataset("embeddings", shape=(0, 0), dtype="float32")
+        handle.attrs["complete"] = True
+    report = merge(tmp_path, dna, protein)
+    ids, rows, attrs = read_result(tmp_path)
+    assert ids == shards[1] and rows.shape == (2, DNA_DIM + PROTEIN_DIM)
+    assert report["ok"]
+
+
+def test_a_sample_without_frames_gives_an_empty_result_of_the_right_width(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: []})
+    report = merge(tmp_path, dna, protein)
+    ids, rows, _ = read_result(tmp_path)
+    assert ids == [] and rows.shape == (0, DNA_DIM + PROTEIN_DIM)
+    assert report["ok"] and report["expected"] == 0
+
+
+def test_shards_stored_another_way_merge_the_same(tmp_path):
+    """A compressed, chunked-otherwise file (another tool's) is read through h5py instead of raw offsets."""
+    shards = {0: [f"r{i}_chunk_1F1" for i in range(9)]}
+    dna, protein, truth = make_sample(tmp_path, shards, shuffle=True)
+    with open_embeddings(protein[0]) as shard:
+        ids, rows = shard.read_ids(), shard.embeddings[:]
+    with h5py.File(protein[0], "w") as handle:
+        handle.create_dataset("sequence_ids", data=ids, dtype=h5py.string_dtype())
+        handle.create_dataset("embeddings", data=rows, chunks=(2, 3), compression="gzip")
+        handle.attrs.update({"model": "protein-model", "model_revision": "r1", "complete": True})
+    merge(tmp_path, dna, protein)
+    out_ids, out_rows, _ = read_result(tmp_path)
+    assert out_ids == shards[0] and np.array_equal(out_rows, np.stack([truth[s] for s in out_ids]))
+
+
+# --- what must fail, naming what to fix ----------------------------------------------------------
 
 def test_missing_ids_fail_with_count_and_first_ten(tmp_path):
-    shards = {0: [f"r{i}_chunk_1F1" for i in range(15)]}
+    shards = {0: [f"r{i}_chunk_1F1" for i in range(15)], 1: ["s_chunk_1F1"]}
     dna, protein, _ = make_sample(tmp_path, shards)
-    write_frames(tmp_path / "frames.tsv", {0: shards[0] + [f"lost{i}_chunk_1F1" for i in range(12)]})
-    with pytest.raises(ValidationError, match=r"12 of 27 expected ids have no embedding, first 10: lost0_chunk_1F1"):
+    lost = [f"lost{i}_chunk_1F1" for i in range(12)]
+    write_frames(tmp_path / "frames.tsv", {0: shards[0] + lost, 1: shards[1]})
+    with pytest.raises(ValidationError, match=r"^12 of 28 expected ids have no embedding, first 10: "
+                       r"lost0_chunk_1F1, .*lost9_chunk_1F1; rerun the embed jobs of shard\(s\) 00000") as error:
         merge(tmp_path, dna, protein)
+    assert "lost10" not in str(error.value) and "\n" not in str(error.value)
     assert no_outputs(tmp_path)
 
 
-def test_allow_missing_merges_what_exists_and_lists_the_rest(tmp_path):
-    shards = {0: [f"r{i}_chunk_1F1" for i in range(5)]}
+def test_allow_missing_merges_what_exists_and_lists_the_rest(tmp_path, caplog):
+    shards = {0: [f"r{i}_chunk_1F1" for i in range(5)], 1: ["s_chunk_1F1"]}
     dna, protein, truth = make_sample(tmp_path, shards)
-    write_frames(tmp_path / "frames.tsv", {0: shards[0][:2] + ["gone_chunk_1F1"] + shards[0][2:]})
-    report = merge(tmp_path, dna, protein, allow_missing=True)
-    assert report["missing"] == 1 and not report["ok"]
-    assert (tmp_path / "missing.txt").read_text() == "gone_chunk_1F1\n"
-    with open_embeddings(tmp_path / "out.h5") as out:
-        assert out.read_ids() == shards[0]
+    expected = {0: shards[0][:2] + ["gone_chunk_1F1"] + shards[0][2:], 1: shards[1], 2: ["noshard_chunk_1R1"]}
+    write_frames(tmp_path / "frames.tsv", expected)  # shard 2 has no files at all
+    with caplog.at_level(logging.INFO):
+        report = merge(tmp_path, dna, protein, allow_missing=True, log=logging.getLogger("merge"))
+    assert (tmp_path / "missing.txt").read_text() == "gone_chunk_1F1\nnoshard_chunk_1R1\n"
+    assert report["missing"] == 2 and report["present"] == 6 and report["expected"] == 8
+    assert report["allow_missing"] and not report["ok"]
+    ids, rows, attrs = read_result(tmp_path)
+    assert ids == shards[0] + shards[1]  # expected order, the missing rows left out
+    assert np.array_equal(rows, np.stack([truth[s] for s in ids]))
+    assert attrs["missing"] == 2
+    assert "2 expected ids have no embedding" in caplog.text and "missing.txt" in caplog.text
 
 
-def test_duplicates_within_and_across_shards_are_named(tmp_path):
-    shards = {0: ["a_chunk_1F1", "b_chunk_1F1"], 1: ["c_chunk_1F1"]}
-    dna, protein, _ = make_sample(tmp_path, shards)
-    write_embeddings(tmp_path / "00000.dna.h5", ["a_chunk_1F1", "a_chunk_1F1"], np.zeros((2, 4)))
-    with pytest.raises(ValidationError, match="00000.dna.h5: id a_chunk_1F1 occurs twice"):
-        merge(tmp_path, dna, protein)
-    dna, protein, _ = make_sample(tmp_path, shards)
-    for kind, dim in (("dna", 4), ("protein", 6)):
-        write_embeddings(tmp_path / f"00001.{kind}.h5", ["c_chunk_1F1", "a_chunk_1F1"], np.zeros((2, dim)))
-    with pytest.raises(ValidationError, match="id a_chunk_1F1 occurs in two shards: .*00000.dna.h5 and .*00001.dna.h5"):
-        merge(tmp_path, dna, protein)
-    assert no_outputs(tmp_path)
-
-
-def test_models_disagreeing_on_ids_name_the_shard(tmp_path):
+def test_an_id_twice_in_one_shard_is_named_with_its_file(tmp_path):
     dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1F1"]})
-    write_embeddings(tmp_path / "00000.protein.h5", ["a_chunk_1F1", "x_chunk_1F1"], np.zeros((2, 6)))
-    with pytest.raises(ValidationError, match="00000.dna.h5 and .*00000.protein.h5 hold different ids"):
-        merge(tmp_path, dna, protein)
-
-
-def test_extra_ids_only_warn(tmp_path, caplog):
-    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1F1", "extra_chunk_1F1"]})
-    write_frames(tmp_path / "frames.tsv", {0: ["a_chunk_1F1", "b_chunk_1F1"]})
-    import logging
-
-    report = merge(tmp_path, dna, protein, log=logging.getLogger("t"))
-    assert report["extra"] == 1 and report["ok"]
-    assert "not in frames.tsv" in caplog.text
-
-
-def test_dim_mismatch_and_broken_shards_name_the_file(tmp_path):
-    shards = {0: ["a_chunk_1F1"], 1: ["b_chunk_1F1"]}
-    dna, protein, _ = make_sample(tmp_path, shards)
-    write_embeddings(tmp_path / "00001.dna.h5", ["b_chunk_1F1"], np.zeros((1, 5)))
-    with pytest.raises(ValidationError, match="00001.dna.h5: embeddings have 5 columns"):
-        merge(tmp_path, dna, protein)
-    dna, protein, _ = make_sample(tmp_path, shards)
-    data = (tmp_path / "00001.protein.h5").read_bytes()
-    (tmp_path / "00001.protein.h5").write_bytes(data[: len(data) // 3])
-    with pytest.raises(InputError, match="00001.protein.h5.*rerun"):
+    write_shard(tmp_path / "00000.dna.h5", ["a_chunk_1F1", "b_chunk_1F1", "a_chunk_1F1"], np.zeros((3, 4)), "dna")
+    with pytest.raises(ValidationError, match=r"00000.dna.h5: id a_chunk_1F1 occurs twice in this shard"):
         merge(tmp_path, dna, protein)
     assert no_outputs(tmp_path)
 
 
-def test_empty_shards_and_skipped_ids(tmp_path):
-    shards = {0: [], 1: ["a_chunk_1F1", "b_chunk_1F1"]}
+@pytest.mark.parametrize("stray", ["a_chunk_1F1", "unexpected_chunk_1F1"])
+def test_an_id_in_two_shards_is_named_with_both_files(tmp_path, stray):
+    shards = {0: ["a_chunk_1F1", "b_chunk_1F1"], 1: ["c_chunk_1F1"], 2: ["d_chunk_1F1"]}
     dna, protein, _ = make_sample(tmp_path, shards)
-    with EmbeddingWriter(tmp_path / "00001.protein.h5", 6) as writer:  # ESM could not embed b alone
-        writer.append(["a_chunk_1F1"], np.ones((1, 6)))
+    for index in (1, 2) if stray.startswith("unexpected") else (1,):
+        own = shards[index] + [stray]
+        write_shard(tmp_path / f"{index:05d}.dna.h5", own, np.zeros((2, DNA_DIM)), "dna")
+        write_shard(tmp_path / f"{index:05d}.protein.h5", own, np.zeros((2, PROTEIN_DIM)), "protein")
+    first = "00000" if stray == "a_chunk_1F1" else "00001"
+    second = "00001" if stray == "a_chunk_1F1" else "00002"
+    with pytest.raises(ValidationError, match=f"id {stray} occurs in two shards: .*{first}.dna.h5 and "
+                                              f".*{second}.dna.h5"):
+        merge(tmp_path, dna, protein)
+    assert no_outputs(tmp_path)
+
+
+def test_an_id_in_the_wrong_shard_is_an_error_not_a_silent_row(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1"], 1: ["b_chunk_1F1"]})
+    write_frames(tmp_path / "frames.tsv", {0: ["a_chunk_1F1", "b_chunk_1F1"], 1: []})
+    with pytest.raises(ValidationError, match="id b_chunk_1F1 is in .*00001.dna.h5 but frames.tsv puts it in shard 0"):
+        merge(tmp_path, dna, protein)
+    assert no_outputs(tmp_path)
+
+
+def test_models_disagreeing_on_ids_name_both_files(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1F1"]})
+    write_shard(tmp_path / "00000.protein.h5", ["a_chunk_1F1", "x_chunk_1F1"], np.zeros((2, 6)), "protein")
+    with pytest.raises(ValidationError, match=r"00000.dna.h5 and .*00000.protein.h5 hold different ids "
+                                              r"\(e.g. b_chunk_1F1, x_chunk_1F1\); rerun both embed jobs"):
+        merge(tmp_path, dna, protein)
+    assert no_outputs(tmp_path)
+
+
+def test_extra_ids_only_warn_and_are_counted(tmp_path, caplog):
+    dna, protein, truth = make_sample(tmp_path, {0: ["a_chunk_1F1", "extra_chunk_1F1", "b_chunk_1F1"]})
+    write_frames(tmp_path / "frames.tsv", {0: ["a_chunk_1F1", "b_chunk_1F1"]})
+    report = merge(tmp_path, dna, protein, log=logging.getLogger("merge"))
+    assert report["ok"] and report["extra"] == 1 and report["extra_first"] == ["extra_chunk_1F1"]
+    assert "1 ids in the shards are not in frames.tsv" in caplog.text
+    assert read_result(tmp_path)[0] == ["a_chunk_1F1", "b_chunk_1F1"]
+
+
+def test_dim_mismatch_names_the_file(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1"], 1: ["b_chunk_1F1"]})
+    write_shard(tmp_path / "00001.dna.h5", ["b_chunk_1F1"], np.zeros((1, 5)), "dna")
+    with pytest.raises(ValidationError, match=r"00001.dna.h5: embeddings have 5 columns where .*00000.dna.h5 has 4"):
+        merge(tmp_path, dna, protein)
+    assert no_outputs(tmp_path)
+
+
+def test_shards_of_another_model_are_refused(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1"], 1: ["b_chunk_1F1"]})
+    write_shard(tmp_path / "00001.protein.h5", ["b_chunk_1F1"], np.zeros((1, 6)), "protein", model_revision="r2")
+    with pytest.raises(ValidationError, match=r"00001.protein.h5: model_revision 'r2' but .*00000.protein.h5 has 'r1'"):
+        merge(tmp_path, dna, protein)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.9])
+def test_a_truncated_shard_names_the_file_and_what_to_rerun(tmp_path, cut):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1"], 1: [f"b{i}_chunk_1F1" for i in range(50)]})
+    data = (tmp_path / "00001.protein.h5").read_bytes()
+    (tmp_path / "00001.protein.h5").write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(InputError, match=r"00001.protein.h5: .*rerun the job that writes it"):
+        merge(tmp_path, dna, protein)
+    assert no_outputs(tmp_path)
+
+
+def test_a_shard_without_its_partner_is_named(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1"], 1: ["b_chunk_1F1"]})
+    with pytest.raises(InputError, match=r"00001.dna.h5: shard 1 has no protein file"):
+        merge(tmp_path, dna, protein[:1])
+
+
+def test_ids_skipped_by_an_embed_job_are_reported_with_reasons(tmp_path):
+    shards = {0: ["a_chunk_1F1", "b_chunk_1F1", "c_chunk_1F1"]}
+    dna, protein, truth = make_sample(tmp_path, shards)
+    with EmbeddingWriter(tmp_path / "00000.protein.h5", PROTEIN_DIM, {"kind": "protein"}) as writer:
+        writer.append(["a_chunk_1F1", "c_chunk_1F1"], np.stack([truth["a_chunk_1F1"][4:], truth["c_chunk_1F1"][4:]]))
         writer.skip("b_chunk_1F1", "out of memory alone (9000 tokens)")
     report = merge(tmp_path, dna, protein)
-    assert report["skipped"] == 1 and report["skipped_ids"][0]["id"] == "b_chunk_1F1" and not report["ok"]
-    with open_embeddings(tmp_path / "out.h5") as out:
-        assert out.read_ids() == ["a_chunk_1F1"]
-    assert json.loads((tmp_path / "validation.json").read_text())["skipped"] == 1
-
-
-def test_export_to_virnucpro_pt(tmp_path):
-    from virnucflow.merge import export_virnucpro_pt
-
-    dna, protein, truth = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1R2"]})
-    merge(tmp_path, dna, protein)
-    export_virnucpro_pt(tmp_path / "out.h5", tmp_path / "out.pt")
-    data = torch.load(tmp_path / "out.pt", weights_only=True)
-    assert data["ids"] == ["a_chunk_1F1", "b_chunk_1R2"]
-    assert torch.equal(data["data"], torch.from_numpy(np.stack([truth["a_chunk_1F1"], truth["b_chunk_1R2"]])))
+    assert report["skipped"] == 1 and report["missing"] == 0 and not report["ok"]
+    assert report["skipped_ids"] == [{"id": "b_chunk_1F1", "model": "protein", "shard": str(protein[0]),
+                                      "reason": "out of memory alone (9000 tokens)"}]
+    ids, rows, _ = read_result(tmp_path)
+    assert ids == ["a_chunk_1F1", "c_chunk_1F1"]
+    assert np.array_equal(rows, np.stack([truth[s] for s in ids]))
+    assert json.loads((tmp_path / "validation.json").read_text())["skipped_ids"][0]["id"] == "b_chunk_1F1"
