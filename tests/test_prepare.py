@@ -1,13 +1,16 @@
-"""The prepare stage: input checking, frames.tsv/reads.tsv/shards, nothing left behind on failure."""
+"""The prepare stage: frames.tsv/reads.tsv/shards account for every read, errors leave nothing behind."""
 
 import csv
 import gzip
 import json
+import logging
+import random
 
 import pytest
 
+from virnucflow import prepare
 from virnucflow.errors import InputError
-from virnucflow.prepare import prepare_sample
+from virnucflow.prepare import FRAMES_HEADER, READS_HEADER, prepare_sample
 from virnucflow.synthetic import synthetic_reads, write_fasta
 
 
@@ -17,13 +20,9 @@ def tsv(path):
 
 
 def fasta_records(path):
-    records, name = [], None
-    for line in open(path):
-        if line.startswith(">"):
-            name = line[1:].strip()
-        else:
-            records.append((name, line.strip()))
-    return records
+    lines = open(path).read().splitlines()
+    assert all(line.startswith(">") for line in lines[0::2])  # one unwrapped sequence line per record
+    return [(name[1:], seq) for name, seq in zip(lines[0::2], lines[1::2])]
 
 
 @pytest.fixture
@@ -36,85 +35,138 @@ def reads_fa(tmp_path):
 def test_outputs_account_for_every_read_chunk_and_frame(tmp_path, reads_fa):
     out = tmp_path / "work"
     summary = prepare_sample(reads_fa, out, sample="s", chunk_length=500, shard_residues=3000)
+    assert (out / "frames.tsv").read_text().startswith(FRAMES_HEADER)
+    assert (out / "reads.tsv").read_text().startswith(READS_HEADER)
     frames = tsv(out / "frames.tsv")
     reads = tsv(out / "reads.tsv")
     assert [r["read_id"] for r in reads] == [f"read{i}" for i in range(1, 201)]
     assert summary["reads"] == 200 and summary["frames"] == len(frames) > 0
     assert sum(int(r["frames"]) for r in reads) == len(frames)
     assert sum(int(r["chunks"]) for r in reads) == summary["chunks"]
+    assert sum(int(r["chunks_with_frames"]) for r in reads) == summary["chunks_with_frames"]
     assert summary["chunks_without_frames"] == summary["chunks"] - summary["chunks_with_frames"] > 0
-    # Shards: contiguous runs of frames.tsv, same ids in both files, cut by residues.
-    shard_ids = sorted({int(f["shard"]) for f in frames})
-    assert shard_ids == list(range(summary["shards"])) and summary["shards"] > 1
+    assert summary["residues"] == sum(int(f["residues"]) for f in frames)
+    assert summary["bases"] == sum(int(r["length"]) for r in reads)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert {"sample", "chunk_length", "compat", "shards", "seconds", "reads_per_second", "mbp_per_second"} <= set(summary)
+
+
+def test_shards_are_contiguous_runs_cut_once_they_reach_the_residue_budget(tmp_path, reads_fa):
+    out = tmp_path / "work"
+    summary = prepare_sample(reads_fa, out, sample="s", shard_residues=3000)
+    frames = tsv(out / "frames.tsv")
+    assert sorted(p.name for p in (out / "shards").iterdir()) == [
+        f"{i:05d}.{ext}" for i in range(summary["shards"]) for ext in ("faa", "fna")]
+    assert summary["shards"] > 1
     in_order = []
-    for i in shard_ids:
-        nuc = fasta_records(out / "shards" / f"{i:05d}.fna")
-        prot = fasta_records(out / "shards" / f"{i:05d}.faa")
-        assert [n for n, _ in nuc] == [n for n, _ in prot]
-        assert all(len(s) == 3 * len(p) + 1 or len(s) <= 3 * len(p) + 1 for (_, s), (_, p) in zip(nuc, prot))
-        in_order += [n for n, _ in nuc]
-        assert sum(len(p) for _, p in prot[:-1]) < 3000  # a shard closes once it reaches the budget
+    for i in range(summary["shards"]):
+        nucleotides = fasta_records(out / "shards" / f"{i:05d}.fna")
+        proteins = fasta_records(out / "shards" / f"{i:05d}.faa")
+        assert [n for n, _ in nucleotides] == [n for n, _ in proteins]
+        assert [f["frame_id"] for f in frames if f["shard"] == str(i)] == [n for n, _ in proteins]
+        residues = [len(p) for _, p in proteins]
+        if i < summary["shards"] - 1:
+            assert sum(residues) >= 3000 > sum(residues[:-1])  # closed by the frame that reached the budget
+        for (_, nucleotide), (_, protein) in zip(nucleotides, proteins):
+            assert len(nucleotide) in (3 * len(protein), 3 * len(protein) + 1)  # +1: the original's quirk
+        in_order += [n for n, _ in nucleotides]
     assert in_order == [f["frame_id"] for f in frames]
 
 
 def test_coordinates_point_at_the_frame_on_the_read(tmp_path):
     seq = "".join(["ATGGCC", "GATAAA"] * 70)[:800]  # 800 bp: chunks [0,500) and [399,800)
+    seq = seq[:300] + seq[300:].translate(str.maketrans("ACGT", "TGCA"))[::-1]  # coding on both strands
     path = tmp_path / "one.fa"
-    path.write_text(f">r1 description\n{seq}\n")
-    prepare_sample(path, tmp_path / "w", sample="s")
-    comp = str.maketrans("ACGT", "TGCA")
-    nucleotides = dict(fasta_records(tmp_path / "w/shards/00000.fna"))
-    for frame in tsv(tmp_path / "w/frames.tsv"):
-        start, end = int(frame["start"]), int(frame["end"])
-        piece = seq[start:end] if frame["strand"] == "+" else seq[start:end].translate(comp)[::-1]
-        assert piece == nucleotides[frame["frame_id"]]
-        assert frame["read_id"] == "r1"
-    assert {f["chunk"] for f in tsv(tmp_path / "w/frames.tsv")} == {"1", "2"}
+    path.write_text(f">r1 description\n{seq.lower()}\n")
+    for compat in ("virnucpro", "fixed"):
+        out = tmp_path / compat
+        prepare_sample(path, out, sample="s", compat=compat)
+        comp = str.maketrans("ACGT", "TGCA")
+        nucleotides = dict(fasta_records(out / "shards/00000.fna"))
+        frames = tsv(out / "frames.tsv")
+        for frame in frames:
+            start, end = int(frame["start"]), int(frame["end"])
+            piece = seq[start:end] if frame["strand"] == "+" else seq[start:end].translate(comp)[::-1]
+            assert piece == nucleotides[frame["frame_id"]]
+            assert frame["read_id"] == "r1"
+        assert {f["strand"] for f in frames} == {"+", "-"}
+        chunk2 = [int(f["start"]) for f in frames if f["chunk"] == "2" and f["strand"] == "+"]
+        assert min(chunk2) == (399 if compat == "virnucpro" else 300)  # F1 of chunk 2 starts where it starts
 
 
-def test_no_surviving_frame_gives_one_empty_shard(tmp_path):
+def test_no_surviving_frame_gives_one_empty_shard_pair(tmp_path):
     path = tmp_path / "stops.fa"
     path.write_text(">r1\n" + "CTAG" * 100 + "\n")  # period 4: TAG in every frame, both strands
     summary = prepare_sample(path, tmp_path / "w", sample="s")
-    assert summary["frames"] == 0 and summary["chunks_without_frames"] == 1
-    assert (tmp_path / "w/shards/00000.faa").read_text() == ""
-    assert len(tsv(tmp_path / "w/frames.tsv")) == 0
+    assert summary["frames"] == 0 and summary["chunks_without_frames"] == 1 and summary["shards"] == 1
+    assert sorted(p.name for p in (tmp_path / "w/shards").iterdir()) == ["00000.faa", "00000.fna"]
+    assert (tmp_path / "w/shards/00000.faa").read_text() == (tmp_path / "w/shards/00000.fna").read_text() == ""
+    assert tsv(tmp_path / "w/frames.tsv") == []
+    assert tsv(tmp_path / "w/reads.tsv") == [{"read_id": "r1", "length": "400", "chunks": "1",
+                                              "chunks_with_frames": "0", "frames": "0"}]
 
 
 BAD_INPUTS = {
     "empty": (b"", "file is empty"),
     "fastq": (b"@r1\nACGT\n+\nIIII\n", "FASTQ"),
     "binary": (bytes(range(256)) * 4, "binary"),
-    "no_header": (b"ACGTACGT\n", "first record must start with '>'"),
-    "no_sequence": (b">r1\nACGT\n>r2\n>r3\nACGT\n", "record 2 (r2) has no sequence"),
+    "text_without_header": (b"ACGTACGT\n", "first line starts with '>'"),
+    "no_sequence": (b">r1\nACGT\n>r2\n>r3\nACGT\n", "record 2 ('r2') has no sequence"),
     "duplicate": (b">r1\nACGT\n>r2\nACGT\n>r1 again\nACGT\n", "records 1 and 3 have the same id 'r1'"),
-    "not_iupac": (b">r1\nACGT\n>r2\nACGJT\n", "record 2 (r2): character 'J' at position 4"),
-    "gzip_garbage": (b"\x1f\x8b\x08\x00garbage", "cannot be read"),
+    "not_iupac": (b">r1\nACGT\n>r2\nACGJT\n", "record 2 ('r2'): character 'J' at position 4"),
+    "gzip_garbage": (b"\x1f\x8b\x08\x00garbage", "damaged gzip data"),
+    "truncated_gzip": (gzip.compress(b">r1\n" + "".join(random.Random(0).choices("ACGT", k=20000)).encode())[:2000],
+                       "damaged gzip data"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_clear_error_and_leaves_nothing(tmp_path, case):
     content, message = BAD_INPUTS[case]
-    path = tmp_path / f"{case}.fa"
+    path = tmp_path / "in" / f"{case}.fa"
+    path.parent.mkdir()
     path.write_bytes(content)
     out = tmp_path / "w"
     with pytest.raises(InputError) as error:
-        prepare_sample(path, out, sample="s")
+        prepare_sample(path, out, sample="s", batch_bytes=64)
     text = str(error.value)
     assert "\n" not in text and str(path) in text and message in text
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no temporary folder left beside it
 
 
-def test_missing_file_is_named(tmp_path):
-    with pytest.raises(InputError, match="nope.fa: file not found"):
-        prepare_sample(tmp_path / "nope.fa", tmp_path / "w", sample="s")
+def test_a_late_error_leaves_an_earlier_result_untouched(tmp_path, reads_fa):
+    out = tmp_path / "w"
+    prepare_sample(reads_fa, out, sample="s")
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad = tmp_path / "bad.fa"
+    bad.write_bytes(b"".join(b">r%d\nACGT\n" % i for i in range(5000)) + b">r1\nACGT\n")  # duplicate at the end
+    with pytest.raises(InputError, match="records 2 and 5001"):
+        prepare_sample(bad, out, sample="s", batch_bytes=1000)
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fa", "reads.fa.gz", "w"]
+
+
+def test_a_rerun_replaces_every_output_including_old_shards(tmp_path, reads_fa):
+    out = tmp_path / "w"
+    first = prepare_sample(reads_fa, out, sample="s", shard_residues=1000)
+    second = prepare_sample(reads_fa, out, sample="s", shard_residues=10**9)
+    assert first["shards"] > 1 and second["shards"] == 1
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["00000.faa", "00000.fna"]
+
+
+def test_progress_is_logged_with_rates(tmp_path, reads_fa, monkeypatch, caplog):
+    monkeypatch.setattr(prepare, "REPORT_SECONDS", 0)
+    log = logging.getLogger("test.prepare")
+    with caplog.at_level(logging.INFO, logger="test.prepare"):
+        prepare_sample(reads_fa, tmp_path / "w", sample="s", log=log, batch_bytes=20000)
+    progress = [r.getMessage() for r in caplog.records if "reads/s" in r.getMessage()]
+    assert len(progress) > 2 and all("Mbp/s" in line for line in progress)
 
 
 def test_lower_case_n_and_gzip_are_legal(tmp_path):
     path = tmp_path / "ok.fa.gz"
     with gzip.open(path, "wt") as handle:
-        handle.write(">r1\nacgtnnatggcc\nRYKMSWBDHV\n")
+        handle.write(">r1\nacgtnnatggcc\nRYKMSWBDHVU\n")
     summary = prepare_sample(path, tmp_path / "w", sample="s")
-    assert summary["reads"] == 1 and summary["bases"] == 22
-    assert json.loads((tmp_path / "w/summary.json").read_text())["reads"] == 1
+    assert summary["reads"] == 1 and summary["bases"] == 23

@@ -1,37 +1,66 @@
-"""Chunks and six-frame translation, vectorised over many chunks at once.
+"""Chunks and six-frame translation, vectorised over a batch of chunks.
 
 Two modes. `virnucpro` reproduces the original byte for byte, quirks included: the total overlap
 is divided by n (not n - 1), so the last chunk is often short; a codon with an ambiguity code is
 dropped from the protein; the nucleotide kept for a frame is one base longer than its codons.
 `fixed` repairs them: full-length, evenly overlapping chunks; ambiguous codons become X; the
 nucleotide is exactly the codons.
+
+How a batch is translated (`find_frames`): every position of the batch's sequence gets a codon
+index 16*c0 + 4*c1 + c2 from 2-bit base codes, and a stop flag per strand from a 256-entry table;
+the stop flags of each chunk's three codon phases are OR-reduced with `np.bitwise_or.reduceat`
+(reverse frame k of a chunk of length L reads the phase (L - k) mod 3 backwards, so one pass over
+the forward strand serves all six frames). Only the frames without a stop, usually a small share,
+are then spelled out, each with one C-level `bytes.translate` through the same codon table.
 """
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 COMPAT_MODES = ("virnucpro", "fixed")
-
-# Standard genetic code, codons indexed 16*a + 4*b + c with A=0, C=1, G=2, T=3.
-_AMINO = "KNKNTTTTRSRSIIMIQHQHPPPPRRRRLLLLEDEDAAAAGGGGVVVV*Y*YSSSS*CWCLFLF"
-CODON_TABLE = np.frombuffer(_AMINO.encode(), dtype=np.uint8)
-STOP = ord("*")
-UNKNOWN = 4  # any byte that is not A, C, G or T (after upper-casing)
-
-BASE_CODE = np.full(256, UNKNOWN, dtype=np.uint8)
-for _code, _base in enumerate(b"ACGT"):
-    BASE_CODE[_base] = _code
-# Complement of ACGT only; every other code stays as it is, as in the original.
-COMPLEMENT = np.arange(256, dtype=np.uint8)
-for _a, _b in [(b"A", b"T"), (b"C", b"G"), (b"G", b"C"), (b"T", b"A")]:
-    COMPLEMENT[_a[0]] = _b[0]
-
-UPPER = np.arange(256, dtype=np.uint8)
-UPPER[ord("a") : ord("z") + 1] -= 32
-
 FRAME_NAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
+
+# Standard genetic code (NCBI table 1), written in TCAG order.
+_TCAG_AMINO = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+GENETIC_CODE = {a + b + c: _TCAG_AMINO[16 * i + 4 * j + k]
+                for i, a in enumerate("TCAG") for j, b in enumerate("TCAG") for k, c in enumerate("TCAG")}
+
+# Base codes straight from the byte, either case: (byte >> 1) & 3 is A0 C1 T2 G3. Other letters get a
+# code too; codons that hold one are marked AMBIGUOUS afterwards.
+CODE_ORDER = "ACTG"
+AMBIGUOUS = 0xFF  # codon index of a codon with a non-ACGT base, or running past the sequence's end
+FORWARD_STOP, REVERSE_STOP = 1, 2
+_COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+
+def _codon(index):
+    return "".join(CODE_ORDER[(index >> shift) & 3] for shift in (4, 2, 0))
+
+
+def _reverse_complement(codon):
+    return "".join(_COMPLEMENT[base] for base in reversed(codon))
+
+
+def _tables():
+    amino_forward, amino_reverse = bytearray(b"X" * 256), bytearray(b"X" * 256)
+    stops = np.zeros(256, dtype=np.uint8)
+    for index in range(64):
+        codon = _codon(index)
+        amino_forward[index] = ord(GENETIC_CODE[codon])
+        amino_reverse[index] = ord(GENETIC_CODE[_reverse_complement(codon)])
+        stops[index] = FORWARD_STOP * (amino_forward[index] == ord("*")) + REVERSE_STOP * (
+            amino_reverse[index] == ord("*"))
+    return bytes(amino_forward), bytes(amino_reverse), stops
+
+
+# Amino acid of a codon index on the forward strand / of the codon read on the reverse strand at the
+# same place; AMBIGUOUS maps to X (deleted instead in virnucpro mode). STOPS: stop bits per index.
+AMINO_FORWARD, AMINO_REVERSE, STOPS = _tables()
+_NOT_ACGT = np.ones(256, dtype=bool)
+_NOT_ACGT[list(b"ACGTacgt")] = False
+# Reverse strand, as the original: upper-case, then complement ACGT only (N stays N, R stays R).
+_REVERSE = bytes.maketrans(b"ACGTacgtbdefhijklmnopqrsuvwxyz", b"TGCATGCABDEFHIJKLMNOPQRSUVWXYZ")
 
 
 def chunk_starts(length, chunk_length, compat="virnucpro"):
@@ -44,16 +73,12 @@ def chunk_starts(length, chunk_length, compat="virnucpro"):
             return [0]
         # n full chunks, the first at 0 and the last ending at the read's end, spread evenly.
         return [(i * (length - chunk_length)) // (n - 1) for i in range(n)]
-    # VirNucPro: the overlap R is split over n steps, so only n-1 of them are used (the quirk).
+    # VirNucPro: the overlap R is split over n steps, so only n - 1 of them are used (the quirk).
     overlap = n * chunk_length - length
     lower = int(overlap / n)
     need = overlap - (n - 1) * lower
     steps = [lower + 1] * need + [lower] * (n - 1 - need) + [0]
-    starts, shift = [], 0
-    for i in range(n):
-        starts.append(i * chunk_length - shift)
-        shift += steps[i] if i < len(steps) else 0
-    return starts
+    return [i * chunk_length - sum(steps[:i]) for i in range(n)]
 
 
 def chunk_layout(lengths, chunk_length, compat="virnucpro"):
@@ -73,115 +98,118 @@ def chunk_layout(lengths, chunk_length, compat="virnucpro"):
         spread = np.maximum(n_r - 1, 1)
         return read, np.where(n_r == 1, 0, (i * (length_r - chunk_length)) // spread)
     overlap = n_r * chunk_length - length_r
-    lower = overlap // n_r  # int(R / n) of the original: R and n are positive
+    lower = overlap // n_r  # int(R / n) of the original: R and n are not negative
     need = overlap - (n_r - 1) * lower
     shift = (lower + 1) * np.minimum(i, need) + lower * np.maximum(0, i - need)
     return read, i * chunk_length - shift
 
 
-def chunk_read(read_id, sequence, chunk_length, compat="virnucpro"):
-    """VirNucPro's chunk records of one read: [(chunk_id, start, chunk_sequence)]."""
-    return [
-        (f"{read_id}_chunk_{i + 1}", start, sequence[start : start + chunk_length])
-        for i, start in enumerate(chunk_starts(len(sequence), chunk_length, compat))
-    ]
+def codon_index(sequence):
+    """Codon index at every position of `sequence` (bytes), plus 3 trailing AMBIGUOUS entries."""
+    size = len(sequence)
+    index = np.full(size + 3, AMBIGUOUS, dtype=np.uint8)
+    if size < 3:
+        return index
+    base = np.frombuffer(sequence, dtype=np.uint8)
+    code = np.right_shift(base, 1)
+    np.bitwise_and(code, 3, out=code)
+    body = index[: size - 2]
+    np.multiply(code[:-2], 16, out=body)
+    part = np.multiply(code[1:-1], 4)
+    body += part
+    body += code[2:]
+    if sequence.translate(None, b"ACGTacgt"):  # some N or other ambiguity code: its codons are unknown
+        odd = np.flatnonzero(_NOT_ACGT.take(base))
+        for back in range(3):
+            index[odd[odd >= back] - back] = AMBIGUOUS
+    return index
 
 
-@dataclass
-class Frame:
-    """A surviving frame of a chunk."""
-
-    chunk_index: int  # index into the batch of chunks
-    frame: int  # 0..5 for F1, F2, F3, R1, R2, R3
-    protein: bytes
-    nucleotide: bytes
-    start: int  # half-open coordinates of `nucleotide` on the (forward) chunk
-    end: int
-
-    @property
-    def name(self):
-        return FRAME_NAMES[self.frame]
-
-    @property
-    def strand(self):
-        return "+" if self.frame < 3 else "-"
-
-
-PAD = ord("#")  # fills rows up to the batch's longest chunk; codons touching it are never translated
-BASE_CODE[PAD] = 5
-
-
-def _table(ambiguous):
-    """Amino acid for every codon of base codes 0..5 (index 36a + 6b + c): `ambiguous` where a code
-    is 4 (not ACGT), 0 (not translated) where a code is 5 (padding)."""
-    table = np.zeros(216, dtype=np.uint8)
-    for a in range(6):
-        for b in range(6):
-            for c in range(6):
-                if 5 in (a, b, c):
-                    continue
-                table[36 * a + 6 * b + c] = (
-                    ambiguous if 4 in (a, b, c) else CODON_TABLE[16 * a + 4 * b + c]
-                )
-    return table
+def _phase_stops(stops, offsets, lengths):
+    """OR of the stop bits over each chunk's codons in each phase k (codons at offset + k + 3t):
+    (chunks, 3) uint8. reduceat over (first, last + 1) pairs reduces each chunk's own span even
+    where chunks overlap. `stops` ends in 3 zeros, so a chunk's span never reaches the end of a phase
+    array and each (first, last + 1) pair is a real slice."""
+    n = len(offsets)
+    out = np.zeros((n, 3), dtype=np.uint8)
+    last = offsets + lengths - 3  # start of the chunk's last whole codon
+    rows = np.arange(n)
+    bounds = np.empty(2 * n, dtype=np.int64)
+    for phase in range(3):
+        column = stops[phase::3]  # the positions that are `phase` mod 3
+        k = (phase - offsets) % 3  # the chunk's own codon phase that falls on this column
+        first = offsets + k
+        a = (first - phase) // 3
+        bounds[0::2] = a
+        bounds[1::2] = np.maximum((last - phase) // 3 + 1, a + 1)
+        np.minimum(bounds, len(column) - 1, out=bounds)  # only chunks without a codon reach past the end
+        reduced = np.bitwise_or.reduceat(column, bounds)[0::2]
+        out[rows, k] = np.where(first <= last, reduced, 0)
+    return out
 
 
-TABLE_VIRNUCPRO = _table(0)  # 0 also marks a codon the original drops (not in its table)
-TABLE_FIXED = _table(ord("X"))
-_COMPLEMENT_BYTES = bytes(COMPLEMENT)
-_PADDING = bytes([PAD]) * 65536
+def find_frames(sequence, offsets, lengths, compat="virnucpro"):
+    """The surviving frames of the chunks sequence[offsets[i] : offsets[i] + lengths[i]], in output
+    order (chunks in order, then F1, F2, F3, R1, R2, R3), as lists:
+    (chunk, frame 0..5, start, end, protein, nucleotide); start/end are the half-open coordinates of
+    the nucleotide on the forward chunk; protein and nucleotide are upper-case bytes."""
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"compat must be one of {COMPAT_MODES}, not {compat!r}")
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if not len(offsets):
+        return [], [], [], [], [], []
+    index = codon_index(sequence)
+    phases = _phase_stops(STOPS.take(index), offsets, lengths)
+    alive = np.empty((len(offsets), 6), dtype=bool)
+    rows = np.arange(len(offsets))
+    for k in range(3):
+        whole_codon = lengths - k >= 3
+        alive[:, k] = whole_codon & (phases[:, k] & FORWARD_STOP == 0)
+        # reverse frame k reads the codons that start at L - k - 3, L - k - 6, ... of the forward chunk
+        alive[:, 3 + k] = whole_codon & (phases[rows, (lengths - k) % 3] & REVERSE_STOP == 0)
+    chunk_of, frame_of = np.nonzero(alive)
+    if not len(chunk_of):
+        return [], [], [], [], [], []
 
-
-def translate_chunks(chunks, compat="virnucpro"):
-    """Six-frame translation of a batch of chunks (bytes, any case); returns the surviving frames
-    in output order: chunks in order, then F1, F2, F3, R1, R2, R3.
-
-    The batch is one (chunks, width) matrix, padded on the right, once per strand: every codon of
-    every frame of every chunk is then a strided view, with no per-codon or per-chunk numpy work.
-    """
-    if not chunks:
-        return []
+    # Spell out the survivors. Each protein is a slice of every third codon index (backwards for the
+    # reverse strand) through a 256-byte table: C loops, one per frame, no Python per codon.
+    codons = bytes([AMBIGUOUS] * 3) + index.tobytes()  # +3: a backward slice never needs a negative stop
+    offset, length = offsets[chunk_of], lengths[chunk_of]
+    k = frame_of % 3
+    count = (length - k) // 3
+    forward = frame_of < 3
+    first = np.where(forward, offset + k, offset + length - k - 3) + 3
+    stop = np.where(forward, first + 3 * count, first - 3 * count)
     fixed = compat == "fixed"
-    table = TABLE_FIXED if fixed else TABLE_VIRNUCPRO
-    n = len(chunks)
-    lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=n)
-    width = max(int(lengths.max()), 3)
-    upper = [c.upper() for c in chunks]
-    strands = (
-        b"".join([c + _PADDING[: width - len(c)] for c in upper]),
-        b"".join([c.translate(_COMPLEMENT_BYTES)[::-1] + _PADDING[: width - len(c)] for c in upper]),
-    )
-    kept = np.zeros((n, 6), dtype=bool)
-    blobs = [None] * 6
-    for strand, text in enumerate(strands):
-        codes = BASE_CODE[np.frombuffer(text, dtype=np.uint8).reshape(n, width)]
-        # The amino acid of the codon starting at every column; frame k is then every third column from k.
-        index = 36 * codes[:, :-2].astype(np.uint8) + 6 * codes[:, 1:-1] + codes[:, 2:]
-        every = table[index]
-        for shift in range(3):
-            acids = every[:, shift::3][:, : (width - shift) // 3]
-            residues = np.count_nonzero(acids, axis=1)
-            frame = 3 * strand + shift
-            kept[:, frame] = (residues > 0) & ~(acids == STOP).any(axis=1)
-            rows = np.flatnonzero(kept[:, frame])
-            picked = acids[rows]
-            blobs[frame] = (picked[picked != 0].tobytes(), dict(zip(rows.tolist(), np.cumsum(residues[rows]).tolist())),
-                            residues)
-
-    frames = []
+    drop = b"" if fixed else bytes([AMBIGUOUS])  # the original skips codons not in its table
+    order = np.flatnonzero(forward), np.flatnonzero(~forward)
+    proteins = np.empty(len(chunk_of), dtype=object)
+    proteins[order[0]] = [codons[a:b:3].translate(AMINO_FORWARD, drop)
+                          for a, b in zip(first[order[0]].tolist(), stop[order[0]].tolist())]
+    proteins[order[1]] = [codons[a:b:-3].translate(AMINO_REVERSE, drop)
+                          for a, b in zip(first[order[1]].tolist(), stop[order[1]].tolist())]
+    residues = np.fromiter(map(len, proteins), dtype=np.int64, count=len(proteins))
+    if not residues.all():  # every codon ambiguous: the original writes nothing
+        keep = np.flatnonzero(residues)
+        chunk_of, frame_of, proteins, residues = chunk_of[keep], frame_of[keep], proteins[keep], residues[keep]
+        offset, length, k, forward = offset[keep], length[keep], k[keep], forward[keep]
+        order = np.flatnonzero(forward), np.flatnonzero(~forward)
     extra = 0 if fixed else 1  # the original keeps one base more than the codons
-    for chunk_index, frame in zip(*np.nonzero(kept)):
-        chunk_index, frame = int(chunk_index), int(frame)
-        blob, ends, residues = blobs[frame]
-        p = int(residues[chunk_index])
-        end = ends[chunk_index]
-        shift, length = frame % 3, int(lengths[chunk_index])
-        span = min(shift + 3 * p + extra, length) - shift
-        row = chunk_index * width
-        nucleotide = strands[frame // 3][row + shift : row + shift + span]
-        if frame < 3:
-            start, stop = shift, shift + span
-        else:
-            start, stop = length - shift - span, length - shift
-        frames.append(Frame(chunk_index, frame, blob[end - p : end], nucleotide, start, stop))
-    return frames
+    span = np.minimum(k + 3 * residues + extra, length) - k
+    start = np.where(forward, k, length - k - span)
+    end = start + span
+    a, b = offset + start, offset + end
+    nucleotides = np.empty(len(chunk_of), dtype=object)
+    nucleotides[order[0]] = [sequence[x:y].upper() for x, y in zip(a[order[0]].tolist(), b[order[0]].tolist())]
+    nucleotides[order[1]] = [sequence[x:y].translate(_REVERSE)[::-1]
+                             for x, y in zip(a[order[1]].tolist(), b[order[1]].tolist())]
+    return (chunk_of.tolist(), frame_of.tolist(), start.tolist(), end.tolist(), proteins.tolist(),
+            nucleotides.tolist())
+
+
+def six_frames(chunk, compat="virnucpro"):
+    """The surviving frames of one chunk (str or bytes): [(name, protein, nucleotide)] as str."""
+    data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+    _, frames, _, _, proteins, nucleotides = find_frames(data, [0], [len(data)], compat)
+    return [(FRAME_NAMES[f], p.decode(), n.decode()) for f, p, n in zip(frames, proteins, nucleotides)]
