@@ -74,3 +74,10 @@ def test_skipped_sequences_are_recorded(tmp_path):
         writer.skip("b", "out of memory alone")
     with open_embeddings(tmp_path / "s.h5") as shard:
         assert shard.skipped() == [("b", "out of memory alone")]
+
+
+def test_a_sample_without_frames_gets_a_width_zero_file(tmp_path):
+    with EmbeddingWriter(tmp_path / "none.h5", dim=0):
+        pass
+    with open_embeddings(tmp_path / "none.h5") as shard:
+        assert shard.embeddings.shape == (0, 0) and shard.read_ids() == []

@@ -39,9 +39,9 @@ class EmbeddingWriter:
         self._emb = self._file.create_dataset(
             "embeddings",
             shape=(0, self.dim),
-            maxshape=(None, self.dim),
+            maxshape=(None, self.dim) if self.dim else None,
             dtype="float32",
-            chunks=(chunk_rows, max(self.dim, 1)),
+            chunks=(chunk_rows, self.dim) if self.dim else None,  # a width-0 file (no frame at all) is contiguous
         )
         self.skipped = []  # (id, reason) of sequences left out with on_error: skip
         self.attrs = self._file.attrs  # more attributes may be added before close()
