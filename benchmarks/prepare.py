@@ -1,91 +1,203 @@
 """prepare vs a straightforward Biopython implementation of the same rules, same input, same run.
 
-Both run in their own subprocess on one core (peak RSS from the OS); their outputs are compared
+Each side runs in its own subprocess pinned to one core; CPU seconds and peak RSS come from the
+OS (getrusage of the child), and every output file (frames.tsv, reads.tsv, all shards) is compared
 byte for byte. Two input sizes show whether peak memory grows with the input.
 
-    .venv/bin/python benchmarks/prepare.py --reads 100000 200000
+    .venv/bin/python benchmarks/prepare.py                      # 100k and 250k reads
+    .venv/bin/python benchmarks/prepare.py --reads 20000 50000  # quicker
+
+Input: seeded reads of 150-1500 bp; 35% coding on the forward strand and 15% on the reverse
+strand (random sense codons, so frames survive as in real genes), the rest random DNA; 1% of the
+reads carry a few N or other IUPAC codes, 2% are lower case; 60-column lines.
 """
 
 import argparse
+import filecmp
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results" / "prepare.md"
+OURS = (
+    "import sys; sys.path.insert(0, {repo!r}); from virnucflow.prepare import prepare_sample; "
+    "prepare_sample(sys.argv[1], sys.argv[2], sample='bench', chunk_length=500, compat={compat!r})"
+)
+SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
 
-from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
 
-OURS = """
-import sys
-from pathlib import Path
+def make_reads(path, n, seed):
+    """Write n seeded reads to `path` (FASTA, 60-column lines); returns the file size in bytes."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(150, 1501, n)
+    kind = rng.random(n)  # < 0.35 forward coding, < 0.50 reverse coding, else random
+    bases = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, int(lengths.sum()))].tobytes()
+    codons = np.frombuffer("".join(SENSE).encode(), np.uint8).reshape(61, 3)
+    coding = codons[rng.integers(0, 61, int(lengths.sum()) // 3 + 1)].tobytes()
+    complement = bytes.maketrans(b"ACGT", b"TGCA")
+    with open(path, "w") as out:
+        at = 0
+        for i, (length, k) in enumerate(zip(lengths.tolist(), kind.tolist())):
+            seq = (coding if k < 0.5 else bases)[at : at + length]
+            at += length
+            if 0.35 <= k < 0.5:
+                seq = seq.translate(complement)[::-1]
+            if i % 100 == 7:  # a few ambiguity codes
+                seq = bytearray(seq)
+                for pos in rng.integers(0, length, 4).tolist():
+                    seq[pos] = b"NNNRYKMSWBDHV"[pos % 13]
+                seq = bytes(seq)
+            if i % 50 == 11:
+                seq = seq.lower()
+            text = seq.decode()
+            out.write(f">read{i + 1} len={length}\n")
+            out.write("\n".join(text[j : j + 60] for j in range(0, length, 60)) + "\n")
+    return path.stat().st_size
+
+
+def measured(cmd):
+    """(CPU seconds, wall seconds, peak RSS MB) of `cmd` run alone in a child pinned to one core."""
+    wrapper = (
+        "import os, resource, subprocess, sys, time; os.sched_setaffinity(0, {0}); t = time.perf_counter();"
+        "subprocess.run(sys.argv[1:], check=True); wall = time.perf_counter() - t;"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(u.ru_utime + u.ru_stime, wall, u.ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True)
+    cpu, wall, rss_kb = out.stdout.split()
+    return float(cpu), float(wall), int(rss_kb) / 1024
+
+
+READER = """
+import sys, time
 sys.path.insert(0, {repo!r})
-from virnucflow.prepare import prepare_sample
-prepare_sample(sys.argv[1], sys.argv[2], sample="bench", chunk_length=500, shard_residues=10**12)
+path, which = sys.argv[1], sys.argv[2]
+import pyfastx
+from virnucflow.fasta import read_batches
+t = time.process_time()
+if which == "pyfastx":
+    legal = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn"
+    ids, seqs, count = [], [], 0
+    for name, seq in pyfastx.Fastx(path, format="fasta"):
+        ids.append(name)
+        seqs.append(seq.encode())
+        if len(seqs) == 1000:  # the same work as ours: batches of bytes, IUPAC-checked
+            assert not b"".join(seqs).translate(None, legal)
+            count += len(seqs)
+            seqs = []
+    count += len(seqs)
+else:
+    count = sum(len(batch.ids) for batch in read_batches(path))
+print(time.process_time() - t, count)
 """
 
 
-def timed(cmd):
-    """Wall seconds and peak RSS (MB) of a command run alone in a subprocess, pinned to one core."""
-    wrapper = (
-        "import os, resource, subprocess, sys, time; os.sched_setaffinity(0, {0});"
-        "t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True);"
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True)
-    seconds, rss_kb = out.stdout.split()
-    return float(seconds), int(rss_kb) / 1024
+def reader_rows(fasta, mb):
+    """CPU seconds to read and check the FASTA with pyfastx and with virnucflow's reader, plain and gzip,
+    and what each does with a truncated .gz (pyfastx 2.3.1 stops early without an error)."""
+    gz = fasta.with_suffix(".fa.gz")
+    subprocess.run(f"gzip -1 -c {fasta} > {gz}", shell=True, check=True)
+    truncated = fasta.with_suffix(".cut.fa.gz")
+    truncated.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    rows = []
+    for which in ("pyfastx", "virnucflow"):
+        times = []
+        for path in (fasta, gz):
+            out = subprocess.run([sys.executable, "-c", READER.format(repo=str(REPO)), str(path), which], check=True,
+                                 capture_output=True, text=True).stdout.split()
+            times.append((float(out[0]), int(out[1])))
+        cut = subprocess.run([sys.executable, "-c", READER.format(repo=str(REPO)), str(truncated), which],
+                             capture_output=True, text=True)
+        if cut.returncode == 0:
+            verdict = f"no error, {int(cut.stdout.split()[1])} of {times[0][1]} reads"
+        else:
+            last = cut.stderr.strip().splitlines()[-1]
+            verdict = "InputError: damaged gzip data" if "damaged gzip data" in last else last
+        rows.append((which, mb / times[0][0], mb / times[1][0], verdict))
+    for path in (gz, truncated):
+        path.unlink()
+    return rows
+
+
+def same_outputs(ours, theirs):
+    """True when both folders hold the same frames.tsv, reads.tsv and shard files, byte for byte."""
+    names = ["frames.tsv", "reads.tsv"] + sorted(f"shards/{p.name}" for p in (Path(ours) / "shards").iterdir())
+    theirs_shards = sorted(f"shards/{p.name}" for p in (Path(theirs) / "shards").iterdir())
+    if names[2:] != theirs_shards:
+        return False
+    return all(filecmp.cmp(Path(ours) / n, Path(theirs) / n, shallow=False) for n in names)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reads", type=int, nargs="+", default=[100_000, 200_000])
-    parser.add_argument("--out", default=str(REPO / "benchmarks/results/prepare.md"))
+    parser.add_argument("--reads", type=int, nargs="+", default=[100_000, 250_000], help="input sizes")
+    parser.add_argument("--compat", choices=["virnucpro", "fixed"], default="virnucpro")
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--tmp", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--no-reader", action="store_true", help="skip the pyfastx reader comparison")
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    rows, readers = [], []
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         for n in args.reads:
             fasta = tmp / f"reads_{n}.fa"
-            # Half "coding" reads (no stop in forward frame 1), so frames survive as in real genes.
-            write_fasta(fasta, synthetic_reads(n, 150, 1500, coding_fraction=0.5, seed=n))
-            mb = fasta.stat().st_size / 1e6
-            ours_script = tmp / "ours.py"
-            ours_script.write_text(OURS.format(repo=str(REPO)))
-            ours_s, ours_rss = timed([sys.executable, str(ours_script), str(fasta), str(tmp / f"ours_{n}")])
-            base_s, base_rss = timed([sys.executable, str(REPO / "benchmarks/baseline_biopython.py"), str(fasta),
-                                      str(tmp / f"bio_{n}")])
-            shards = tmp / f"ours_{n}" / "shards"
-            identical = all(
-                (shards / f"00000.{ext}").read_bytes() == (tmp / f"bio_{n}.{ext}").read_bytes()
-                for ext in ("fna", "faa")
-            )
-            rows.append((n, mb, ours_s, ours_rss, base_s, base_rss, identical))
-            print(f"{n} reads ({mb:.0f} MB): ours {mb / ours_s:.1f} MB/s, {ours_rss:.0f} MB; "
-                  f"biopython {mb / base_s:.1f} MB/s, {base_rss:.0f} MB; x{base_s / ours_s:.1f}; "
-                  f"identical={identical}", flush=True)
+            mb = make_reads(fasta, n, seed=n) / 1e6
+            ours_dir, bio_dir = tmp / f"ours_{n}", tmp / f"bio_{n}"
+            ours = measured([sys.executable, "-c", OURS.format(repo=str(REPO), compat=args.compat), str(fasta),
+                             str(ours_dir)])
+            bio = measured([sys.executable, str(REPO / "benchmarks/baseline_biopython.py"), str(fasta), str(bio_dir),
+                            "--compat", args.compat])
+            frames = sum(1 for _ in open(ours_dir / "frames.tsv")) - 1
+            identical = same_outputs(ours_dir, bio_dir)
+            rows.append((n, mb, frames, ours, bio, identical))
+            print(f"{n} reads ({mb:.0f} MB, {frames} frames): virnucflow {mb / ours[0]:.1f} MB/s "
+                  f"({ours[0]:.2f} s CPU, {ours[2]:.0f} MB RSS); Biopython {mb / bio[0]:.2f} MB/s "
+                  f"({bio[0]:.1f} s CPU, {bio[2]:.0f} MB RSS); x{bio[0] / ours[0]:.1f}; identical={identical}",
+                  file=sys.stderr, flush=True)
+            for folder in (ours_dir, bio_dir):
+                subprocess.run(["rm", "-rf", str(folder)], check=True)
+            if not readers and not args.no_reader:
+                readers = reader_rows(fasta, mb)
+            fasta.unlink()
     lines = [
-        f"# prepare vs Biopython ({time.strftime('%Y-%m-%d')}, {platform.machine()}, one core pinned)",
+        f"# prepare vs Biopython ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
+        "each side pinned to one core)",
         "",
-        f"Command: `.venv/bin/python benchmarks/prepare.py --reads {' '.join(map(str, args.reads))}`",
+        f"Command: `.venv/bin/python benchmarks/prepare.py --reads {' '.join(map(str, args.reads))}"
+        f"{' --compat ' + args.compat if args.compat != 'virnucpro' else ''}`",
         "",
-        "Input: seeded synthetic reads of 150-1500 bp, half of them coding (frames survive); chunk length 500,",
-        "virnucpro mode. Both write the same frames; 'identical' compares their nucleotide and protein FASTA bytes.",
+        f"Input: seeded reads of 150-1500 bp, half of them coding (frames survive), 60-column FASTA; chunk length "
+        f"500, {args.compat} mode. MB/s = MB of FASTA per CPU second of the process (user + sys, from getrusage):",
+        "the machine is shared, so wall seconds are shown too but the ratio is taken on CPU time. 'identical':",
+        "frames.tsv, reads.tsv and every shard file are byte-identical between the two.",
         "",
-        "| reads | MB | virnucflow MB/s | peak RSS MB | Biopython MB/s | peak RSS MB | speed-up | identical |",
-        "|---:|---:|---:|---:|---:|---:|---:|:--:|",
+        "| reads | FASTA MB | frames | virnucflow MB/s | CPU s | wall s | peak RSS MB | Biopython MB/s | CPU s | wall s "
+        "| peak RSS MB | speed-up | identical |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|",
     ]
-    lines += [
-        f"| {n} | {mb:.0f} | {mb / o:.1f} | {orss:.0f} | {mb / b:.1f} | {brss:.0f} | {b / o:.1f}x | {'yes' if same else 'NO'} |"
-        for n, mb, o, orss, b, brss, same in rows
-    ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for n, mb, frames, (oc, ow, orss), (bc, bw, brss), same in rows:
+        lines.append(f"| {n} | {mb:.0f} | {frames} | {mb / oc:.1f} | {oc:.2f} | {ow:.2f} | {orss:.0f} | {mb / bc:.2f} "
+                     f"| {bc:.1f} | {bw:.1f} | {brss:.0f} | {bc / oc:.1f}x | {'yes' if same else 'NO'} |")
+    if readers:
+        lines += [
+            "",
+            f"Reading alone ({args.reads[0]} reads): MB of FASTA per CPU second to parse and IUPAC-check, and a .gz",
+            "cut in half. The project reads FASTA itself because pyfastx returns a prefix of a damaged .gz silently.",
+            "",
+            "| reader | plain MB/s | gzip -1 MB/s | truncated .gz |",
+            "|---|---:|---:|---|",
+        ]
+        lines += [f"| {which} | {plain:.0f} | {gz:.0f} | {verdict} |" for which, plain, gz, verdict in readers]
+    table = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(table)
+    print(table)
     if not all(row[-1] for row in rows):
         sys.exit("outputs differ")
 

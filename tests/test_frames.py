@@ -125,7 +125,7 @@ def test_fixed_chunk_starts_by_hand(length, cs, starts):
 @pytest.mark.parametrize("compat", ["virnucpro", "fixed"])
 @pytest.mark.parametrize("cs", [300, 500, 7])
 def test_vectorised_chunk_layout_equals_the_per_read_rule(compat, cs):
-    lengths = list(range(1, 5001))
+    lengths = list(range(1, 5001 if cs > 100 else 400))
     reads, starts = chunk_layout(lengths, cs, compat)
     expected = [(r, s) for r, length in enumerate(lengths) for s in rule_chunks("N" * length, cs, compat)]
     assert list(zip(reads.tolist(), starts.tolist())) == expected

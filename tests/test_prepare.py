@@ -48,7 +48,8 @@ def test_outputs_account_for_every_read_chunk_and_frame(tmp_path, reads_fa):
     assert summary["residues"] == sum(int(f["residues"]) for f in frames)
     assert summary["bases"] == sum(int(r["length"]) for r in reads)
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert {"sample", "chunk_length", "compat", "shards", "seconds", "reads_per_second", "mbp_per_second"} <= set(summary)
+    assert {"sample", "chunk_length", "compat", "shards", "seconds", "reads_per_second", "mb_per_second"} <= set(summary)
+    assert summary["fasta_bytes"] == len(gzip.decompress(reads_fa.read_bytes()))
 
 
 def test_shards_are_contiguous_runs_cut_once_they_reach_the_residue_budget(tmp_path, reads_fa):
@@ -161,7 +162,7 @@ def test_progress_is_logged_with_rates(tmp_path, reads_fa, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="test.prepare"):
         prepare_sample(reads_fa, tmp_path / "w", sample="s", log=log, batch_bytes=20000)
     progress = [r.getMessage() for r in caplog.records if "reads/s" in r.getMessage()]
-    assert len(progress) > 2 and all("Mbp/s" in line for line in progress)
+    assert len(progress) > 2 and all("MB/s of FASTA" in line for line in progress)
 
 
 def test_lower_case_n_and_gzip_are_legal(tmp_path):

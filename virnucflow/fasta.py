@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 
-BLOCK_BYTES = 4 << 20  # decompressed bytes per read() and, roughly, per batch
+BLOCK_BYTES = 1 << 20  # decompressed bytes per read() and, roughly, per batch: ~20x this in RSS
 IUPAC = b"ACGTURYSWKMBDHVN"  # nucleotide codes, legal in either case
 _LEGAL = IUPAC + IUPAC.lower()
 _WHITESPACE = b" \t\r\x0b\x0c"  # dropped from sequence lines, as Biopython drops them
@@ -32,6 +32,7 @@ class ReadBatch:
     ids: list  # bytes, UTF-8
     sequence: bytes  # newlines and whitespace removed, case kept
     lengths: np.ndarray  # int64, one per read
+    size: int  # bytes of FASTA text (decompressed) the batch was parsed from
 
 
 def _open(path):
@@ -175,7 +176,7 @@ def _parse(path, text, first):
             except UnicodeDecodeError:
                 raise InputError(f"{path}: record {number}: the id {_show(read_id)} is not UTF-8 text; "
                                  "the file is binary or damaged") from None
-    return ReadBatch(first, ids, sequence, lengths)
+    return ReadBatch(first, ids, sequence, lengths, len(text))
 
 
 def _show(read_id):

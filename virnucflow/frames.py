@@ -6,12 +6,13 @@ dropped from the protein; the nucleotide kept for a frame is one base longer tha
 `fixed` repairs them: full-length, evenly overlapping chunks; ambiguous codons become X; the
 nucleotide is exactly the codons.
 
-How a batch is translated (`find_frames`): every position of the batch's sequence gets a codon
-index 16*c0 + 4*c1 + c2 from 2-bit base codes, and a stop flag per strand from a 256-entry table;
-the stop flags of each chunk's three codon phases are OR-reduced with `np.bitwise_or.reduceat`
-(reverse frame k of a chunk of length L reads the phase (L - k) mod 3 backwards, so one pass over
-the forward strand serves all six frames). Only the frames without a stop, usually a small share,
-are then spelled out, each with one C-level `bytes.translate` through the same codon table.
+How a batch is translated (`find_frames`), all in numpy over the batch's concatenated reads: every
+position gets a codon index 16*c0 + 4*c1 + c2 from 2-bit base codes (AMBIGUOUS where a base is not
+ACGT) and a stop bit per strand; the stop bits of each chunk's three codon phases are OR-reduced
+with `np.bitwise_or.reduceat`. Reverse frame k of a chunk of length L reads the phase (L - k) mod 3
+backwards, so one pass over the forward strand decides all six frames of every chunk. Only the
+frames without a stop, usually a minority, are spelled out: each is every third codon index (a
+bytes slice) put through a 256-byte codon table with one C-level `bytes.translate`.
 """
 
 import math
@@ -44,19 +45,19 @@ def _reverse_complement(codon):
 
 def _tables():
     amino_forward, amino_reverse = bytearray(b"X" * 256), bytearray(b"X" * 256)
-    stops = np.zeros(256, dtype=np.uint8)
     for index in range(64):
         codon = _codon(index)
         amino_forward[index] = ord(GENETIC_CODE[codon])
         amino_reverse[index] = ord(GENETIC_CODE[_reverse_complement(codon)])
-        stops[index] = FORWARD_STOP * (amino_forward[index] == ord("*")) + REVERSE_STOP * (
-            amino_reverse[index] == ord("*"))
-    return bytes(amino_forward), bytes(amino_reverse), stops
+    return bytes(amino_forward), bytes(amino_reverse)
 
 
 # Amino acid of a codon index on the forward strand / of the codon read on the reverse strand at the
-# same place; AMBIGUOUS maps to X (deleted instead in virnucpro mode). STOPS: stop bits per index.
-AMINO_FORWARD, AMINO_REVERSE, STOPS = _tables()
+# same place; AMBIGUOUS maps to X (deleted instead in virnucpro mode).
+AMINO_FORWARD, AMINO_REVERSE = _tables()
+# The codon indices that are stops on each strand (TAA TAG TGA, and TTA CTA TCA read backwards).
+STOPS_FORWARD = [i for i in range(64) if AMINO_FORWARD[i] == ord("*")]
+STOPS_REVERSE = [i for i in range(64) if AMINO_REVERSE[i] == ord("*")]
 _NOT_ACGT = np.ones(256, dtype=bool)
 _NOT_ACGT[list(b"ACGTacgt")] = False
 # Reverse strand, as the original: upper-case, then complement ACGT only (N stays N, R stays R).
@@ -125,6 +126,20 @@ def codon_index(sequence):
     return index
 
 
+def stop_flags(index):
+    """FORWARD_STOP | REVERSE_STOP at every position: six comparisons, cheaper than a numpy table lookup."""
+    flags = []
+    for codons in (STOPS_FORWARD, STOPS_REVERSE):
+        hit = index == codons[0]
+        for codon in codons[1:]:
+            hit |= index == codon
+        flags.append(hit.view(np.uint8))
+    forward, reverse = flags
+    reverse += reverse  # 0/1 -> 0/REVERSE_STOP
+    forward |= reverse  # FORWARD_STOP is 1
+    return forward
+
+
 def _phase_stops(stops, offsets, lengths):
     """OR of the stop bits over each chunk's codons in each phase k (codons at offset + k + 3t):
     (chunks, 3) uint8. reduceat over (first, last + 1) pairs reduces each chunk's own span even
@@ -160,7 +175,7 @@ def find_frames(sequence, offsets, lengths, compat="virnucpro"):
     if not len(offsets):
         return [], [], [], [], [], []
     index = codon_index(sequence)
-    phases = _phase_stops(STOPS.take(index), offsets, lengths)
+    phases = _phase_stops(stop_flags(index), offsets, lengths)
     alive = np.empty((len(offsets), 6), dtype=bool)
     rows = np.arange(len(offsets))
     for k in range(3):
@@ -174,12 +189,12 @@ def find_frames(sequence, offsets, lengths, compat="virnucpro"):
 
     # Spell out the survivors. Each protein is a slice of every third codon index (backwards for the
     # reverse strand) through a 256-byte table: C loops, one per frame, no Python per codon.
-    codons = bytes([AMBIGUOUS] * 3) + index.tobytes()  # +3: a backward slice never needs a negative stop
+    codons = index.tobytes()
     offset, length = offsets[chunk_of], lengths[chunk_of]
     k = frame_of % 3
     count = (length - k) // 3
     forward = frame_of < 3
-    first = np.where(forward, offset + k, offset + length - k - 3) + 3
+    first = np.where(forward, offset + k, offset + length - k - 3)
     stop = np.where(forward, first + 3 * count, first - 3 * count)
     fixed = compat == "fixed"
     drop = b"" if fixed else bytes([AMBIGUOUS])  # the original skips codons not in its table
@@ -187,7 +202,7 @@ def find_frames(sequence, offsets, lengths, compat="virnucpro"):
     proteins = np.empty(len(chunk_of), dtype=object)
     proteins[order[0]] = [codons[a:b:3].translate(AMINO_FORWARD, drop)
                           for a, b in zip(first[order[0]].tolist(), stop[order[0]].tolist())]
-    proteins[order[1]] = [codons[a:b:-3].translate(AMINO_REVERSE, drop)
+    proteins[order[1]] = [codons[a : b if b >= 0 else None : -3].translate(AMINO_REVERSE, drop)
                           for a, b in zip(first[order[1]].tolist(), stop[order[1]].tolist())]
     residues = np.fromiter(map(len, proteins), dtype=np.int64, count=len(proteins))
     if not residues.all():  # every codon ambiguous: the original writes nothing

@@ -116,11 +116,12 @@ class _Shards:
             lines = [b""] * (2 * len(frame_ids))
             lines[0::2] = frame_ids
             lines[1::2] = sequences
-            handle.write(b"\n".join(lines) + b"\n")
+            handle.write(b"\n".join(lines))
+            handle.write(b"\n")
 
     def close(self):
         for handle in self.files:
-            handle.close()
+            handle.close()  # closing twice is harmless
 
     @property
     def count(self):
@@ -143,37 +144,44 @@ def prepare_sample(fasta, out_dir, *, sample, chunk_length=500, compat="virnucpr
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.prepare.", dir=out_dir.parent))
     started = last_report = time.monotonic()
-    totals = dict(reads=0, bases=0, chunks=0, chunks_with_frames=0, frames=0, residues=0)
+    totals = dict(reads=0, bases=0, chunks=0, chunks_with_frames=0, frames=0, residues=0, fasta_bytes=0)
     try:
         shards = _Shards(tmp / "shards", shard_residues)
-        with open(tmp / "frames.tsv", "wb") as frames_out, open(tmp / "reads.tsv", "wb") as reads_out:
-            frames_out.write(FRAMES_HEADER.encode())
-            reads_out.write(READS_HEADER.encode())
-            for batch, chunk_table, frames in _chunk_batches(read_batches(fasta, batch_bytes), chunk_length,
-                                                                  compat):
-                _write_batch(batch, chunk_table, frames, chunk_length, shards, frames_out, reads_out, totals)
-                now = time.monotonic()
-                if log and now - last_report >= REPORT_SECONDS:
-                    last_report = now
-                    log.info("%d reads, %d frames; %.0f reads/s, %.1f Mbp/s", totals["reads"], totals["frames"],
-                             totals["reads"] / (now - started), totals["bases"] / (now - started) / 1e6)
-        shards.close()
+        try:
+            with open(tmp / "frames.tsv", "wb") as frames_out, open(tmp / "reads.tsv", "wb") as reads_out:
+                frames_out.write(FRAMES_HEADER.encode())
+                reads_out.write(READS_HEADER.encode())
+                for batch, chunk_table, frames in _chunk_batches(read_batches(fasta, batch_bytes), chunk_length,
+                                                                      compat):
+                    _write_batch(batch, chunk_table, frames, chunk_length, shards, frames_out, reads_out, totals)
+                    now = time.monotonic()
+                    if log and now - last_report >= REPORT_SECONDS:
+                        last_report = now
+                        log.info("%s", _rates(totals, now - started))
+        finally:
+            shards.close()
         seconds = time.monotonic() - started
         summary = dict(sample=sample, chunk_length=chunk_length, compat=compat, **totals,
                        chunks_without_frames=totals["chunks"] - totals["chunks_with_frames"],
                        shards=shards.count, shard_residues=shard_residues, seconds=round(seconds, 3),
                        reads_per_second=round(totals["reads"] / max(seconds, 1e-9), 1),
+                       mb_per_second=round(totals["fasta_bytes"] / max(seconds, 1e-9) / 1e6, 3),
                        mbp_per_second=round(totals["bases"] / max(seconds, 1e-9) / 1e6, 3))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _move_into_place(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if log:
-        log.info("%s: %d reads, %d chunks (%d without a surviving frame), %d frames in %d shards; "
-                 "%.0f reads/s, %.1f Mbp/s", sample, summary["reads"], summary["chunks"],
-                 summary["chunks_without_frames"], summary["frames"], summary["shards"],
-                 summary["reads_per_second"], summary["mbp_per_second"])
+        log.info("%s: %d reads, %d chunks (%d without a surviving frame), %d frames in %d shards; %s", sample,
+                 summary["reads"], summary["chunks"], summary["chunks_without_frames"], summary["frames"],
+                 summary["shards"], _rates(totals, seconds))
     return summary
+
+
+def _rates(totals, seconds):
+    seconds = max(seconds, 1e-9)
+    return (f"{totals['reads']} reads, {totals['frames']} frames so far; {totals['reads'] / seconds:.0f} reads/s, "
+            f"{totals['fasta_bytes'] / seconds / 1e6:.1f} MB/s of FASTA ({totals['bases'] / seconds / 1e6:.1f} Mbp/s)")
 
 
 def _write_batch(batch, chunk_table, frames, chunk_length, shards, frames_out, reads_out, totals):
@@ -206,6 +214,7 @@ def _write_batch(batch, chunk_table, frames, chunk_length, shards, frames_out, r
         for row in zip(ids, batch.lengths.tolist(), chunks.tolist(), chunks_with.tolist(), frames_per_read.tolist())
     ]))
     totals["reads"] += n_reads
+    totals["fasta_bytes"] += batch.size
     totals["bases"] += int(batch.lengths.sum())
     totals["chunks"] += int(chunks.sum())
     totals["chunks_with_frames"] += len(kept_chunks)
