@@ -3,6 +3,7 @@
 import csv
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def rule_frames(chunk, compat):
 def fasta_records(path):
     """(id, sequence) of a FASTA file, lines joined (chunked500.fa is wrapped at 60 columns)."""
     out = []
-    for line in open(path):
+    for line in Path(path).read_text().splitlines(keepends=True):
         line = line.rstrip("\n")
         if line.startswith(">"):
             out.append([line[1:], ""])

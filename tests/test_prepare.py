@@ -20,7 +20,7 @@ def tsv(path):
 
 
 def fasta_records(path):
-    lines = open(path).read().splitlines()
+    lines = path.read_text().splitlines()
     assert all(line.startswith(">") for line in lines[0::2])  # one unwrapped sequence line per record
     return [(name[1:], seq) for name, seq in zip(lines[0::2], lines[1::2])]
 

@@ -40,12 +40,9 @@ def _open(path):
     if os.path.isdir(path):
         raise InputError(f"{path}: is a folder, not a FASTA file; point the sample sheet at the reads file")
     try:
-        handle = open(path, "rb")
-        if handle.read(2) == b"\x1f\x8b":
-            handle.seek(0)
-            return gzip.GzipFile(fileobj=handle, mode="rb")
-        handle.seek(0)
-        return handle
+        with open(path, "rb") as probe:
+            magic = probe.read(2)
+        return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found; check the path in the sample sheet") from None
     except PermissionError:
