@@ -70,23 +70,20 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     parts = 2 if threads > 1 else 1
     rows_per_buffer = max(1, int(chunk_rows) // parts)
     buffers = [np.empty((rows_per_buffer, width), dtype=np.float32) for _ in range(parts)]
-    ids_digest, crc = hashlib.sha256(), 0
     with atomic_open(missing_ids_txt) as missing_out, EmbeddingWriter(out_h5, width, out_attrs) as writer:
         tally.missing_out = missing_out
         blocks = _blocks(frames_tsv, pairs, dims, skipped_by_shard, tally, buffers)
         last_report = time.monotonic()
         for ids, rows in _prefetched(blocks, parts > 1):
-            writer.append([sid.decode() for sid in ids], rows)
-            ids_digest.update(b"\n".join(ids) + b"\n")
-            crc = zlib.crc32(rows, crc)
+            writer.append(ids, rows)  # UTF-8 bytes, stored as they are
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 log.info("merge: %d rows written (%.0f MB/s)", writer.rows,
                          writer.rows * width * 4 / 1e6 / (last_report - started))
         tally.place_strays()  # an id outside its shard: in two shards, or in the wrong one
         tally.check_missing()
-        writer.attrs["ids_sha256"] = ids_digest.hexdigest()
-        writer.attrs["embeddings_crc32"] = crc
+        writer.attrs["ids_sha256"] = tally.ids_sha256.hexdigest()
+        writer.attrs["embeddings_crc32"] = tally.crc32
         for key in ("expected", "missing", "skipped"):
             writer.attrs[key] = getattr(tally, key)
         report = {
@@ -96,7 +93,7 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
             "missing_first": tally.missing_first, "extra_first": tally.extra_first,
             "skipped_ids": tally.skipped_entries,
             "shards": len(pairs), "dna_dim": dims["dna"], "protein_dim": dims["protein"],
-            "ids_sha256": ids_digest.hexdigest(), "embeddings_crc32": crc, "version": __version__,
+            "ids_sha256": tally.ids_sha256.hexdigest(), "embeddings_crc32": tally.crc32, "version": __version__,
         }
         # Inside the writer's block: a failure here leaves no embeddings.h5 either.
         with atomic_open(validation_json) as handle:
@@ -234,6 +231,8 @@ class _Rows:
         if layout is not None:
             self.chunk_rows, self.chunk_offsets = layout
             self.fd = os.open(self.path, os.O_RDONLY)
+            if hasattr(os, "posix_fadvise"):  # the kernel reads the file ahead, so rows in any order come from memory
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_WILLNEED)
             if not self._layout_reads_like_h5py():
                 self.close()
 
@@ -362,6 +361,11 @@ class _Tally:
         self.missing_first, self.extra_first, self.skipped_entries = [], [], []
         self.missing_shards = set()
         self.strays = {}  # id -> shard file, for ids not expected in the shard that holds them
+        self.ids_sha256, self.crc32 = hashlib.sha256(), 0  # of the result, block by block
+
+    def checksum(self, ids, rows):
+        self.ids_sha256.update(b"\n".join(ids) + b"\n")
+        self.crc32 = zlib.crc32(rows, self.crc32)
 
     @property
     def doomed(self):
@@ -491,9 +495,11 @@ def _blocks(frames_tsv, pairs, dims, skipped, tally, buffers):
                 filled += take
                 done += take
                 if filled == len(buffer):
+                    tally.checksum(ids, buffer)  # here, so that a reader thread does it
                     yield ids, buffer
                     turn, filled, ids = turn + 1, 0, []
     if filled and not tally.doomed:
+        tally.checksum(ids, buffers[turn % len(buffers)][:filled])
         yield ids, buffers[turn % len(buffers)][:filled]
 
 
