@@ -1,36 +1,53 @@
-"""Native ESM-2 against fair-esm (test-only dependency) on tiny random weights."""
+"""Native ESM-2 against the reference implementations (fair-esm, transformers) on tiny random weights."""
 
+import argparse
 import hashlib
+import json
 
 import esm
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from virnucflow.errors import ModelError
 from virnucflow.models.esm2_checkpoint import TOKENS, load_esm2, tokenize, write_random_esm2
 
-SEQUENCES = ["MKTAYIAKQR", "GAVLIMFWP" * 3, "ACDEFGHIKLMNPQRSTVWYXBZUO", "M" * 1100, "W"]
+# Mixed lengths; the 1100-residue one is longer than VirNucPro's 1024-residue pooling window.
+SEQUENCES = ["MKTAYIAKQR", "GAVLIMFWP" * 3, "ACDEFGHIKLMNPQRSTVWYXBZUO", "MKV" * 366 + "MW", "W"]
+LAYERS, DIM, HEADS = 3, 64, 4
+
+
+def virnucpro_pool(representations, sequences):
+    """VirNucPro's pooling of a padded (batch, tokens, dim) output: mean over residues 1..min(L, 1024)."""
+    return torch.stack([representations[i, 1 : min(len(s), 1024) + 1].mean(0) for i, s in enumerate(sequences)])
+
+
+def perturb(model, seed):
+    """Random weights of a useful size (fresh inits are near-trivial: LayerNorm 1/0, small Linear)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
+    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def fair_esm_model(tmp_path_factory):
-    """A tiny fair-esm ESM2 with random weights, saved in the torch hub checkpoint layout."""
-    torch.manual_seed(0)
+    """A tiny fair-esm ESM2 saved in the torch hub layout, and its pooled representations."""
     alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
-    model = esm.model.esm2.ESM2(num_layers=3, embed_dim=64, attention_heads=4, alphabet=alphabet).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.1)
+    torch.manual_seed(0)
+    model = perturb(esm.model.esm2.ESM2(num_layers=LAYERS, embed_dim=DIM, attention_heads=HEADS, alphabet=alphabet), 0)
+    # As the published files: encoder under encoder.sentence_encoder., lm_head under encoder., the
+    # contact regression in a separate file, the training config as an argparse.Namespace.
+    state = {("encoder." if k.startswith("lm_head") else "encoder.sentence_encoder.") + k: v
+             for k, v in model.state_dict().items() if not k.startswith("contact_head")}
+    cfg = argparse.Namespace(encoder_layers=LAYERS, encoder_embed_dim=DIM, encoder_attention_heads=HEADS, token_dropout=True)
     path = tmp_path_factory.mktemp("esm") / "esm2_t3_tiny.pt"
-    cfg = {"model": {"encoder_layers": 3, "encoder_embed_dim": 64, "encoder_attention_heads": 4, "token_dropout": True}}
-    torch.save({"model": {f"encoder.sentence_encoder.{k}": v for k, v in model.state_dict().items()}, "cfg": cfg}, path)
+    torch.save({"model": state, "cfg": {"model": cfg}}, path)
     _, _, tokens = alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(SEQUENCES)])
     with torch.no_grad():
-        reps = model(tokens, repr_layers=[2, 3])["representations"]
-    # VirNucPro's pooling of fair-esm's output: mean over residues 1..min(L, 1024).
-    expected = {layer: torch.stack([reps[layer][i, 1 : min(len(s), 1024) + 1].mean(0) for i, s in enumerate(SEQUENCES)])
-                for layer in (2, 3)}
-    return path, alphabet, expected
+        reps = model(tokens, repr_layers=[0, 2, 3])["representations"]
+    return path, alphabet, {layer: virnucpro_pool(reps[layer], SEQUENCES) for layer in reps}
 
 
 def test_alphabet_and_tokens_equal_fair_esm(fair_esm_model):
@@ -38,44 +55,243 @@ def test_alphabet_and_tokens_equal_fair_esm(fair_esm_model):
     assert TOKENS == alphabet.all_toks
     for seq in SEQUENCES:
         assert tokenize(seq) == [alphabet.cls_idx] + alphabet.encode(seq) + [alphabet.eos_idx]
+    # fair-esm raises KeyError on a symbol outside its alphabet; here it is <unk>, as its batch converter intends
+    assert tokenize("m*") == [alphabet.cls_idx, alphabet.unk_idx, alphabet.unk_idx, alphabet.eos_idx]
 
 
 @pytest.mark.parametrize("attention", ["padded", "packed"])
-@pytest.mark.parametrize("layer", [3, 2])
+@pytest.mark.parametrize("layer", [None, 2, 0])
 def test_embeddings_equal_fair_esm(fair_esm_model, layer, attention):
     path, _, expected = fair_esm_model
     encoder = load_esm2(path, layer=layer, attention=attention)
-    batch = encoder.embed([tokenize(s) for s in SEQUENCES])
-    assert (batch - expected[layer]).abs().max() < 1e-5
-    alone = torch.cat([encoder.embed([tokenize(s)]) for s in SEQUENCES])  # batch composition does not matter
-    assert (alone - expected[layer]).abs().max() < 1e-5
+    assert (encoder.name, encoder.dim, encoder.layer) == ("esm2_t3_tiny", DIM, LAYERS if layer is None else layer)
+    got = encoder.embed([tokenize(s) for s in SEQUENCES])
+    assert got.dtype == torch.float32 and got.shape == (len(SEQUENCES), DIM)
+    assert (got - expected[encoder.layer]).abs().max() < 1e-5
 
 
-def test_hugging_face_layout_gives_the_same_embeddings(tmp_path):
-    write_random_esm2(tmp_path / "esm.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4, seed=5)
-    write_random_esm2(tmp_path / "hf", "hf", num_layers=2, embed_dim=32, attention_heads=4, seed=5)
+@pytest.mark.parametrize("attention", ["padded", "packed"])
+def test_batch_composition_does_not_change_embeddings(fair_esm_model, attention):
+    encoder = load_esm2(fair_esm_model[0], attention=attention)
+    alone = torch.cat([encoder.embed([tokenize(s)]) for s in SEQUENCES])
+    mixed = encoder.embed([tokenize(s) for s in SEQUENCES])
+    reordered = encoder.embed([tokenize(s) for s in reversed(SEQUENCES)]).flip(0)
+    assert (alone - mixed).abs().max() < 1e-5
+    assert (alone - reordered).abs().max() < 1e-5
+
+
+def test_pooling_stops_at_1024_residues_but_the_model_sees_them_all(fair_esm_model):
+    encoder = load_esm2(fair_esm_model[0])
+    long = "MKV" * 400
+    pooled = encoder.embed([tokenize(long), tokenize(long[:1024] + "W" * 100), tokenize(long[:1024])])
+    with torch.no_grad():
+        hidden = encoder.model(torch.tensor([tokenize(long)]))[0]  # (1202, dim)
+    assert (pooled[0] - hidden[1:1025].mean(0)).abs().max() < 1e-5
+    assert (pooled[0] - hidden[1:1201].mean(0)).abs().max() > 1e-3
+    # Residues past 1024 are not averaged, but they are context for the first 1024: the input is not truncated.
+    assert (pooled[0] - pooled[1]).abs().max() > 1e-4
+    assert (pooled[0] - pooled[2]).abs().max() > 1e-4
+
+
+def test_bf16_model_keeps_rotary_positions_exact(fair_esm_model):
+    path, _, expected = fair_esm_model
+    encoder = load_esm2(path, dtype=torch.bfloat16, attention="packed")
+    rot_emb = encoder.model.layers[0].self_attn.rot_emb
+    assert encoder.model.embed_tokens.weight.dtype == torch.bfloat16 and rot_emb.inv_freq.dtype == torch.float32
+    # A bf16 angle (position x frequency) is off by radians past position ~256; these stay within bf16 rounding.
+    q = torch.randn(1100, HEADS, DIM // HEADS)
+    exact, _ = rot_emb(q, q, torch.arange(1100))
+    rotated, _ = rot_emb(q.bfloat16(), q.bfloat16(), torch.arange(1100))
+    assert ((rotated.float() - exact).norm(dim=-1) / exact.norm(dim=-1)).max() < 0.02
+    got = encoder.embed([tokenize(s) for s in SEQUENCES])
+    assert ((got - expected[LAYERS]).norm(dim=1) / expected[LAYERS].norm(dim=1)).max() < 0.03
+
+
+def test_layer_choice_and_bad_input(fair_esm_model):
+    path = fair_esm_model[0]
+    assert load_esm2(path, layer=-1).layer == LAYERS
+    with pytest.raises(ModelError, match="layer 4 does not exist"):
+        load_esm2(path, layer=4)
+    with pytest.raises(ValueError, match="at least one residue"):
+        load_esm2(path).embed([tokenize("")])
+
+
+# --- Hugging Face layout, against transformers ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transformers_model(tmp_path_factory):
+    """A tiny transformers EsmForMaskedLM saved with save_pretrained, and pooled hidden states of its EsmModel."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.EsmConfig(
+        vocab_size=33, hidden_size=DIM, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=4 * DIM,
+        pad_token_id=1, mask_token_id=32, position_embedding_type="rotary", token_dropout=True,
+        emb_layer_norm_before=False, layer_norm_eps=1e-5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(1)
+    model = perturb(transformers.EsmForMaskedLM(config), 1)
+    folder = tmp_path_factory.mktemp("hf") / "esm2_t3_tiny_hf"
+    model.save_pretrained(folder)
+    bare = tmp_path_factory.mktemp("hf") / "bare"
+    model.esm.save_pretrained(bare)  # an EsmModel: keys without the esm. prefix
+    batch = [tokenize(s) for s in SEQUENCES]
+    width = max(map(len, batch))
+    ids = torch.tensor([t + [1] * (width - len(t)) for t in batch])
+    with torch.no_grad():
+        hidden = model.esm(input_ids=ids, attention_mask=(ids != 1).long(), output_hidden_states=True).hidden_states
+    return folder, bare, {layer: virnucpro_pool(hidden[layer], SEQUENCES) for layer in (2, LAYERS)}
+
+
+@pytest.mark.parametrize("attention", ["padded", "packed"])
+@pytest.mark.parametrize("layer", [None, 2])
+def test_hugging_face_layout_equals_transformers(transformers_model, layer, attention):
+    folder, bare, expected = transformers_model
+    for source in (folder, bare):
+        encoder = load_esm2(source, layer=layer, attention=attention)
+        got = encoder.embed([tokenize(s) for s in SEQUENCES])
+        assert (got - expected[encoder.layer]).abs().max() < 1e-5
+
+
+# --- random models in the published layouts --------------------------------------------------
+
+
+def _digests(root):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("layout", ["fair-esm", "hf"])
+def test_random_models_are_deterministic(tmp_path, layout):
+    args = dict(layout=layout, num_layers=2, embed_dim=32, attention_heads=4, seed=9)
+    first = write_random_esm2(tmp_path / "a" / "m", **args)
+    second = write_random_esm2(tmp_path / "b" / "m", **args)
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b") != {}
+    other = write_random_esm2(tmp_path / "c" / "m", **{**args, "seed": 10})
+    assert _digests(tmp_path / "c") != _digests(tmp_path / "a")
+    assert first.exists() and second.exists() and other.exists()
+
+
+def test_random_fair_esm_file_is_read_by_fair_esm_itself(tmp_path):
+    path = write_random_esm2(tmp_path / "esm2_t2_random.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, weights_only=True)
+    model, alphabet = esm.pretrained.load_model_and_alphabet_core("esm2_t2_random", data)
+    _, _, tokens = alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(SEQUENCES)])
+    with torch.no_grad():
+        expected = virnucpro_pool(model.eval()(tokens, repr_layers=[2])["representations"][2], SEQUENCES)
+    assert (load_esm2(path).embed([tokenize(s) for s in SEQUENCES]) - expected).abs().max() < 1e-5
+
+
+def test_random_hf_folder_is_read_by_transformers_itself(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    folder = write_random_esm2(tmp_path / "esm2_hf", "hf", num_layers=2, embed_dim=32, attention_heads=4, seed=5)
+    model, info = transformers.EsmModel.from_pretrained(folder, output_loading_info=True, add_pooling_layer=False)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    batch = [tokenize(s) for s in SEQUENCES]
+    width = max(map(len, batch))
+    ids = torch.tensor([t + [1] * (width - len(t)) for t in batch])
+    with torch.no_grad():
+        hidden = model.eval()(input_ids=ids, attention_mask=(ids != 1).long()).last_hidden_state
+    assert (load_esm2(folder).embed(batch) - virnucpro_pool(hidden, SEQUENCES)).abs().max() < 1e-5
+    tokenizer = transformers.EsmTokenizer.from_pretrained(folder)
+    assert tokenizer(SEQUENCES[2])["input_ids"] == tokenize(SEQUENCES[2])
+
+
+def test_both_layouts_of_one_random_model_agree(tmp_path):
+    args = dict(num_layers=2, embed_dim=32, attention_heads=4, seed=5)
+    pt = write_random_esm2(tmp_path / "esm.pt", "fair-esm", **args)
+    hf = write_random_esm2(tmp_path / "hf", "hf", **args)
     tokens = [tokenize(s) for s in SEQUENCES]
-    a = load_esm2(tmp_path / "esm.pt").embed(tokens)
-    b = load_esm2(tmp_path / "hf").embed(tokens)
-    assert torch.equal(a, b)
-    assert (tmp_path / "hf/config.json").exists() and (tmp_path / "hf/model.safetensors").exists()
+    assert torch.equal(load_esm2(pt).embed(tokens), load_esm2(hf).embed(tokens))
+    assert sorted(p.name for p in hf.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
 
 
-def test_random_models_are_deterministic(tmp_path):
-    digests = []
-    for run in range(2):
-        path = write_random_esm2(tmp_path / str(run) / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4, seed=9)
-        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
-    assert digests[0] == digests[1]
-
-
-def test_incomplete_checkpoint_names_the_missing_key(tmp_path):
+def test_legacy_torch_save_format_loads(tmp_path):
     path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
-    data = torch.load(path, weights_only=True)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, weights_only=True)
+    legacy = tmp_path / "legacy.pt"
+    torch.save(data, legacy, _use_new_zipfile_serialization=False)  # not a zip: read without mmap
+    tokens = [tokenize(s) for s in SEQUENCES[:3]]
+    assert torch.equal(load_esm2(path).embed(tokens), load_esm2(legacy).embed(tokens))
+
+
+# --- errors and safety ------------------------------------------------------------------------
+
+
+def test_incomplete_fair_esm_checkpoint_names_file_and_key(tmp_path):
+    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, weights_only=True)
     del data["model"]["encoder.sentence_encoder.layers.1.fc2.weight"]
     torch.save(data, path)
-    with pytest.raises(ModelError, match="m.pt: missing key layers.1.fc2.weight"):
+    with pytest.raises(ModelError, match=r"m\.pt: missing key encoder\.sentence_encoder\.layers\.1\.fc2\.weight"):
+        load_esm2(path)
+    path = write_random_esm2(tmp_path / "short.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, weights_only=True)
+    data["cfg"]["model"].encoder_layers = 3  # the config promises a layer the weights lack
+    torch.save(data, path)
+    with pytest.raises(ModelError, match=r"short\.pt: missing key encoder\.sentence_encoder\.layers\.2\..* 3-layer ESM-2"):
+        load_esm2(path)
+
+
+def test_truncated_or_foreign_files_are_model_errors(tmp_path):
+    path = write_random_esm2(tmp_path / "cut.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelError, match=r"cut\.pt: cannot read this checkpoint"):
         load_esm2(path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="junk.pt"):
+    with pytest.raises(ModelError, match=r"junk\.pt: cannot read"):
         load_esm2(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match=r"other\.pt: not a fair-esm checkpoint"):
+        load_esm2(tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not found"):
+        load_esm2(tmp_path / "nowhere.pt")
+
+
+def test_incomplete_hf_folder_names_file_and_key(tmp_path):
+    folder = write_random_esm2(tmp_path / "hf", "hf", num_layers=2, embed_dim=32, attention_heads=4)
+    weights = load_file(folder / "model.safetensors")
+    del weights["esm.encoder.layer.1.output.dense.weight"]
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(ModelError, match=r"hf: missing key esm\.encoder\.layer\.1\.output\.dense\.weight"):
+        load_esm2(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="no model.safetensors or pytorch_model.bin"):
+        load_esm2(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "position_embedding_type": "absolute"}))
+    with pytest.raises(ModelError, match="config.json: not ESM-2"):
+        load_esm2(folder)
+
+
+class ForeignConfig:
+    """Stands for a training config class of another code base (not allowlisted anywhere)."""
+
+    def __init__(self):
+        self.encoder_layers, self.encoder_embed_dim, self.encoder_attention_heads, self.token_dropout = 2, 32, 4, True
+
+
+class Payload:
+    """Unpickling this with plain pickle would run exec()."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_checkpoint_code_never_runs_and_foreign_config_still_reads(tmp_path):
+    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, weights_only=True)
+    marker = tmp_path / "executed"
+    data["cfg"] = {"model": ForeignConfig(), "extra": Payload(marker)}
+    torch.save(data, path)
+    tokens = [tokenize(s) for s in SEQUENCES[:3]]
+    got = load_esm2(path).embed(tokens)
+    assert not marker.exists()
+    reference = write_random_esm2(tmp_path / "r.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    assert torch.equal(got, load_esm2(reference).embed(tokens))
