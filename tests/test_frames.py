@@ -1,6 +1,7 @@
 """Chunking and six-frame translation against the original's outputs and the rules in virnucpro.md."""
 
 import csv
+import gzip
 import math
 import random
 from pathlib import Path
@@ -52,15 +53,20 @@ def rule_frames(chunk, compat):
 
 
 def fasta_records(path):
-    """(id, sequence) of a FASTA file, lines joined (chunked500.fa is wrapped at 60 columns)."""
+    """(id, sequence) of a FASTA file (plain or .gz), lines joined (chunked500.fa is wrapped at 60 columns)."""
     out = []
-    for line in Path(path).read_text().splitlines(keepends=True):
+    for line in read_text(path).splitlines(keepends=True):
         line = line.rstrip("\n")
         if line.startswith(">"):
             out.append([line[1:], ""])
         else:
             out[-1][1] += line
     return [tuple(r) for r in out]
+
+
+def read_text(path):
+    data = Path(path).read_bytes()
+    return (gzip.decompress(data) if str(path).endswith(".gz") else data).decode()
 
 
 def tsv(path):
@@ -82,6 +88,22 @@ def test_reference_chunks_and_frames_are_byte_identical(reference_dir, tmp_path)
         assert summary["chunks"] == len(expected_chunks)
         if folder.name == "sequences_small":  # random 500 bp reads: no frame survives
             assert summary["frames"] == 0 and (out / "frames.tsv").read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("cs", [300, 500])
+def test_multi_chunk_reads_equal_the_original_code(tmp_path, cs):
+    """Vectors made by running the original's own functions (tests/data/virnucpro_original/README.md)."""
+    vectors = Path(__file__).parent / "data" / "virnucpro_original"
+    assert list(chunk_records(vectors / "input.fa.gz", cs)) == fasta_records(vectors / f"chunked{cs}.fa.gz")
+    summary = prepare_sample(vectors / "input.fa.gz", tmp_path, sample="s", chunk_length=cs, batch_bytes=30000)
+    nucleotides = read_text(vectors / f"identified{cs}_nucleotide.fa.gz")
+    assert (tmp_path / "shards/00000.faa").read_text() == read_text(vectors / f"identified{cs}_protein.faa.gz")
+    assert (tmp_path / "shards/00000.fna").read_text() == nucleotides
+    # the vectors say something: many frames, reverse ones, and kept frames whose ambiguous codons were dropped
+    records = fasta_records(vectors / f"identified{cs}_nucleotide.fa.gz")
+    assert summary["frames"] == len(records) > 100
+    assert any(name.endswith(("R1", "R2", "R3")) for name, _ in records)
+    assert any(set(seq) - set("ACGT") for _, seq in records)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +169,7 @@ def test_ambiguous_codons_dropped_in_virnucpro_mode_and_x_in_fixed():
     assert fixed["F1"] == ("MXA", "ATGNNNGCC")
     assert virnucpro["R1"] == ("GH", "GGCNNNC")  # reverse complement GGC NNN CAT: N stays N
     assert six_frames("NNNNNNNN") == []  # every codon dropped: the protein is empty, no frame
-    assert six_frames("NNNN", "fixed") == [("F1", "X", "NNN"), ("F2", "X", "NNN"), ("R1", "X", "NNN"), ("R2", "X", "NNN")]
+    assert six_frames("NNNN", "fixed") == [(name, "X", "NNN") for name in ("F1", "F2", "R1", "R2")]
 
 
 def test_iupac_codes_are_not_complemented_and_lower_case_is_upper_cased():

@@ -48,7 +48,7 @@ def test_outputs_account_for_every_read_chunk_and_frame(tmp_path, reads_fa):
     assert summary["residues"] == sum(int(f["residues"]) for f in frames)
     assert summary["bases"] == sum(int(r["length"]) for r in reads)
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert {"sample", "chunk_length", "compat", "shards", "seconds", "reads_per_second", "mb_per_second"} <= set(summary)
+    assert {"sample", "chunk_length", "compat", "shards", "seconds", "reads_per_second", "mb_per_second"} <= summary.keys()
     assert summary["fasta_bytes"] == len(gzip.decompress(reads_fa.read_bytes()))
 
 

@@ -147,7 +147,8 @@ def _parse(path, text, first):
     heads = [text[a + 1 : b] for a, b in zip(heads_at.tolist(), head_ends.tolist())]
     bodies = [text[a:b] for a, b in zip(body_starts.tolist(), body_ends.tolist())]
     sequence = b"".join(bodies).replace(b"\n", b"")
-    lengths = (body_ends - body_starts) - (np.searchsorted(newlines, body_ends) - np.searchsorted(newlines, body_starts))
+    inside = np.searchsorted(newlines, body_ends) - np.searchsorted(newlines, body_starts)  # newlines in each body
+    lengths = body_ends - body_starts - inside
     odd = sequence.translate(None, b"ACGTacgt")
     if odd and odd.translate(None, _LEGAL):
         bodies = [body.translate(None, b"\n" + _WHITESPACE) for body in bodies]
