@@ -205,6 +205,27 @@ def test_both_layouts_of_one_random_model_agree(tmp_path):
     assert sorted(p.name for p in hf.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
 
 
+def test_hf_pytorch_model_bin_and_sharded_folders_load(tmp_path):
+    folder = write_random_esm2(tmp_path / "hf", "hf", num_layers=2, embed_dim=32, attention_heads=4, seed=4)
+    tokens = [tokenize(s) for s in SEQUENCES[:3]]
+    expected = load_esm2(folder).embed(tokens)
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")  # the older format of the same repos
+    assert torch.equal(load_esm2(folder).embed(tokens), expected)
+    (folder / "pytorch_model.bin").unlink()
+    keys = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    for name, part in shards.items():
+        save_file({k: weights[k] for k in part}, folder / name)
+    index = {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert torch.equal(load_esm2(folder).embed(tokens), expected)
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ModelError, match="shard model-00002-of-00002.safetensors is missing"):
+        load_esm2(folder)
+
+
 def test_legacy_torch_save_format_loads(tmp_path):
     path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
     with torch.serialization.safe_globals([argparse.Namespace]):
