@@ -170,6 +170,7 @@ def test_random_models_are_deterministic(tmp_path, layout):
     assert first.exists() and second.exists() and other.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Regression weights not found")  # the contact head, unused here
 def test_random_fair_esm_file_is_read_by_fair_esm_itself(tmp_path):
     path = write_random_esm2(tmp_path / "esm2_t2_random.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
     with torch.serialization.safe_globals([argparse.Namespace]):
