@@ -14,6 +14,7 @@ reads carry a few N or other IUPAC codes, 2% are lower case; 60-column lines.
 
 import argparse
 import filecmp
+import importlib.util
 import os
 import platform
 import subprocess
@@ -78,7 +79,8 @@ READER = """
 import sys, time
 sys.path.insert(0, {repo!r})
 path, which = sys.argv[1], sys.argv[2]
-import pyfastx
+if which == "pyfastx":
+    import pyfastx
 from virnucflow.fasta import read_batches
 t = time.process_time()
 if which == "pyfastx":
@@ -140,7 +142,8 @@ def main():
     parser.add_argument("--compat", choices=["virnucpro", "fixed"], default="virnucpro")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--tmp", default=None, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--no-reader", action="store_true", help="skip the pyfastx reader comparison")
+    parser.add_argument("--no-reader", action="store_true",
+                        help="skip the reader comparison with pyfastx (skipped anyway when it is not installed)")
     args = parser.parse_args()
     rows, readers = [], []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -162,7 +165,7 @@ def main():
                   file=sys.stderr, flush=True)
             for folder in (ours_dir, bio_dir):
                 subprocess.run(["rm", "-rf", str(folder)], check=True)
-            if not readers and not args.no_reader:
+            if not readers and not args.no_reader and importlib.util.find_spec("pyfastx"):
                 readers = reader_rows(fasta, mb)
             fasta.unlink()
     lines = [
@@ -172,7 +175,7 @@ def main():
         f"Command: `.venv/bin/python benchmarks/prepare.py --reads {' '.join(map(str, args.reads))}"
         f"{' --compat ' + args.compat if args.compat != 'virnucpro' else ''}`",
         "",
-        f"Input: seeded reads of 150-1500 bp, half of them coding (frames survive), 60-column FASTA; chunk length "
+        "Input: seeded reads of 150-1500 bp, half of them coding (frames survive), 60-column FASTA; chunk length",
         f"500, {args.compat} mode. MB/s = MB of FASTA per CPU second of the process (user + sys, from getrusage):",
         "the machine is shared, so wall seconds are shown too but the ratio is taken on CPU time. 'identical':",
         "frames.tsv, reads.tsv and every shard file are byte-identical between the two.",
