@@ -145,7 +145,8 @@ def test_checksums_in_the_result_verify_its_ids_and_rows(tmp_path):
 def test_empty_shards_including_an_idle_workers_0_by_0_file(tmp_path):
     shards = {0: [], 1: ["a_chunk_1F1", "b_chunk_1F1"], 2: []}
     dna, protein, truth = make_sample(tmp_path, shards)
-    with h5py.File(tmp_path / "00002.protein.h5", "w") as handle:  # (0, 0), not (0, D), as a worker with no work wrote it
+    # (0, 0), not (0, D): what a worker that got no work wrote in the tool this replaces
+    with h5py.File(tmp_path / "00002.protein.h5", "w") as handle:
         handle.create_dataset("sequence_ids", shape=(0,), dtype=h5py.string_dtype())
         handle.create_dataset("embeddings", shape=(0, 0), dtype="float32")
         handle.attrs["complete"] = True
@@ -239,6 +240,23 @@ def test_an_id_in_the_wrong_shard_is_an_error_not_a_silent_row(tmp_path):
     with pytest.raises(ValidationError, match="id b_chunk_1F1 is in .*00001.dna.h5 but frames.tsv puts it in shard 0"):
         merge(tmp_path, dna, protein)
     assert no_outputs(tmp_path)
+
+
+def test_ids_outside_their_shard_are_placed_however_many_there_are(tmp_path, monkeypatch):
+    """Stray ids are checked against frames.tsv in batches, so that memory stays bounded."""
+    import virnucflow.merge
+
+    monkeypatch.setattr(virnucflow.merge, "STRAY_BATCH", 2)
+    shards = {i: [f"r{i}_chunk_1F1", f"x{i}a_chunk_1F1", f"x{i}b_chunk_1F1"] for i in range(4)}
+    dna, protein, _ = make_sample(tmp_path, shards)
+    write_frames(tmp_path / "frames.tsv", {i: own[:1] for i, own in shards.items()})
+    report = merge(tmp_path, dna, protein)
+    assert report["extra"] == 8 and report["present"] == 4 and report["ok"]
+    write_frames(tmp_path / "frames.tsv", {0: ["r0_chunk_1F1"], 1: ["r1_chunk_1F1"], 2: ["r2_chunk_1F1"],
+                                           3: ["r3_chunk_1F1", "x0a_chunk_1F1"]})
+    with pytest.raises(ValidationError, match="id x0a_chunk_1F1 is in .*00000.dna.h5 but frames.tsv puts it in shard 3"
+                       ):
+        merge(tmp_path, dna, protein)
 
 
 def test_models_disagreeing_on_ids_name_both_files(tmp_path):

@@ -309,9 +309,9 @@ class _Rows:
 
 
 @contextlib.contextmanager
-def _open_pair(pair):
+def _open_pair(pair, rows=True):
     with open_embeddings(pair["dna"]) as dna, open_embeddings(pair["protein"]) as protein:
-        readers = (_Rows(dna), _Rows(protein))
+        readers = (_Rows(dna), _Rows(protein)) if rows else ()
         try:
             yield dna, protein, readers
         finally:
@@ -332,6 +332,8 @@ def _expected_by_shard(frames_tsv):
         current, ids, done = None, [], set()
         for number, line in enumerate(handle, 2):
             fields = line.rstrip(b"\r\n").split(b"\t")
+            if fields == [b""]:
+                continue
             try:
                 index = int(fields[column])
             except (IndexError, ValueError):
@@ -480,10 +482,11 @@ def _blocks(frames_tsv, pairs, dims, skipped, tally, buffers):
             tally.expected += len(expected)
             tally.add_missing(index, np.array(expected, dtype="S"))
             continue
-        with _open_pair(pair) as (dna, protein, (dna_rows, protein_rows)):
+        with _open_pair(pair, rows=not tally.doomed) as (dna, protein, readers):
             own, dna_at, protein_at = _join(index, expected, pair, dna, protein, skipped.get(index, []), tally)
             if tally.doomed:  # the merge will fail: only count what else is missing
                 continue
+            dna_rows, protein_rows = readers
             done = 0
             while done < len(own):
                 buffer = buffers[turn % len(buffers)]
