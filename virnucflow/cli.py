@@ -77,7 +77,7 @@ def build_parser():
     p.add_argument("--sample", default="sample")
     p.add_argument("--chunk-length", type=int, default=500)
     p.add_argument("--compat", choices=["virnucpro", "fixed"], default="virnucpro")
-    p.add_argument("--shard-residues", type=int, default=2_000_000)
+    p.add_argument("--shard-residues", type=int, default=10_000_000)
     p.set_defaults(run=_prepare)
 
     p = commands.add_parser("embed", help="embed one shard FASTA with DNABERT-S (dna) or ESM-2 (protein)")
