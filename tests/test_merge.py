@@ -181,14 +181,15 @@ def test_shards_stored_another_way_merge_the_same(tmp_path):
 
 # --- what must fail, naming what to fix ----------------------------------------------------------
 
-def test_missing_ids_fail_with_count_and_first_ten(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_missing_ids_fail_with_count_and_first_ten(tmp_path, threads):
     shards = {0: [f"r{i}_chunk_1F1" for i in range(15)], 1: ["s_chunk_1F1"]}
     dna, protein, _ = make_sample(tmp_path, shards)
     lost = [f"lost{i}_chunk_1F1" for i in range(12)]
     write_frames(tmp_path / "frames.tsv", {0: shards[0] + lost, 1: shards[1]})
     with pytest.raises(ValidationError, match=r"^12 of 28 expected ids have no embedding, first 10: "
                        r"lost0_chunk_1F1, .*lost9_chunk_1F1; rerun the embed jobs of shard\(s\) 00000") as error:
-        merge(tmp_path, dna, protein)
+        merge(tmp_path, dna, protein, threads=threads)
     assert "lost10" not in str(error.value) and "\n" not in str(error.value)
     assert no_outputs(tmp_path)
 
@@ -210,11 +211,13 @@ def test_allow_missing_merges_what_exists_and_lists_the_rest(tmp_path, caplog):
     assert "2 expected ids have no embedding" in caplog.text and "missing.txt" in caplog.text
 
 
-def test_an_id_twice_in_one_shard_is_named_with_its_file(tmp_path):
-    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1F1"]})
-    write_shard(tmp_path / "00000.dna.h5", ["a_chunk_1F1", "b_chunk_1F1", "a_chunk_1F1"], np.zeros((3, 4)), "dna")
-    with pytest.raises(ValidationError, match=r"00000.dna.h5: id a_chunk_1F1 occurs twice in this shard"):
-        merge(tmp_path, dna, protein)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_id_twice_in_one_shard_is_named_with_its_file(tmp_path, threads):
+    shards = {0: [f"r{i}_chunk_1F1" for i in range(8)], 1: ["a_chunk_1F1", "b_chunk_1F1"]}
+    dna, protein, _ = make_sample(tmp_path, shards)
+    write_shard(tmp_path / "00001.dna.h5", ["a_chunk_1F1", "b_chunk_1F1", "a_chunk_1F1"], np.zeros((3, 4)), "dna")
+    with pytest.raises(ValidationError, match=r"00001.dna.h5: id a_chunk_1F1 occurs twice in this shard"):
+        merge(tmp_path, dna, protein, threads=threads)  # found after rows were written
     assert no_outputs(tmp_path)
 
 

@@ -74,12 +74,14 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
         tally.missing_out = missing_out
         blocks = _blocks(frames_tsv, pairs, dims, skipped_by_shard, tally, buffers)
         last_report = time.monotonic()
-        for ids, rows in _prefetched(blocks, parts > 1):
-            writer.append(ids, rows)  # UTF-8 bytes, stored as they are
-            if time.monotonic() - last_report > 30:
-                last_report = time.monotonic()
-                log.info("merge: %d rows written (%.0f MB/s)", writer.rows,
-                         writer.rows * width * 4 / 1e6 / (last_report - started))
+        # closing(): on an error the reader thread is stopped before the outputs are removed.
+        with contextlib.closing(_prefetched(blocks, parts > 1)) as stream:
+            for ids, rows in stream:
+                writer.append(ids, rows)  # UTF-8 bytes, stored as they are
+                if time.monotonic() - last_report > 30:
+                    last_report = time.monotonic()
+                    log.info("merge: %d rows written (%.0f MB/s)", writer.rows,
+                             writer.rows * width * 4 / 1e6 / (last_report - started))
         tally.place_strays()  # an id outside its shard: in two shards, or in the wrong one
         tally.check_missing()
         writer.attrs["ids_sha256"] = tally.ids_sha256.hexdigest()
@@ -509,14 +511,17 @@ def _blocks(frames_tsv, pairs, dims, skipped, tally, buffers):
 def _prefetched(blocks, thread):
     """The blocks, the next one filled by a reader thread while the caller writes the last one
     (the generator fills the buffers in turn, so the one being written is never touched)."""
-    if not thread:
-        yield from blocks
-        return
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="merge-read") as pool:
-        pending = pool.submit(next, blocks, None)
-        while (block := pending.result()) is not None:
+    try:
+        if not thread:
+            yield from blocks
+            return
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="merge-read") as pool:
             pending = pool.submit(next, blocks, None)
-            yield block
+            while (block := pending.result()) is not None:
+                pending = pool.submit(next, blocks, None)
+                yield block
+    finally:
+        blocks.close()  # its open shard files
 
 
 # --- for users of the original tool --------------------------------------------------------------
