@@ -96,7 +96,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--shards", type=int, default=20)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="merge threads to time (each)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="merge `threads` to time, each (merge_sample runs one thread whatever it is given)")
     parser.add_argument("--chunk-rows", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of cp and merge; the best of each")
     parser.add_argument("--shuffle", action="store_true",

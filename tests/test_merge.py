@@ -118,12 +118,11 @@ def test_reference_merged_features_are_reproduced_exactly(tmp_path, reference_di
 
 # --- what a good merge gives ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_rows_follow_frames_tsv_whatever_the_order_in_the_shards(tmp_path, threads):
+def test_rows_follow_frames_tsv_whatever_the_order_in_the_shards(tmp_path):
     shards = {0: [f"r{i}_chunk_1F1" for i in range(7)], 1: [], 2: [f"r{i}_chunk_1R2" for i in range(7, 12)],
               3: ["r12_chunk_1F3"]}
     dna, protein, truth = make_sample(tmp_path, shards, shuffle=True)
-    report = merge(tmp_path, dna, protein, chunk_rows=4, threads=threads)  # blocks that span shards
+    report = merge(tmp_path, dna, protein, chunk_rows=4)  # blocks that span shards
     ids, rows, attrs = read_result(tmp_path)
     assert ids == shards[0] + shards[2] + shards[3]
     assert np.array_equal(rows, np.stack([truth[s] for s in ids]))
@@ -181,15 +180,14 @@ def test_shards_stored_another_way_merge_the_same(tmp_path):
 
 # --- what must fail, naming what to fix ----------------------------------------------------------
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_missing_ids_fail_with_count_and_first_ten(tmp_path, threads):
+def test_missing_ids_fail_with_count_and_first_ten(tmp_path):
     shards = {0: [f"r{i}_chunk_1F1" for i in range(15)], 1: ["s_chunk_1F1"]}
     dna, protein, _ = make_sample(tmp_path, shards)
     lost = [f"lost{i}_chunk_1F1" for i in range(12)]
     write_frames(tmp_path / "frames.tsv", {0: shards[0] + lost, 1: shards[1]})
     with pytest.raises(ValidationError, match=r"^12 of 28 expected ids have no embedding, first 10: "
                        r"lost0_chunk_1F1, .*lost9_chunk_1F1; rerun the embed jobs of shard\(s\) 00000") as error:
-        merge(tmp_path, dna, protein, threads=threads)
+        merge(tmp_path, dna, protein)
     assert "lost10" not in str(error.value) and "\n" not in str(error.value)
     assert no_outputs(tmp_path)
 
@@ -211,13 +209,12 @@ def test_allow_missing_merges_what_exists_and_lists_the_rest(tmp_path, caplog):
     assert "2 expected ids have no embedding" in caplog.text and "missing.txt" in caplog.text
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_an_id_twice_in_one_shard_is_named_with_its_file(tmp_path, threads):
+def test_an_id_twice_in_one_shard_is_named_with_its_file(tmp_path):
     shards = {0: [f"r{i}_chunk_1F1" for i in range(8)], 1: ["a_chunk_1F1", "b_chunk_1F1"]}
     dna, protein, _ = make_sample(tmp_path, shards)
     write_shard(tmp_path / "00001.dna.h5", ["a_chunk_1F1", "b_chunk_1F1", "a_chunk_1F1"], np.zeros((3, 4)), "dna")
     with pytest.raises(ValidationError, match=r"00001.dna.h5: id a_chunk_1F1 occurs twice in this shard"):
-        merge(tmp_path, dna, protein, threads=threads)  # found after rows were written
+        merge(tmp_path, dna, protein)  # found after the rows of shard 0 were written
     assert no_outputs(tmp_path)
 
 
