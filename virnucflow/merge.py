@@ -260,7 +260,7 @@ class _Rows:
 
         try:
             ds.id.chunk_iter(visit)
-        except (AttributeError, RuntimeError):  # older HDF5: one call per chunk
+        except (AttributeError, RuntimeError, NotImplementedError):  # older HDF5: one call per chunk
             for i in range(ds.id.get_num_chunks()):
                 visit(ds.id.get_chunk_info(i))
         return None if (offsets < 0).any() else (rows, offsets)
@@ -270,7 +270,10 @@ class _Rows:
         n = self.dataset.shape[0]
         rows = [0, n - 1] if n > 1 else [0]
         probe = np.empty((len(rows), self.row_bytes // 4), dtype=np.float32)
-        self._preadv(np.array(rows), probe, slice(None))
+        try:
+            self._preadv(np.array(rows), probe, slice(None))
+        except (InputError, OSError):
+            return False
         return np.array_equal(probe.view(np.uint32), self.dataset[rows].view(np.uint32))
 
     def _preadv(self, rows, out, columns):
