@@ -9,7 +9,7 @@ unlike the wall time, does not change when other jobs share the machine.
 
     .venv/bin/python benchmarks/merge.py                          # 100k rows, 1.4 GB
     .venv/bin/python benchmarks/merge.py --rows 100000 1000000    # + 13.4 GB: needs ~30 GB free
-    .venv/bin/python benchmarks/merge.py --shuffle --threads 1 2  # rows in random order in each shard
+    .venv/bin/python benchmarks/merge.py --shuffle                # rows in random order in each shard
 """
 
 import argparse
@@ -37,11 +37,11 @@ MERGE = """
 import glob, sys
 sys.path.insert(0, {repo!r})
 from virnucflow.merge import merge_sample
-folder, out, threads, chunk_rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+folder, out, chunk_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 merge_sample(folder + "/frames.tsv", sorted(glob.glob(folder + "/*.dna.h5")),
              sorted(glob.glob(folder + "/*.protein.h5")), out + "/embeddings.h5",
              validation_json=out + "/validation.json", missing_ids_txt=out + "/missing_ids.txt",
-             chunk_rows=chunk_rows, threads=threads)
+             chunk_rows=chunk_rows)
 """
 
 
@@ -96,8 +96,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--shards", type=int, default=20)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1],
-                        help="merge `threads` to time, each (merge_sample runs one thread whatever it is given)")
     parser.add_argument("--chunk-rows", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of cp and merge; the best of each")
     parser.add_argument("--shuffle", action="store_true",
@@ -121,41 +119,38 @@ def main():
                   flush=True)
             (folder / "merge.py").write_text(MERGE.format(repo=str(REPO)))
             # Interleaved repeats, best of each: other jobs on the machine only ever slow a run down.
-            cp_s, merges = float("inf"), {t: (float("inf"), 0.0, float("inf")) for t in args.threads}
+            cp_s, merge_s, rss, cpu = float("inf"), float("inf"), 0.0, float("inf")
             for _ in range(args.repeat):
                 (folder / "copy").mkdir()
                 subprocess.run(["sync"], check=True)
                 cp_s = min(cp_s, timed(["sh", "-c", f"cp {folder}/*.h5 {folder}/copy/ && sync"])[0])
                 shutil.rmtree(folder / "copy")
-                for threads in args.threads:
-                    out = folder / "out"
-                    out.mkdir()
-                    subprocess.run(["sync"], check=True)
-                    seconds, rss, cpu = timed(["sh", "-c", f"{sys.executable} {folder}/merge.py {folder} {out} "
-                                               f"{threads} {args.chunk_rows} && sync"])
-                    check_result(out / "embeddings.h5", rows)
-                    shutil.rmtree(out)
-                    best = merges[threads]
-                    merges[threads] = (min(best[0], seconds), max(best[1], rss), min(best[2], cpu))
-            for threads, (merge_s, rss, cpu) in merges.items():
-                results.append((rows, size / 1e6, cp_s, threads, merge_s, cpu, rss))
-                print(f"{rows} rows ({size / 1e9:.2f} GB): cp {size / 1e6 / cp_s:.0f} MB/s, merge (threads {threads}) "
-                      f"{size / 1e6 / merge_s:.0f} MB/s = {cp_s / merge_s:.2f}x cp, {cpu:.1f} s CPU, "
-                      f"peak RSS {rss:.0f} MB", flush=True)
+                out = folder / "out"
+                out.mkdir()
+                subprocess.run(["sync"], check=True)
+                seconds, peak, cpu_s = timed(["sh", "-c", f"{sys.executable} {folder}/merge.py {folder} {out} "
+                                              f"{args.chunk_rows} && sync"])
+                check_result(out / "embeddings.h5", rows)
+                shutil.rmtree(out)
+                merge_s, rss, cpu = min(merge_s, seconds), max(rss, peak), min(cpu, cpu_s)
+            results.append((rows, size / 1e6, cp_s, merge_s, cpu, rss))
+            print(f"{rows} rows ({size / 1e9:.2f} GB): cp {size / 1e6 / cp_s:.0f} MB/s, merge "
+                  f"{size / 1e6 / merge_s:.0f} MB/s = {cp_s / merge_s:.2f}x cp, {cpu:.1f} s CPU, "
+                  f"peak RSS {rss:.0f} MB", flush=True)
     lines = [
         f"# merge vs cp ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
         f"Command: `.venv/bin/python benchmarks/merge.py --rows {' '.join(map(str, args.rows))} "
-        f"--threads {' '.join(map(str, args.threads))} --repeat {args.repeat}"
+        f"--repeat {args.repeat}"
         f"{' --shuffle' if args.shuffle else ''}`", "",
         f"{args.shards} shard pairs of 768 + 2560 float32 columns (rows "
         f"{'shuffled within each shard' if args.shuffle else 'in shard order, as the embed jobs write them'}); "
         f"chunk_rows {args.chunk_rows}; both timings end in `sync`; MB/s are shard bytes per second; best of "
         f"{args.repeat} interleaved runs. CPU: the merge's user + system seconds (least); RSS: its peak (most).", "",
-        "| rows | GB | cp MB/s | threads | merge MB/s | merge / cp | merge CPU s | merge peak RSS MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rows | GB | cp MB/s | merge MB/s | merge / cp | merge CPU s | merge peak RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r} | {mb / 1e3:.2f} | {mb / c:.0f} | {t} | {mb / m:.0f} | {c / m:.2f}x | {cpu:.1f} | {rss:.0f} |"
-              for r, mb, c, t, m, cpu, rss in results]
+    lines += [f"| {r} | {mb / 1e3:.2f} | {mb / c:.0f} | {mb / m:.0f} | {c / m:.2f}x | {cpu:.1f} | {rss:.0f} |"
+              for r, mb, c, m, cpu, rss in results]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -17,7 +17,7 @@ rule merge:
         "logs/{sample}/merge.benchmark.tsv"
     conda:
         "../envs/virnucflow.yaml"
-    threads: 2
+    threads: 1
     params:
         chunk_rows=config["merge"]["chunk_rows"],
         allow_missing=config["allow_missing"],

@@ -17,7 +17,6 @@ with job("merge", snakemake.log[0]) as log:
         validation_json=snakemake.output.validation,
         missing_ids_txt=snakemake.output.missing,
         chunk_rows=snakemake.params.chunk_rows,
-        threads=snakemake.threads,
         allow_missing=snakemake.params.allow_missing,
         attrs={"chunk_length": snakemake.params.chunk_length, "compat": snakemake.params.compat},
         log=log,

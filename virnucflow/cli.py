@@ -32,7 +32,7 @@ def _merge(args):
 
     with job("merge", args.log) as log:
         merge_sample(args.frames, args.dna, args.protein, args.out, validation_json=args.validation,
-                     missing_ids_txt=args.missing, chunk_rows=args.chunk_rows, threads=args.threads,
+                     missing_ids_txt=args.missing, chunk_rows=args.chunk_rows,
                      allow_missing=args.allow_missing, log=log)
 
 
@@ -101,7 +101,6 @@ def build_parser():
     p.add_argument("--validation", required=True, help="validation.json to write")
     p.add_argument("--missing", required=True, help="missing_ids.txt to write")
     p.add_argument("--chunk-rows", type=int, default=10_000)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--allow-missing", action="store_true")
     p.set_defaults(run=_merge)
 

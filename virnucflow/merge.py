@@ -50,7 +50,7 @@ IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024
 
 
 def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_json, missing_ids_txt,
-                 chunk_rows=10_000, threads=1, allow_missing=False, attrs=None, log=None):
+                 chunk_rows=10_000, allow_missing=False, attrs=None, log=None):
     """Write the merged embeddings.h5, validation.json and missing_ids.txt of one sample; return the
     validation report. Raises ValidationError / InputError (and writes nothing) when the shards do not
     account for every expected id exactly once (missing ids are allowed with `allow_missing`)."""
@@ -65,8 +65,7 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     out_attrs.update(attrs or {})
 
     tally = _Tally(frames_tsv, pairs, missing_limit=None if allow_missing else 0)
-    # `threads` is accepted but unused: a reader thread filling a second buffer while this one
-    # wrote did not make the merge faster (1.37 GB in the page cache, 2 idle cores: 1.10 s median
+    # One thread: a reader thread filling a second buffer while this one wrote did not make the merge faster (1.37 GB in the page cache, 2 idle cores: 1.10 s median
     # in one thread, 1.14 s with the reader), and posix_fadvise already has the kernel read the
     # shards ahead while rows are copied (see _Rows).
     buffer = np.empty((max(1, int(chunk_rows)), width), dtype=np.float32)  # one output chunk, reused

@@ -1,0 +1,55 @@
+"""The benchmark scripts at toy sizes: each runs its own checks (byte-identical outputs, merged rows
+in the right place) and writes its table. Not timings: these keep the scripts from rotting,
+the GPU one included, whose code path runs here on the CPU with one layer per model."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(script, *args, out):
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--out", str(out)], check=True,
+                   capture_output=True, text=True, timeout=600)
+    return out.read_text()
+
+
+def table_rows(text):
+    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| model |")
+            and "---" not in line and not line.startswith("| rows |") and not line.startswith("| reads |")
+            and not line.startswith("| shards |") and not line.startswith("| reader |")]
+
+
+def test_prepare_benchmark_outputs_are_identical(tmp_path):
+    text = run_benchmark("prepare.py", "--reads", "300", "--no-reader", "--tmp", str(tmp_path), out=tmp_path / "p.md")
+    (row,) = table_rows(text)
+    assert row.rstrip().endswith("| yes |")
+
+
+@pytest.mark.parametrize("shuffle", [[], ["--shuffle"]])
+def test_merge_benchmark_checks_its_result(tmp_path, shuffle):
+    text = run_benchmark("merge.py", "--rows", "3000", "--shards", "3", "--repeat", "1", "--dir", str(tmp_path),
+                         *shuffle, out=tmp_path / "m.md")
+    (row,) = table_rows(text)
+    assert row.startswith("| 3000 |")
+
+
+def test_dag_benchmark(tmp_path):
+    text = run_benchmark("dag.py", "--shards", "3", out=tmp_path / "d.md")
+    (row,) = table_rows(text)
+    assert row.startswith("| 3 | 10 |")
+
+
+def test_embed_benchmark_cpu_and_gpu_code_paths(tmp_path):
+    cpu = run_benchmark("embed.py", "--sequences", "20", out=tmp_path / "cpu.md")
+    assert len(table_rows(cpu)) == 2
+    smoke = run_benchmark("embed.py", "--gpu", "--device", "cpu", "--layers", "1", "--sequences", "6",
+                          out=tmp_path / "gpu.md")
+    rows = table_rows(smoke)
+    assert [row.split(" | ")[0] for row in rows] == ["| DNABERT-S 117M (bf16 packed)", "| ESM-2 650M (bf16 packed)",
+                                                     "| ESM-2 3B (bf16 packed)"]
+    assert "SMOKE RUN" in smoke
+    assert all(row.split(" | ")[3] == "0.0%" for row in rows)  # packed: no padding tokens
