@@ -79,11 +79,22 @@ def embed_stats(sample):
     )
 
 
+def embed_benchmarks(sample):
+    """Snakemake benchmark files of the embed jobs, in the order of embed_stats."""
+    return expand(
+        "logs/{sample}/embed_{kind}/{shard}.benchmark.tsv",
+        sample=sample,
+        shard=shard_ids(sample),
+        kind=["dna", "protein"],
+    )
+
+
 def report_inputs(wildcards):
     inputs = {
         "summaries": expand("work/{sample}/summary.json", sample=SAMPLES),
         "validations": expand("results/{sample}/validation.json", sample=SAMPLES),
         "stats": [path for sample in SAMPLES for path in embed_stats(sample)],
+        "benchmarks": [path for sample in SAMPLES for path in embed_benchmarks(sample)],
     }
     if config["classifier"]:
         inputs["predictions"] = expand(

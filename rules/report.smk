@@ -10,6 +10,11 @@ rule report_plots:
             caption="../report/summary.rst",
             category="Summary",
         ),
+        summary_html=report(
+            "results/report/summary.html",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
         counts=report(
             "results/report/counts.png",
             caption="../report/counts.rst",

@@ -13,6 +13,7 @@ with job("report_plots", snakemake.log[0]) as log:
         summaries=list(snakemake.input.summaries),
         validations=list(snakemake.input.validations),
         stats=list(snakemake.input.stats),
+        benchmarks=list(snakemake.input.benchmarks),
         predictions=list(snakemake.input.get("predictions", [])),
         read_calls=list(snakemake.input.get("read_calls", [])),
         outputs=dict(snakemake.output.items()),

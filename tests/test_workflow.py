@@ -40,6 +40,8 @@ def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
         predictions = read_tsv(demo_workdir / f"results/{sample}/predictions.tsv")
         assert [row["Sequence_ID"] for row in predictions] == frames
     assert (demo_workdir / "results/report/summary.tsv").stat().st_size > 0
+    page = (demo_workdir / "results/report/summary.html").read_text()
+    assert all(f"<td>{sample}</td>" in page for sample in ("coding", "mixed"))
 
 
 def test_missing_id_fails_the_dag_and_leaves_no_result(demo_workdir):
