@@ -16,6 +16,7 @@ RUNS = [
     ["merge.py", "--rows", "100000", "1000000"],
     ["merge.py", "--rows", "100000", "--shuffle", "--out", str(HERE / "results/merge_shuffled.md")],
     ["dag.py", "--shards", "100", "1000", "5000", "10000"],
+    ["load.py"],
     ["embed.py", "--sequences", "2000"],
     ["e2e.py", "--reads", "100000"],
 ]

@@ -5,6 +5,7 @@ encoder, and deterministic random-weight models with a trained BPE tokenizer for
 import json
 import random
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -67,8 +68,8 @@ def _read_weights(folder):
     path = folder / "pytorch_model.bin"
     if not path.exists():
         raise ModelError(f"{folder}: no model.safetensors or pytorch_model.bin; download the complete repository")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), path
+    try:  # a zip checkpoint (the published one) is memory-mapped: no second copy of the weights in RAM
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)), path
     except Exception as exc:  # noqa: BLE001 - any failure is a bad file
         raise ModelError(f"{path}: cannot read the weights ({exc}); re-download them") from None
 
@@ -80,11 +81,12 @@ def load_dnabert_s_module(folder):
     # Keys with or without the "bert." prefix (BertModel vs BertForMaskedLM); heads are not used.
     state = {k.removeprefix("bert."): v for k, v in raw.items()}
     state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
-    model = DNABERTS(
-        vocab_size=config["vocab_size"], hidden=config["hidden_size"], layers=config["num_hidden_layers"],
-        num_heads=config["num_attention_heads"], intermediate=config["intermediate_size"],
-        type_vocab_size=config.get("type_vocab_size", 2), eps=config.get("layer_norm_eps", 1e-12),
-    )
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        model = DNABERTS(
+            vocab_size=config["vocab_size"], hidden=config["hidden_size"], layers=config["num_hidden_layers"],
+            num_heads=config["num_attention_heads"], intermediate=config["intermediate_size"],
+            type_vocab_size=config.get("type_vocab_size", 2), eps=config.get("layer_norm_eps", 1e-12),
+        )
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     if missing:
@@ -94,7 +96,7 @@ def load_dnabert_s_module(folder):
         if state[key].shape != value.shape:
             raise ModelError(f"{weights_path}: {key} has shape {tuple(state[key].shape)}, "
                              f"config.json says {tuple(value.shape)}")
-    model.load_state_dict({k: state[k].float() for k in expected})
+    model.load_state_dict({k: state[k].float() for k in expected}, assign=True)
     return model.eval()
 
 

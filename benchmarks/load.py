@@ -1,0 +1,109 @@
+"""Model loading, the fixed cost of every embed job: seconds and peak memory to build each encoder
+from its published layout (random weights at the real sizes), against reading the same files with
+`cat` in the same run. Each load runs in a fresh process, as an embed job does; the files are in
+the page cache (read once before), so the figure is the loader's own cost, not the disk's.
+
+    .venv/bin/python benchmarks/load.py                 # DNABERT-S 117M, ESM-2 650M (2 layouts)
+    .venv/bin/python benchmarks/load.py --esm2-3b       # + ESM-2 3B (11 GB of fp32 safetensors)
+"""
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s  # noqa: E402
+from virnucflow.models.esm2_checkpoint import write_random_esm2  # noqa: E402
+
+LOAD = """
+import resource, sys, time
+started = time.perf_counter()
+import torch
+sys.path.insert(0, {repo!r})
+from virnucflow.models.dnabert_s_checkpoint import load_dnabert_s
+from virnucflow.models.esm2_checkpoint import load_esm2
+imported = time.perf_counter()
+kind, path = sys.argv[1], sys.argv[2]
+load = load_dnabert_s if kind == "dnabert_s" else load_esm2
+encoder = load(path, dtype=torch.bfloat16)
+done = time.perf_counter()
+anon = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon:"))
+print(imported - started, done - imported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, anon / 1024)
+"""
+
+
+def files_of(path):
+    path = Path(path)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def cat_seconds(files):
+    start = time.perf_counter()
+    subprocess.run(["sh", "-c", 'cat "$@" > /dev/null', "cat", *map(str, files)], check=True)
+    return time.perf_counter() - start
+
+
+def measure(name, kind, path, repeat):
+    files = files_of(path)
+    size = sum(f.stat().st_size for f in files)
+    cat_seconds(files)  # into the page cache
+    cat = min(cat_seconds(files) for _ in range(repeat))
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", LOAD.format(repo=str(REPO)), kind, str(path)], check=True,
+                             capture_output=True, text=True).stdout.split()
+        runs.append(tuple(map(float, out)))
+    imports, load = min(r[0] for r in runs), min(r[1] for r in runs)
+    rss, anon = max(r[2] for r in runs), max(r[3] for r in runs)
+    print(f"{name}: {size / 1e9:.2f} GB, import {imports:.1f} s, load {load:.1f} s, cat {cat:.2f} s, "
+          f"peak RSS {rss:.0f} MB, anonymous after load {anon:.0f} MB", flush=True)
+    return name, size, imports, load, cat, rss, anon
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--esm2-3b", action="store_true", help="also ESM-2 3B (needs ~12 GB of disk and memory)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each; the best time, the largest RSS")
+    parser.add_argument("--dir", default=None, help="scratch folder (default: the system temp folder)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/load.md"))
+    args = parser.parse_args()
+    esm = [("ESM-2 650M", 33, 1280, 20)] + ([("ESM-2 3B", 36, 2560, 40)] if args.esm2_3b else [])
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        tmp = Path(tmp)
+        dnabert = write_random_dnabert_s(tmp / "dnabert_s", hidden=768, layers=12, heads=12, intermediate=3072,
+                                         vocab_size=4096)
+        rows.append(measure("DNABERT-S 117M, pytorch_model.bin fp32", "dnabert_s", dnabert, args.repeat))
+        for name, layers, dim, heads in esm:
+            for layout, label in (("hf", "Hugging Face safetensors fp32"), ("fair-esm", "fair-esm .pt fp32")):
+                target = tmp / f"esm_{layout}" if layout == "hf" else tmp / "esm.pt"
+                write_random_esm2(target, layout, num_layers=layers, embed_dim=dim, attention_heads=heads)
+                rows.append(measure(f"{name}, {label}", "esm2", target, args.repeat))
+                for f in files_of(target):
+                    f.unlink()
+    lines = [
+        f"# model loading ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
+        f"Command: `.venv/bin/python benchmarks/load.py{' --esm2-3b' if args.esm2_3b else ''}`", "",
+        "Each load in a fresh process to bf16 on the CPU (a GPU job adds the copy to the device); files in the",
+        f"page cache; best of {args.repeat}. import: Python + torch + virnucflow. Baseline, same run: `cat` of the",
+        "same files to /dev/null. Peak RSS counts the memory-mapped checkpoint pages (page cache the kernel",
+        "can drop); 'anonymous' is the process's own memory once loaded (the bf16 weights and the runtime).", "",
+        "| model, layout | GB | import s | load s | GB/s | cat GB/s | load / cat | peak RSS MB | anonymous MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {name} | {size / 1e9:.2f} | {imports:.1f} | {load:.1f} | {size / 1e9 / load:.2f} | "
+              f"{size / 1e9 / cat:.2f} | {load / cat:.1f}x | {rss:.0f} | {anon:.0f} |"
+              for name, size, imports, load, cat, rss, anon in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
