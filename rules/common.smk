@@ -26,6 +26,9 @@ DEMO_MODELS = {
     "classifier": "resources/demo_models/classifier_tiny.pth",
 }
 
+# Embed jobs on the CPU do not queue for a GPU: they share the cores, `embed.threads` each.
+EMBED_GPUS = 0 if config["embed"]["device"] == "cpu" else 1
+
 
 wildcard_constraints:
     sample="[A-Za-z0-9][A-Za-z0-9._-]*",

@@ -15,8 +15,9 @@ rule embed_dna:
         "logs/{sample}/embed_dna/{shard}.benchmark.tsv"
     conda:
         "../envs/virnucflow.yaml"
+    threads: config["embed"]["threads"]
     resources:
-        gpu=1,
+        gpu=EMBED_GPUS,
     params:
         model=model_param("dnabert_s"),
         device=config["embed"]["device"],
@@ -40,8 +41,9 @@ rule embed_protein:
         "logs/{sample}/embed_protein/{shard}.benchmark.tsv"
     conda:
         "../envs/virnucflow.yaml"
+    threads: config["embed"]["threads"]
     resources:
-        gpu=1,
+        gpu=EMBED_GPUS,
     params:
         model=model_param("esm2"),
         device=config["embed"]["device"],

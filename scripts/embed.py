@@ -19,6 +19,7 @@ with job(snakemake.rule, snakemake.log[0]) as log:
         token_budget=snakemake.params.token_budget,
         on_error=snakemake.params.on_error,
         layer=snakemake.params.get("layer"),
+        threads=snakemake.threads,
         stats_json=snakemake.output.stats,
         log=log,
     )

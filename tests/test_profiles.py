@@ -3,15 +3,19 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import run_snakemake
 
+DEVICE_AUTO = Path(__file__).parent / "data/device_auto.yaml"
 
-def dry_run(workdir, profile):
+
+def dry_run(workdir, profile, device_auto=True):
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--profile", profile, "--configfile", "config/demo.yaml"],
+        [sys.executable, "-m", "snakemake", "-n", "--profile", profile, "--configfile", "config/demo.yaml",
+         *([str(DEVICE_AUTO)] if device_auto else [])],
         cwd=workdir, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -45,3 +49,10 @@ def test_slurm_profile_scales_resources_and_asks_gpus_for_embed_jobs_only(prepar
     assert by_rule["embed_protein"]["gpu"] == "1" and by_rule["embed_protein"]["mem_mb"] == "48000"
     assert by_rule["embed_dna"]["cpus_per_task"] == "4"
     assert "gpu" not in by_rule["merge"] and by_rule["merge"]["mem_mb"] == "2000"
+
+
+def test_cpu_embed_jobs_ask_no_gpu(prepared):
+    """device: cpu (the demo's): embed jobs take no GPU slot, locally or from Slurm."""
+    jobs = dry_run(prepared, "profiles/slurm", device_auto=False)
+    embeds = [res for rule, res in jobs if rule.startswith("embed_")]
+    assert len(embeds) == 14 and all(res.get("gpu", "0") == "0" for res in embeds)

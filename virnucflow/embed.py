@@ -295,11 +295,14 @@ class Progress:
 
 
 def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", token_budget=65536,
-                on_error="fail", layer=None, attention="auto", sidecar_dir=None, stats_json=None, log=None,
-                progress_seconds=5.0):
+                on_error="fail", layer=None, attention="auto", threads=None, sidecar_dir=None, stats_json=None,
+                log=None, progress_seconds=5.0):
     """Embed every sequence of `fasta` with the `kind` model ('dna': DNABERT-S, 'protein': ESM-2)
-    into `out_h5`; returns the job's statistics (also written to `stats_json`)."""
+    into `out_h5`; returns the job's statistics (also written to `stats_json`). `threads`: torch's
+    CPU threads (default: torch's own choice, one per core of the machine)."""
     started = time.monotonic()
+    if threads:
+        torch.set_num_threads(int(threads))
     fasta, out_h5 = Path(fasta), Path(out_h5)
     if on_error not in ("fail", "skip"):
         raise VirnucflowError(f"on_error {on_error!r} is not one of fail, skip")

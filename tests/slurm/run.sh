@@ -56,7 +56,7 @@ for dir in "$work" "$local_run"; do
 done
 
 say "demo workflow through the slurm executor"
-(cd "$work" && "$python" -m snakemake --profile profiles/slurm --configfile config/demo.yaml \
+(cd "$work" && "$python" -m snakemake --profile profiles/slurm --configfile config/demo.yaml "$repo/tests/data/device_auto.yaml" \
    --slurm-init-seconds-before-status-checks 2 --latency-wait 5 2>&1 | tee snakemake.log) || {
   cat "$state/slurmctld.log" | tail -30; exit 1; }
 say "sbatch submissions of the embed jobs"
@@ -69,7 +69,7 @@ grep -oE "Comment=rule_[a-z_]+|TresPerJob=[^ ]+|TresPerNode=[^ ]+" "$work/scontr
 
 say "local run of the same workflow"
 (cd "$local_run" && "$python" -m snakemake --workflow-profile none --cores 2 --resources gpu=1 \
-   --configfile config/demo.yaml --quiet >/dev/null 2>&1)
+   --configfile config/demo.yaml "$repo/tests/data/device_auto.yaml" --quiet >/dev/null 2>&1)
 
 say "checks"
 "$python" "$repo/tests/slurm/check.py" "$work" "$local_run"
