@@ -29,6 +29,9 @@ def main():
     parser.add_argument("--reads", type=int, default=100_000)
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--shard-residues", type=int, default=2_000_000)
+    parser.add_argument("--device", choices=["cpu", "auto"], default="cpu",
+                        help="cpu: embed jobs side by side, `--embed-threads` each; auto: one at a time (a GPU slot)")
+    parser.add_argument("--embed-threads", type=int, default=1)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/e2e.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,6 +46,8 @@ def main():
         config = config.replace("dna_token_budget: 4096", "dna_token_budget: 16384")
         config = config.replace("protein_token_budget: 4096", "protein_token_budget: 16384")
         config = config.replace("chunk_rows: 100", "chunk_rows: 10000")
+        config = config.replace("device: cpu", f"device: {args.device}")
+        config = config.replace("threads: 1", f"threads: {args.embed_threads}")
         (root / "bench.yaml").write_text(config)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "bench.yaml", "--cores", str(args.cores),
@@ -58,9 +63,10 @@ def main():
         frames = sum(1 for _ in open(root / "work/bench/frames.tsv")) - 1
     lines = [
         f"# end to end on CPU, tiny models ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {args.cores} cores)", "",
-        f"Command: `.venv/bin/python benchmarks/e2e.py --reads {args.reads}`", "",
-        f"{args.reads} reads of 150-1500 bp (half coding), {frames} frames kept; wall {wall:.0f} s "
-        f"({1e6 * wall / args.reads:.0f} us per read).", "",
+        f"Command: `.venv/bin/python {' '.join(sys.argv)}`", "",
+        f"{args.reads} reads of 150-1500 bp (half coding), {frames} frames kept; embed device {args.device}, "
+        f"{args.embed_threads} thread(s) per embed job; wall {wall:.0f} s ({1e6 * wall / args.reads:.0f} us per read).",
+        "",
         "| stage | jobs | job seconds (sum) | us per read |", "|---|---:|---:|---:|",
     ]
     for rule, (seconds, jobs) in sorted(stages.items(), key=lambda kv: -kv[1][0]):
