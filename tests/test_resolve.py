@@ -1,6 +1,7 @@
 """Model resolution: local folders and files, the Hugging Face cache (offline), the torch hub cache."""
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -21,11 +22,11 @@ def no_user_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
 
-def hf_cache_entry(hub, repo_id, commit=COMMIT):
+def hf_cache_entry(hub, repo_id, commit=COMMIT, write=lambda folder: write_random_dnabert_s(folder, seed=2)):
     """A cached repo laid out as huggingface_hub leaves it: blobs, snapshots/<commit>/ links, refs/main."""
     repo = hub / ("models--" + repo_id.replace("/", "--"))
     staging = repo / "staging"
-    write_random_dnabert_s(staging, seed=2)
+    write(staging)
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     (repo / "blobs").mkdir()
@@ -70,6 +71,33 @@ def test_an_interrupted_download_is_named_as_such(tmp_path, monkeypatch):
     (snapshot / "pytorch_model.bin").unlink()
     with pytest.raises(ModelError, match="no config.json or weights .an interrupted download"):
         resolve_model("zhihan1996/DNABERT-S")
+
+
+def write_sharded_esm2(folder):
+    """A Hugging Face ESM-2 folder whose weights are split in two safetensors shards with an index."""
+    from safetensors.torch import load_file, save_file
+
+    write_random_esm2(folder, "hf")
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(weights)
+    index = {}
+    for part, chunk in enumerate((names[: len(names) // 2], names[len(names) // 2 :]), start=1):
+        shard = f"model-0000{part}-of-00002.safetensors"
+        save_file({k: weights[k] for k in chunk}, folder / shard, metadata={"format": "pt"})
+        index.update({k: shard for k in chunk})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
+
+
+def test_a_sharded_snapshot_resolves_and_loads_and_a_missing_shard_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = hf_cache_entry(tmp_path / "hub", "facebook/esm2_t6_8M_UR50D", write=write_sharded_esm2)
+    assert resolve_model("facebook/esm2_t6_8M_UR50D", "protein") == (snapshot, COMMIT)
+    encoder = load_encoder("protein", "facebook/esm2_t6_8M_UR50D")
+    assert encoder.revision == COMMIT and encoder.dim == 64
+    (snapshot / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ModelError, match="an interrupted download"):
+        resolve_model("facebook/esm2_t6_8M_UR50D", "protein")
 
 
 def test_without_refs_main_the_newest_snapshot_is_used(tmp_path, monkeypatch):

@@ -145,7 +145,9 @@ def _read_fair_esm(path):
     return _Checkpoint(path, tensors(), hparams, lambda name: prefix + name)
 
 
-def _hf_weight_files(folder):
+def hf_weight_files(folder):
+    """The weight files of a Hugging Face folder: model.safetensors, pytorch_model.bin, or the shards
+    an index names (all present); ModelError when there are none or a shard is missing."""
     for single, index in (("model.safetensors", "model.safetensors.index.json"),
                           ("pytorch_model.bin", "pytorch_model.bin.index.json")):
         if (folder / single).is_file():
@@ -205,7 +207,7 @@ def _read_hf(folder):
         "layer_norm_eps": config.get("layer_norm_eps", 1e-12),
         "rope_theta": config.get("rope_theta", 10000.0),
     }
-    files = _hf_weight_files(folder)
+    files = hf_weight_files(folder)
     prefix = ""  # "esm." when the file is an EsmForMaskedLM's (as facebook/esm2_*), "" for a bare EsmModel's
 
     def tensors():

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from .esm2_checkpoint import hf_weight_files
 
 KINDS = ("dna", "protein")
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # in the order the loaders prefer them
 FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
 
 
@@ -79,11 +79,18 @@ def _hf_snapshot(repo_id):
         commit = candidates[-1].name
     folder = snapshots / commit
     # A download cut short leaves a snapshot without weights, or links to blobs that never came.
-    has_weights = any((folder / name).is_file() for name in WEIGHTS)
-    if not (folder / "config.json").is_file() or not has_weights:
+    if not (folder / "config.json").is_file() or not _weight_files(folder):
         raise ModelError(f"model {repo_id!r}: the cached snapshot {folder} has no config.json or weights "
                          f"(an interrupted download?); run `make download-models` again on a login node")
     return folder, commit
+
+
+def _weight_files(folder):
+    """Weight files of a folder in the Hugging Face layout (single or sharded), [] when incomplete."""
+    try:
+        return hf_weight_files(folder)
+    except ModelError:
+        return []
 
 
 def _local_revision(path):
@@ -93,8 +100,8 @@ def _local_revision(path):
     if path.is_file():
         files = [path]
     else:
-        weights = [path / name for name in WEIGHTS if (path / name).is_file()][:1]
-        files = [path / name for name in ("config.json", "tokenizer.json") if (path / name).is_file()] + weights
+        files = [path / name for name in ("config.json", "tokenizer.json") if (path / name).is_file()]
+        files += _weight_files(path)
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode() + b"\0" + _file_sha256(file).encode() + b"\n")
