@@ -24,6 +24,30 @@ from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
 FILES = ["Snakefile", "rules", "scripts", "config", "envs", "report", "virnucflow"]
 
 
+def workflow_copy(root, reads, shard_residues, device="cpu", embed_threads=1, models=None):
+    """The workflow in `root` with `reads` synthetic reads as sample `bench` and `bench.yaml`: the demo
+    config (tiny models unless `models` = {"dnabert_s": folder, "esm2": folder} is given) sized for
+    benchmarks."""
+    for name in FILES:
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, root / name)
+    write_fasta(root / "reads.fa", synthetic_reads(reads, 150, 1500, coding_fraction=0.5, seed=1))
+    (root / "samples.tsv").write_text("sample\tfasta\nbench\treads.fa\n")
+    config = (root / "config/demo.yaml").read_text()
+    config = config.replace("config/demo_samples.tsv", "samples.tsv")
+    config = config.replace("shard_residues: 1500", f"shard_residues: {shard_residues}")
+    config = config.replace("dna_token_budget: 4096", "dna_token_budget: 16384")
+    config = config.replace("protein_token_budget: 4096", "protein_token_budget: 16384")
+    config = config.replace("chunk_rows: 100", "chunk_rows: 10000")
+    config = config.replace("device: cpu", f"device: {device}")
+    config = config.replace("precision: fp32", "precision: auto")
+    config = config.replace("threads: 1", f"threads: {embed_threads}")
+    if models:  # real-size models: the tiny classifier does not fit their features
+        config = config.replace("dnabert_s: resources/demo_models/dnabert_s_tiny", f"dnabert_s: {models['dnabert_s']}")
+        config = config.replace("esm2: resources/demo_models/esm2_t2_tiny.pt", f"esm2: {models['esm2']}")
+        config = config.replace("classifier: resources/demo_models/classifier_tiny.pth", "classifier: null")
+    (root / "bench.yaml").write_text(config)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, default=100_000)
@@ -36,19 +60,7 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in FILES:
-            (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, root / name)
-        write_fasta(root / "reads.fa", synthetic_reads(args.reads, 150, 1500, coding_fraction=0.5, seed=1))
-        (root / "samples.tsv").write_text("sample\tfasta\nbench\treads.fa\n")
-        config = (root / "config/demo.yaml").read_text()
-        config = config.replace("config/demo_samples.tsv", "samples.tsv")
-        config = config.replace("shard_residues: 1500", f"shard_residues: {args.shard_residues}")
-        config = config.replace("dna_token_budget: 4096", "dna_token_budget: 16384")
-        config = config.replace("protein_token_budget: 4096", "protein_token_budget: 16384")
-        config = config.replace("chunk_rows: 100", "chunk_rows: 10000")
-        config = config.replace("device: cpu", f"device: {args.device}")
-        config = config.replace("threads: 1", f"threads: {args.embed_threads}")
-        (root / "bench.yaml").write_text(config)
+        workflow_copy(root, args.reads, args.shard_residues, args.device, args.embed_threads)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "bench.yaml", "--cores", str(args.cores),
                         "--workflow-profile", "none", "--resources", "gpu=1", "--quiet"], cwd=root, check=True)

@@ -20,7 +20,8 @@ def run_benchmark(script, *args, out):
 def table_rows(text):
     return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| model |")
             and "---" not in line and not line.startswith("| rows |") and not line.startswith("| reads |")
-            and not line.startswith("| shards |") and not line.startswith("| reader |")]
+            and not line.startswith("| shards |") and not line.startswith("| reader |")
+            and not line.startswith("| workers |") and not line.startswith("| stage |")]
 
 
 def test_prepare_benchmark_outputs_are_identical(tmp_path):
@@ -53,3 +54,11 @@ def test_embed_benchmark_cpu_and_gpu_code_paths(tmp_path):
                                                      "| ESM-2 3B (bf16 packed)"]
     assert "SMOKE RUN" in smoke
     assert all(row.split(" | ")[3] == "0.0%" for row in rows)  # packed: no padding tokens
+
+
+def test_e2e_and_scaling_benchmarks_run_the_workflow(tmp_path):
+    text = run_benchmark("e2e.py", "--reads", "300", out=tmp_path / "e2e.md")
+    stages = {row.split(" | ")[0].lstrip("| ") for row in table_rows(text)}
+    assert {"prepare", "embed_dna", "embed_protein", "merge", "predict"} <= stages
+    text = run_benchmark("scaling.py", "--reads", "300", "--workers", "2", out=tmp_path / "scaling.md")
+    assert [row.split(" | ")[0] for row in table_rows(text)] == ["| 1", "| 2"]

@@ -9,7 +9,8 @@ import pytest
 from virnucflow.errors import ModelError
 from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s
 from virnucflow.models.esm2_checkpoint import write_random_esm2
-from virnucflow.models.resolve import load_encoder, resolve_model
+from virnucflow.models import resolve
+from virnucflow.models.resolve import digest_cache, load_encoder, resolve_model
 
 COMMIT = "1c3ab7c9e2f04d5e8a6b7c8d9e0f1a2b3c4d5e6f"
 
@@ -127,6 +128,20 @@ def test_local_models_get_a_revision_from_their_contents(tmp_path):
     assert path == folder and revision.startswith("sha256:") and resolve_model(str(folder))[1] == revision
     write_random_dnabert_s(tmp_path / "dnabert", seed=5)  # other weights, same place
     assert resolve_model(str(folder))[1] != revision
+
+
+def test_file_digests_are_remembered_between_jobs(tmp_path, monkeypatch):
+    model = write_random_esm2(tmp_path / "esm.pt")
+    revision = resolve_model(str(model), "protein")[1]
+    (cached,) = digest_cache().iterdir()
+    assert cached.read_text().strip() == hashlib.sha256(model.read_bytes()).hexdigest()
+    monkeypatch.setattr(resolve, "_DIGESTS", {})  # a new job: only the cache on disk remembers
+    cached.write_text("ab" * 32 + "\n")  # proves it is read, not recomputed
+    assert resolve_model(str(model), "protein")[1] != revision
+    write_random_esm2(model, seed=3)  # new contents, new mtime: computed again
+    monkeypatch.setattr(resolve, "_DIGESTS", {})
+    assert resolve_model(str(model), "protein")[1] not in (revision, None)
+    assert len(list(digest_cache().iterdir())) == 2
 
 
 def test_wrong_or_missing_local_models_are_named(tmp_path):

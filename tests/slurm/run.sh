@@ -25,7 +25,16 @@ stop_daemons() {
     rm -f "$pidfile"
   done
 }
-trap stop_daemons EXIT
+# Our slurm.conf must not outlive the daemons: with a configuration and no controller, every
+# snakemake start waits 10 s (snakemake-executor-plugin-slurm runs `scontrol show config` on import).
+unlink_config() {
+  stop_daemons
+  for name in slurm.conf gres.conf; do
+    [ "$(readlink "/etc/slurm/$name" 2>/dev/null)" = "$state/$name" ] && rm -f "/etc/slurm/$name"
+  done
+  return 0
+}
+trap unlink_config EXIT
 stop_daemons  # a previous run's daemons, if it was killed
 rm -rf "$state/ctld" "$state/spool" "$state/run"
 mkdir -p "$state/ctld" "$state/spool" "$state/run" /etc/slurm /run/munge /var/log/munge /var/lib/munge

@@ -111,17 +111,38 @@ def _local_revision(path):
 _DIGESTS = {}
 
 
+def digest_cache():
+    """Where file digests are kept between jobs: hashing ESM-2 3B costs seconds in every embed job."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "virnucflow" / "sha256"
+
+
 def _file_sha256(path):
-    """sha256 of a file, once per process (about 2 GB/s: a few seconds for ESM-2 3B)."""
+    """sha256 of a file, computed once per path, size and mtime (about 2 GB/s) and remembered in
+    the process and in `digest_cache()` (best effort: a read-only home only costs the time)."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
+    key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    cached = digest_cache() / hashlib.sha256(key.encode()).hexdigest()
+    try:
+        value = cached.read_text().strip()
+    except OSError:
+        value = ""
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             while block := handle.read(1 << 24):
                 digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
+        value = digest.hexdigest()
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+            partial.write_text(value + "\n")
+            partial.replace(cached)  # atomic: concurrent jobs never read half a digest
+        except OSError:
+            pass
+    _DIGESTS[key] = value
+    return value
 
 
 def _miss_message(spec, where):
