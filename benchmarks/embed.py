@@ -117,19 +117,22 @@ def main():
         torch.manual_seed(0)
         tok = train_tokenizer(4096, seed=0, reads=2000)
         dna_layers = args.layers or 12
-        model = DNABERTS(vocab_size=tok.get_vocab_size(), layers=dna_layers).eval()
+        with torch.device(device):  # random weights made where they run: initialising 3B on a CPU takes minutes
+            model = DNABERTS(vocab_size=tok.get_vocab_size(), layers=dna_layers).eval()
+            baseline_model = DNABERTS(vocab_size=tok.get_vocab_size(), layers=dna_layers).eval()
         fast = DnabertSEncoder(model, tok, "DNABERT-S", device, torch.bfloat16, "packed")
-        slow = DnabertSEncoder(DNABERTS(vocab_size=tok.get_vocab_size(), layers=dna_layers).eval(), tok, "DNABERT-S",
-                               device, torch.float32, "padded")
+        slow = DnabertSEncoder(baseline_model, tok, "DNABERT-S", device, torch.float32, "padded")
         params = sum(p.numel() for p in model.parameters()) - model.embeddings.word_embeddings.weight.numel()
         rows.append(measure("DNABERT-S 117M (bf16 packed)", fast, dna, 65536, sync, params, slow, one_at_a_time=True))
         for layers, dim, heads, name in ((33, 1280, 20, "ESM-2 650M"), (36, 2560, 40, "ESM-2 3B")):
             layers = args.layers or layers
-            fast = Esm2Encoder(ESM2(layers, dim, heads).eval(), name, device, torch.bfloat16, attention="packed")
-            slow = Esm2Encoder(ESM2(layers, dim, heads).eval(), name, device, torch.float32, attention="padded")
+            with torch.device(device):
+                fast_model, slow_model = ESM2(layers, dim, heads).eval(), ESM2(layers, dim, heads).eval()
+            fast = Esm2Encoder(fast_model, name, device, torch.bfloat16, attention="packed")
+            slow = Esm2Encoder(slow_model, name, device, torch.float32, attention="padded")
             params = sum(p.numel() for p in fast.model.parameters()) - fast.model.embed_tokens.weight.numel()
             rows.append(measure(f"{name} (bf16 packed)", fast, proteins, 65536, sync, params, slow))
-            del fast, slow
+            del fast, slow, fast_model, slow_model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         baseline = (f"fp32 padded, length-sorted batches of <= {ESM_EXTRACT_TOKENS} tokens (esm-extract style); "
