@@ -12,7 +12,7 @@ SNAKEMAKE := $(BIN)/snakemake
 help:
 	@echo "make demo             set up .venv and run the workflow on config/example with tiny models"
 	@echo "make test             set up .venv and run the test suite (lint included)"
-	@echo "make test-slow        kill-and-resume matrix and other long end-to-end checks"
+	@echo "make test-slow        kill-and-resume matrix, the GPU checks on the CPU, other long checks"
 	@echo "make slurm-test       run the demo on a real single-node Slurm (installs Debian packages)"
 	@echo "make bench            run the benchmarks (results in benchmarks/results/, summary in BENCHMARKS.md)"
 	@echo "make download-models  fetch the published models into the local caches (login node, needs internet)"
@@ -40,6 +40,7 @@ test: setup lint
 
 test-slow: setup
 	$(BIN)/pytest -m slow
+	VIRNUCFLOW_TEST_DEVICE=cpu $(BIN)/pytest tests/test_gpu.py  # the GPU checks through the CPU paths
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
