@@ -85,7 +85,7 @@ def build_parser():
     p.add_argument("out", help="output HDF5")
     p.add_argument("--kind", choices=["dna", "protein"], required=True)
     p.add_argument("--model", required=True, help="Hugging Face id, local folder or checkpoint file")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto (a free GPU if there is one), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--token-budget", type=int, default=65536)
     p.add_argument("--on-error", default="fail", choices=["fail", "skip"])
