@@ -5,6 +5,7 @@ the page cache (read once before), so the figure is the loader's own cost, not t
 
     .venv/bin/python benchmarks/load.py                 # DNABERT-S 117M, ESM-2 650M (2 layouts)
     .venv/bin/python benchmarks/load.py --esm2-3b       # + ESM-2 3B (11 GB of fp32 safetensors)
+    python3 benchmarks/load.py --device cuda            # on a GPU: + the copy, DNABERT-S's compile warm-up
 """
 
 import argparse
@@ -30,9 +31,11 @@ sys.path.insert(0, {repo!r})
 from virnucflow.models.dnabert_s_checkpoint import load_dnabert_s
 from virnucflow.models.esm2_checkpoint import load_esm2
 imported = time.perf_counter()
-kind, path = sys.argv[1], sys.argv[2]
+kind, path, device = sys.argv[1], sys.argv[2], sys.argv[3]
 load = load_dnabert_s if kind == "dnabert_s" else load_esm2
-encoder = load(path, dtype=torch.bfloat16)
+encoder = load(path, device=device, dtype=torch.bfloat16)  # attention auto: packed on a GPU
+if device.startswith("cuda"):
+    torch.cuda.synchronize()
 done = time.perf_counter()
 anon = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon:"))
 print(imported - started, done - imported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, anon / 1024)
@@ -50,14 +53,14 @@ def cat_seconds(files):
     return time.perf_counter() - start
 
 
-def measure(name, kind, path, repeat):
+def measure(name, kind, path, repeat, device):
     files = files_of(path)
     size = sum(f.stat().st_size for f in files)
     cat_seconds(files)  # into the page cache
     cat = min(cat_seconds(files) for _ in range(repeat))
     runs = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", LOAD.format(repo=str(REPO)), kind, str(path)], check=True,
+        out = subprocess.run([sys.executable, "-c", LOAD.format(repo=str(REPO)), kind, str(path), device], check=True,
                              capture_output=True, text=True).stdout.split()
         runs.append(tuple(map(float, out)))
     imports, load = min(r[0] for r in runs), min(r[1] for r in runs)
@@ -71,6 +74,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--esm2-3b", action="store_true", help="also ESM-2 3B (needs ~12 GB of disk and memory)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each; the best time, the largest RSS")
+    parser.add_argument("--device", default="cpu", help="where the encoders are built (cpu, cuda)")
     parser.add_argument("--dir", default=None, help="scratch folder (default: the system temp folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/load.md"))
     args = parser.parse_args()
@@ -80,18 +84,19 @@ def main():
         tmp = Path(tmp)
         dnabert = write_random_dnabert_s(tmp / "dnabert_s", hidden=768, layers=12, heads=12, intermediate=3072,
                                          vocab_size=4096)
-        rows.append(measure("DNABERT-S 117M, pytorch_model.bin fp32", "dnabert_s", dnabert, args.repeat))
+        rows.append(measure("DNABERT-S 117M, pytorch_model.bin fp32", "dnabert_s", dnabert, args.repeat, args.device))
         for name, layers, dim, heads in esm:
             for layout, label in (("hf", "Hugging Face safetensors fp32"), ("fair-esm", "fair-esm .pt fp32")):
                 target = tmp / f"esm_{layout}" if layout == "hf" else tmp / "esm.pt"
                 write_random_esm2(target, layout, num_layers=layers, embed_dim=dim, attention_heads=heads)
-                rows.append(measure(f"{name}, {label}", "esm2", target, args.repeat))
+                rows.append(measure(f"{name}, {label}", "esm2", target, args.repeat, args.device))
                 for f in files_of(target):
                     f.unlink()
     lines = [
         f"# model loading ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
-        f"Command: `.venv/bin/python benchmarks/load.py{' --esm2-3b' if args.esm2_3b else ''}`", "",
-        "Each load in a fresh process to bf16 on the CPU (a GPU job adds the copy to the device); files in the",
+        f"Command: `.venv/bin/python {' '.join(sys.argv)}`", "",
+        f"Each load in a fresh process to bf16 on {args.device} (on a GPU: the copy and DNABERT-S's packed-kernel",
+        "compile included; on the CPU a GPU job adds those); files in the",
         f"page cache; best of {args.repeat}. import: Python + torch + virnucflow. Baseline, same run: `cat` of the",
         "same files to /dev/null. Peak RSS counts the memory-mapped checkpoint pages (page cache the kernel",
         "can drop); 'anonymous' is the process's own memory once loaded (the bf16 weights and the runtime).", "",
