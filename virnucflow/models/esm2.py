@@ -9,10 +9,13 @@ Two attention paths give the same numbers:
 - padded: a (batch, tokens) matrix with a key-padding mask, through SDPA (CPU and GPU);
 - packed: the batch as one row of tokens with sequence boundaries (cu_seqlens), no padding;
   rotary positions restart at every sequence. On CUDA in fp16/bf16 the attention is
-  FlashAttention's variable-length kernel; everywhere else the same segments go through SDPA
-  one sequence at a time, so packing, positions and boundaries are tested on CPU.
+  FlashAttention's variable-length kernel (torch >= 2.10; older torch chooses padded); everywhere
+  else the same segments go through SDPA one sequence at a time, so packing, positions and
+  boundaries are tested on CPU.
 """
 
+import functools
+import inspect
 import math
 
 import torch
@@ -65,12 +68,28 @@ class RotaryEmbedding(nn.Module):
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
+@functools.cache
+def flash_varlen():
+    """torch's FlashAttention variable-length kernel (torch >= 2.10; CUDA, fp16/bf16), or None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+@functools.cache
+def _varlen_takes_scale():
+    return "scale" in inspect.signature(flash_varlen()).parameters
+
+
 def varlen_attention(q, k, v, cu_seqlens, max_len):
     """Attention within each packed sequence [cu[i], cu[i+1]). q, k, v: (tokens, heads, head_dim), q pre-scaled."""
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        from torch.nn.attention.varlen import varlen_attn  # FlashAttention; CUDA, fp16/bf16 only
-
-        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=1.0)
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and flash_varlen():
+        if _varlen_takes_scale():
+            return flash_varlen()(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=1.0)
+        # torch 2.10's varlen_attn has no `scale` and applies head_dim ** -0.5, which q already carries
+        return flash_varlen()(q * q.shape[-1] ** 0.5, k, v, cu_seqlens, cu_seqlens, max_len, max_len)
     # Reference path: the same segments through SDPA one sequence at a time.
     bounds = cu_seqlens.tolist()
     pieces = []

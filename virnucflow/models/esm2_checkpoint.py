@@ -23,7 +23,7 @@ import torch
 from ..errors import ModelError
 from .batches import pack, pad
 from .empty import uninitialised
-from .esm2 import ESM2, packed_positions, rotary_frequencies
+from .esm2 import ESM2, flash_varlen, packed_positions, rotary_frequencies
 
 # fair-esm's ESM-1b alphabet: 4 specials, 25 residue symbols, '.', '-', padding to a multiple of 8, <mask>.
 PREPEND = ["<cls>", "<pad>", "<eos>", "<unk>"]
@@ -354,7 +354,7 @@ class Esm2Encoder:
         self.device = torch.device(device)
         self.dtype = dtype
         if attention == "auto":
-            flash = self.device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+            flash = self.device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and flash_varlen()
             attention = "packed" if flash else "padded"
         if attention not in ("padded", "packed"):
             raise ValueError(f"attention must be 'auto', 'padded' or 'packed', not {attention!r}")
