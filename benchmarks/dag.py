@@ -11,21 +11,17 @@ import argparse
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "report", "virnucflow"]
+from e2e import REPO, copy_workflow
 
 
 def make_run(root, shards):
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+    copy_workflow(root)
     (root / "reads.fa").write_text(">r1\nACGT\n")
     (root / "config/samples_dag.tsv").write_text("sample\tfasta\ns1\treads.fa\n")
     (root / "config/dag.yaml").write_text(

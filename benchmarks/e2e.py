@@ -24,12 +24,17 @@ from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
 FILES = ["Snakefile", "rules", "scripts", "config", "envs", "report", "virnucflow"]
 
 
+def copy_workflow(root):
+    """The workflow's files in `root`, as a user has them."""
+    for name in FILES:
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, root / name)
+
+
 def workflow_copy(root, reads, shard_residues, device="cpu", embed_threads=1, models=None):
     """The workflow in `root` with `reads` synthetic reads as sample `bench` and `bench.yaml`: the demo
     config (tiny models unless `models` = {"dnabert_s": folder, "esm2": folder} is given) sized for
     benchmarks."""
-    for name in FILES:
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, root / name)
+    copy_workflow(root)
     write_fasta(root / "reads.fa", synthetic_reads(reads, 150, 1500, coding_fraction=0.5, seed=1))
     (root / "samples.tsv").write_text("sample\tfasta\nbench\treads.fa\n")
     config = (root / "config/demo.yaml").read_text()

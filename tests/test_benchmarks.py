@@ -18,10 +18,14 @@ def run_benchmark(script, *args, out):
 
 
 def table_rows(text):
-    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| model |")
-            and "---" not in line and not line.startswith("| rows |") and not line.startswith("| reads |")
-            and not line.startswith("| shards |") and not line.startswith("| reader |")
-            and not line.startswith("| workers |") and not line.startswith("| stage |")]
+    """The body rows of every markdown table in `text` (the lines after a |---| line)."""
+    rows, in_body, previous = [], False, ""
+    for line in text.splitlines():
+        in_body = line.startswith("| ") and (in_body or previous.startswith("|--"))
+        if in_body:
+            rows.append(line)
+        previous = line
+    return rows
 
 
 def test_prepare_benchmark_outputs_are_identical(tmp_path):

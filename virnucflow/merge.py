@@ -65,9 +65,9 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     out_attrs.update(attrs or {})
 
     tally = _Tally(frames_tsv, pairs, missing_limit=None if allow_missing else 0)
-    # One thread: a reader thread filling a second buffer while this one wrote did not make the merge faster (1.37 GB in the page cache, 2 idle cores: 1.10 s median
-    # in one thread, 1.14 s with the reader), and posix_fadvise already has the kernel read the
-    # shards ahead while rows are copied (see _Rows).
+    # One thread: a reader thread filling a second buffer while this one wrote did not make the
+    # merge faster (1.37 GB in the page cache, 2 idle cores: 1.10 s median in one thread, 1.14 s
+    # with the reader), and posix_fadvise already has the kernel read the shards ahead (see _Rows).
     buffer = np.empty((max(1, int(chunk_rows)), width), dtype=np.float32)  # one output chunk, reused
     with atomic_open(missing_ids_txt) as missing_out, EmbeddingWriter(out_h5, width, out_attrs) as writer:
         tally.missing_out = missing_out

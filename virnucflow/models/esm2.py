@@ -70,26 +70,22 @@ class RotaryEmbedding(nn.Module):
 
 @functools.cache
 def flash_varlen():
-    """torch's FlashAttention variable-length kernel (torch >= 2.10; CUDA, fp16/bf16), or None."""
+    """torch's FlashAttention variable-length kernel (torch >= 2.10; CUDA, fp16/bf16) as
+    f(q, k, v, cu_seqlens, max_len) for a pre-scaled q, or None where torch has none."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
-    return varlen_attn
-
-
-@functools.cache
-def _varlen_takes_scale():
-    return "scale" in inspect.signature(flash_varlen()).parameters
+    if "scale" in inspect.signature(varlen_attn).parameters:
+        return lambda q, k, v, cu, max_len: varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=1.0)
+    # torch 2.10's varlen_attn has no `scale` and applies head_dim ** -0.5, which q already carries
+    return lambda q, k, v, cu, max_len: varlen_attn(q * q.shape[-1] ** 0.5, k, v, cu, cu, max_len, max_len)
 
 
 def varlen_attention(q, k, v, cu_seqlens, max_len):
     """Attention within each packed sequence [cu[i], cu[i+1]). q, k, v: (tokens, heads, head_dim), q pre-scaled."""
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and flash_varlen():
-        if _varlen_takes_scale():
-            return flash_varlen()(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=1.0)
-        # torch 2.10's varlen_attn has no `scale` and applies head_dim ** -0.5, which q already carries
-        return flash_varlen()(q * q.shape[-1] ** 0.5, k, v, cu_seqlens, cu_seqlens, max_len, max_len)
+        return flash_varlen()(q, k, v, cu_seqlens, max_len)
     # Reference path: the same segments through SDPA one sequence at a time.
     bounds = cu_seqlens.tolist()
     pieces = []

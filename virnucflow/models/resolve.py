@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_open
 from ..errors import ModelError
 from .esm2_checkpoint import hf_weight_files
 
@@ -135,10 +136,8 @@ def _file_sha256(path):
                 digest.update(block)
         value = digest.hexdigest()
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
-            partial.write_text(value + "\n")
-            partial.replace(cached)  # atomic: concurrent jobs never read half a digest
+            with atomic_open(cached) as handle:  # concurrent jobs never read half a digest
+                handle.write(value + "\n")
         except OSError:
             pass
     _DIGESTS[key] = value
