@@ -9,6 +9,7 @@ sys.path.insert(
     0, workflow.basedir
 )  # the virnucflow package lives beside the Snakefile
 
+from virnucflow.devices import machine_gpus
 from virnucflow.errors import VirnucflowError
 from virnucflow.samples import read_sample_sheet
 
@@ -26,8 +27,20 @@ DEMO_MODELS = {
     "classifier": "resources/demo_models/classifier_tiny.pth",
 }
 
-# Embed jobs on the CPU do not queue for a GPU: they share the cores, `embed.threads` each.
-EMBED_GPUS = 0 if config["embed"]["device"] == "cpu" else 1
+# GPU slots. A cluster run (an executor with --jobs, e.g. the slurm/lsf profiles) has no global limit:
+# every embed job is its own submission asking the scheduler for one GPU, up to `jobs:` at a time.
+# A local run gets one slot per GPU of this machine (each job claims its own device), unless
+# `--resources gpu=N` says otherwise; without a GPU, `device: auto` jobs run side by side on the CPU.
+LOCAL_RUN = workflow.global_resources["_nodes"].value is None
+if LOCAL_RUN and workflow.is_main_process and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", machine_gpus())
+LOCAL_GPUS = workflow.global_resources.get("gpu").value if LOCAL_RUN else None
+EMBED_GPUS = (
+    0
+    if config["embed"]["device"] == "cpu"
+    or (config["embed"]["device"] == "auto" and LOCAL_GPUS == 0)
+    else 1
+)
 
 
 wildcard_constraints:

@@ -24,6 +24,7 @@ rule embed_dna:
         precision=config["embed"]["precision"],
         token_budget=config["embed"]["dna_token_budget"],
         on_error=config["embed"]["on_error"],
+        cpu_fallback=config["embed"]["cpu_fallback"],
     script:
         "../scripts/embed.py"
 
@@ -50,6 +51,7 @@ rule embed_protein:
         precision=config["embed"]["precision"],
         token_budget=config["embed"]["protein_token_budget"],
         on_error=config["embed"]["on_error"],
+        cpu_fallback=config["embed"]["cpu_fallback"],
         layer=config["embed"]["esm_layer"],
     script:
         "../scripts/embed.py"

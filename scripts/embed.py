@@ -20,6 +20,7 @@ with job(snakemake.rule, snakemake.log[0]) as log:
         on_error=snakemake.params.on_error,
         layer=snakemake.params.get("layer"),
         threads=snakemake.threads,
+        cpu_fallback=snakemake.params.cpu_fallback,
         stats_json=snakemake.output.stats,
         log=log,
     )

@@ -24,7 +24,8 @@ def _embed(args):
     with job("embed", args.log) as log:
         embed_shard(args.fasta, args.out, kind=args.kind, model=args.model, device=args.device,
                     precision=args.precision, token_budget=args.token_budget, on_error=args.on_error,
-                    layer=args.layer, threads=args.threads, stats_json=args.stats, log=log)
+                    layer=args.layer, threads=args.threads, cpu_fallback=args.cpu_fallback, stats_json=args.stats,
+                    log=log)
 
 
 def _merge(args):
@@ -91,6 +92,8 @@ def build_parser():
     p.add_argument("--on-error", default="fail", choices=["fail", "skip"])
     p.add_argument("--layer", type=int, default=None, help="ESM-2 layer (default: last)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    p.add_argument("--cpu-fallback", action="store_true",
+                   help="compute on the CPU when this job has a GPU that torch cannot use (default: an error)")
     p.add_argument("--stats", default=None, help="write sequences/tokens/seconds as JSON here")
     p.set_defaults(run=_embed)
 

@@ -5,8 +5,11 @@ uses the first device it sees and locks nothing. Snakemake's local executor sets
 node with several GPUs each job claims a free one under a lock file per device; the kernel drops
 the lock when the process dies, even by SIGKILL, so a killed job never keeps a GPU claimed.
 
-VIRNUCFLOW_FAKE_GPUS=N makes this module pretend N devices exist (without touching CUDA), so the
-claiming can be tested on a machine without a GPU.
+A job that was given a GPU (by a scheduler, or on a machine with NVIDIA devices) never falls back to
+the CPU silently: with a CPU-only torch it fails, naming the torch build, unless `cpu_fallback` says so.
+
+VIRNUCFLOW_FAKE_GPUS=N makes this module pretend N devices exist (without touching CUDA; the work runs
+on the CPU), so the claiming and the scheduling can be tested on a machine without a GPU.
 """
 
 import contextlib
@@ -17,26 +20,32 @@ import socket
 import time
 from pathlib import Path
 
-import torch
-
 from .errors import VirnucflowError
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# torch is imported where it is used: the Snakefile counts GPUs with this module, without torch.
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 SCHEDULER_JOB_IDS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID")
+# Set by schedulers for a job that was given GPUs (SLURM --gpus/--gres, LSF -gpu, PBS ngpus).
+SCHEDULER_GPU_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "LSB_GPU_ALLOC_INFO",
+                           "PBS_GPUFILE")
+CUDA_INSTALL = ("install a CUDA build of torch: `make setup-gpu` (see README, 'GPU setup'), or "
+                "`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128`")
 
 
 def precision_name(dtype):
     """'fp32', 'bf16' or 'fp16' for a torch dtype."""
-    return {value: key for key, value in PRECISIONS.items()}[dtype]
+    return {name: key for key, name in PRECISIONS.items()}[str(dtype).removeprefix("torch.")]
 
 
 def dtype_for(precision, device):
     """The torch dtype of `precision` (auto = bf16 on a GPU, fp32 on a CPU)."""
+    import torch
+
     if precision == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if precision not in PRECISIONS:
         raise VirnucflowError(f"precision {precision!r} is not one of auto, {', '.join(PRECISIONS)}")
-    return PRECISIONS[precision]
+    return getattr(torch, PRECISIONS[precision])
 
 
 def lock_dir():
@@ -70,8 +79,51 @@ def visible_devices():
     if fake is not None:
         count = fake if listed is None else min(fake, len(listed))
     else:
+        import torch
+
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return [listed[i] if listed is not None and i < len(listed) else str(i) for i in range(count)]
+
+
+def machine_gpus():
+    """How many GPUs a local run may use, found without torch (the Snakefile asks, once per run):
+    VIRNUCFLOW_FAKE_GPUS, else the CUDA_VISIBLE_DEVICES entries when it is set, else the NVIDIA
+    device files /dev/nvidia0, /dev/nvidia1, ..."""
+    fake, listed = _fake_gpus(), _listed_devices()
+    if fake is not None:
+        return fake if listed is None else min(fake, len(listed))
+    if listed is not None:
+        return len(listed)
+    return len([name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)]) if os.path.isdir("/dev") else 0
+
+
+def gpu_expected():
+    """Why this job should have a GPU (a scheduler gave it one, or the machine has NVIDIA devices),
+    or None: a job that expects one and finds none must not quietly compute on the CPU."""
+    listed = _listed_devices()
+    if listed:
+        return f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}"
+    for key in SCHEDULER_GPU_VARIABLES:
+        if os.environ.get(key, "").strip() not in ("", "0"):
+            return f"{key}={os.environ[key]}"
+    if listed is None and _fake_gpus() is None and machine_gpus():
+        return "this machine has NVIDIA devices (/dev/nvidia0)"
+    return None
+
+
+def _no_usable_gpu(reason):
+    """The one-line error of a job that has a GPU torch cannot use."""
+    import torch
+
+    build = (f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
+             else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable CUDA device")
+    return VirnucflowError(f"this job has a GPU ({reason}) but {build}; {CUDA_INSTALL}; or set embed.cpu_fallback: "
+                           "true to compute on the CPU anyway (slow: days for ESM-2 3B on large samples)")
+
+
+def computes_on(device):
+    """The torch device that does the work of a claimed `device` ('cpu' for a pretend GPU)."""
+    return "cpu" if _fake_gpus() is not None else device
 
 
 def scheduler_job():
@@ -83,11 +135,12 @@ def scheduler_job():
 
 
 @contextlib.contextmanager
-def claim_device(requested="auto", log=None, poll_seconds=1.0):
+def claim_device(requested="auto", log=None, poll_seconds=1.0, cpu_fallback=False):
     """Yield the torch device string for this job: 'cpu' or 'cuda:i', held until the block ends.
 
     requested: 'auto' (a free GPU if there is one, else the CPU), 'cuda' (a free GPU, an error
-    without one), 'cuda:i' (that device, no lock) or 'cpu'.
+    without one), 'cuda:i' (that device, no lock) or 'cpu'. With 'auto', a job that was given a GPU
+    torch cannot see is an error unless `cpu_fallback` (then a warning).
     """
     if requested == "cpu":
         yield "cpu"
@@ -96,14 +149,22 @@ def claim_device(requested="auto", log=None, poll_seconds=1.0):
         raise VirnucflowError(f"device {requested!r} is not one of auto, cuda, cuda:N, cpu")
     devices = visible_devices()
     if not devices:
+        expected = gpu_expected()
         if requested != "auto":
+            if expected:
+                raise _no_usable_gpu(expected)
             raise VirnucflowError(
                 f"device {requested!r} was asked for but no CUDA device is visible (CUDA_VISIBLE_DEVICES="
-                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, torch {torch.__version__}); "
-                "use device: auto or cpu, or run on a GPU node"
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use device: auto or cpu, or run on a GPU node"
             )
+        if expected and not cpu_fallback:
+            raise _no_usable_gpu(expected)
         if log:
-            log.info("no CUDA device visible: running on the CPU")
+            if expected:
+                log.warning("this job has a GPU (%s) that torch cannot use: computing on the CPU (embed.cpu_fallback)",
+                            expected)
+            else:
+                log.info("no CUDA device visible: running on the CPU")
         yield "cpu"
         return
     if str(requested).startswith("cuda:"):
@@ -146,10 +207,12 @@ def claim_device(requested="auto", log=None, poll_seconds=1.0):
 
 def _use(index, devices, log, how):
     if _fake_gpus() is None:
+        import torch
+
         torch.cuda.set_device(index)
         label = torch.cuda.get_device_name(index)
     else:
-        label = "fake GPU"
+        label = "fake GPU, computing on the CPU"
     if log:
         log.info("using cuda:%d (GPU %s, %s; %s)", index, devices[index], label, how)
     return f"cuda:{index}"

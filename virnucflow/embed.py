@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_open
-from .devices import claim_device, dtype_for, precision_name
+from .devices import claim_device, computes_on, dtype_for, gpu_expected, precision_name
 from .errors import InputError, VirnucflowError
 from .models.resolve import load_encoder
 from .shards import EmbeddingWriter
@@ -295,11 +295,12 @@ class Progress:
 
 
 def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", token_budget=65536,
-                on_error="fail", layer=None, attention="auto", threads=None, sidecar_dir=None, stats_json=None,
-                log=None, progress_seconds=5.0):
+                on_error="fail", layer=None, attention="auto", threads=None, cpu_fallback=False, sidecar_dir=None,
+                stats_json=None, log=None, progress_seconds=5.0):
     """Embed every sequence of `fasta` with the `kind` model ('dna': DNABERT-S, 'protein': ESM-2)
     into `out_h5`; returns the job's statistics (also written to `stats_json`). `threads`: torch's
-    CPU threads (default: torch's own choice, one per core of the machine)."""
+    CPU threads (default: torch's own choice, one per core of the machine). `cpu_fallback`: compute on
+    the CPU when this job has a GPU that torch cannot use (an error otherwise)."""
     started = time.monotonic()
     if threads:
         torch.set_num_threads(int(threads))
@@ -313,7 +314,8 @@ def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", 
     _remove_stale_temporaries(out_h5)
     kill_after = int(os.environ.get("VIRNUCFLOW_TEST_KILL_AFTER_BATCHES", "0"))  # the resume test's kill point
 
-    with claim_device(device, log=log) as dev:
+    with claim_device(device, log=log, cpu_fallback=cpu_fallback) as claimed:
+        dev = computes_on(claimed)
         dtype = dtype_for(precision, dev)
         encoder = load_encoder(kind, model, device=dev, dtype=dtype, layer=layer, attention=attention)
         device_type = torch.device(dev).type
@@ -380,7 +382,8 @@ def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", 
     stats = {
         # padded_tokens: of the batches this run embedded (resumed ones are not counted)
         "sequences": len(seqs), "tokens": sum(lengths), "padded_tokens": padded_tokens, "seconds": round(seconds, 3),
-        "device": dev, "resumed": resumed, "skipped": len(skipped), "kind": kind, "batches": len(batches),
+        "device": dev, "claimed_device": claimed, "gpu_expected": gpu_expected(), "resumed": resumed,
+        "skipped": len(skipped), "kind": kind, "batches": len(batches),
         "oom_splits": embedder.splits, "load_seconds": round(loaded - started, 3),
         "embed_seconds": round(embedded - loaded, 3), "device_name": device_name,
         "peak_gpu_memory_bytes": peak_memory,
