@@ -1,17 +1,23 @@
 # virnucflow: `make demo` runs the workflow on the bundled reads with tiny models; `make test` runs the tests.
 PYTHON ?= python3
-# CPU build by default; on a GPU machine: make setup TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
+# The torch release of the tests (requirements.txt pins the rest; the container and envs/ use the same).
 TORCH ?= torch==2.13.0
+# `make setup-gpu` reinstalls TORCH as a CUDA build from this index. PyPI's Linux x86_64 wheel is the
+# CUDA 13 build (NVIDIA driver R580 or newer); for an older driver use the PyTorch index of a CUDA
+# version it supports, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu126 (if it has this release).
+TORCH_INDEX ?= https://pypi.org/simple
 CORES ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: help setup demo test test-slow lint bench slurm-test download-models clean
+.PHONY: help setup setup-gpu check-gpu demo test test-slow lint bench slurm-test download-models clean
 
 help:
 	@echo "make demo             set up .venv and run the workflow on config/example with tiny models"
 	@echo "make test             set up .venv and run the test suite (lint included)"
+	@echo "make setup-gpu        .venv with torch as a CUDA build (TORCH_INDEX=...), then check-gpu"
+	@echo "make check-gpu        print torch's version, its CUDA version and the GPUs it sees"
 	@echo "make test-slow        kill-and-resume matrix, the GPU checks on the CPU, other long checks"
 	@echo "make slurm-test       run the demo on a real single-node Slurm (installs Debian packages)"
 	@echo "make bench            run the benchmarks (results in benchmarks/results/, summary in BENCHMARKS.md)"
@@ -19,12 +25,26 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-jobs.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# An installed 2.13.0+cpu satisfies torch==2.13.0, so torch is uninstalled first; its dependencies
+# stay, and pip adds the CUDA ones (nvidia-*, several GB from PyPI).
+setup-gpu: setup
+	$(BIN)/pip uninstall --quiet --yes torch
+	$(BIN)/pip install --quiet --index-url $(TORCH_INDEX) "$(TORCH)"
+	$(MAKE) --no-print-directory check-gpu
+
+check-gpu: setup
+	$(BIN)/python -c 'import sys, torch; n = torch.cuda.device_count(); \
+	print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPUs visible:", n); \
+	[print(f"  cuda:{i}", torch.cuda.get_device_name(i)) for i in range(n)]; \
+	n or print("  none here: fine on a login node; run make check-gpu on a GPU node"); \
+	torch.version.cuda or sys.exit("this torch is a CPU-only build: run make setup-gpu")'
 
 demo: setup
 	$(SNAKEMAKE) --configfile config/demo.yaml --cores $(CORES)
