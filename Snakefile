@@ -13,12 +13,13 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/models.smk"
 include: "rules/prepare.smk"
 include: "rules/embed.smk"
 include: "rules/merge.smk"
 include: "rules/predict.smk"
 include: "rules/report.smk"
+include: "rules/demo.smk"
+include: "rules/preflight.smk"
 
 
 rule all:

@@ -19,13 +19,18 @@ from pathlib import Path
 
 from e2e import REPO, copy_workflow
 
+from virnucflow.demo import write_demo_models
+
 
 def make_run(root, shards):
     copy_workflow(root)
     (root / "reads.fa").write_text(">r1\nACGT\n")
     (root / "config/samples_dag.tsv").write_text("sample\tfasta\ns1\treads.fa\n")
+    models = root / "models"  # real (tiny) model files: the workflow checks them when it loads
+    write_demo_models(models / "dnabert_s", models / "esm2.pt", models / "classifier.pth")
     (root / "config/dag.yaml").write_text(
-        "samples: config/samples_dag.tsv\nmodels:\n  dnabert_s: m1\n  esm2: m2\nclassifier: c.pth\n"
+        f"samples: config/samples_dag.tsv\nchunk_length: 500\nmodels:\n  dnabert_s: {models / 'dnabert_s'}\n"
+        f"  esm2: {models / 'esm2.pt'}\nclassifier: {models / 'classifier.pth'}\n"
     )
     work = root / "work/s1"
     (work / "shards").mkdir(parents=True)

@@ -1,16 +1,13 @@
-# What every stage shares: the checked config, the sample sheet and the input functions.
+# What every stage shares: the checked config, the sample sheet, GPU slots and the input functions.
+# The virnucflow package is installed in the environment that runs snakemake (`make setup`, envs/).
 import os
-import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-sys.path.insert(
-    0, workflow.basedir
-)  # the virnucflow package lives beside the Snakefile
-
 from virnucflow.devices import machine_gpus
 from virnucflow.errors import VirnucflowError
+from virnucflow.models.resolve import is_local_path
 from virnucflow.samples import read_sample_sheet
 
 validate(config, "../config/schema.yaml")
@@ -20,12 +17,11 @@ try:
 except VirnucflowError as error:
     raise WorkflowError(str(error)) from None
 
-# Demo models are built by a rule; any other model spec is resolved at run time (cache, folder, file).
-DEMO_MODELS = {
-    "dnabert_s": "resources/demo_models/dnabert_s_tiny",
-    "esm2": "resources/demo_models/esm2_t2_tiny.pt",
-    "classifier": "resources/demo_models/classifier_tiny.pth",
-}
+
+wildcard_constraints:
+    sample="[A-Za-z0-9][A-Za-z0-9._-]*",
+    shard="[0-9]+",
+
 
 # GPU slots. A cluster run (an executor with --jobs, e.g. the slurm/lsf profiles) has no global limit:
 # every embed job is its own submission asking the scheduler for one GPU, up to `jobs:` at a time.
@@ -43,21 +39,23 @@ EMBED_GPUS = (
 )
 
 
-wildcard_constraints:
-    sample="[A-Za-z0-9][A-Za-z0-9._-]*",
-    shard="[0-9]+",
+def model_file(spec):
+    """A model given as a file or folder is an input of the jobs that load it (a rule may build it);
+    a Hugging Face id or a fair-esm name is looked up in the local caches by the job itself.
+    """
+    return spec if spec and is_local_path(spec) else []
 
 
-def model_input(key):
-    """The demo model file when the config names one (so the rule that builds it runs first)."""
-    spec = config["models"][key] if key != "classifier" else config["classifier"]
-    return spec if spec == DEMO_MODELS[key] else []
-
-
-def model_param(key):
-    """The model a job loads: the demo file when the workflow builds it, else the spec as configured."""
-    spec = config["models"][key] if key != "classifier" else config["classifier"]
+def model_to_load(spec):
+    """A job's model: its input file when the model is a file or folder, else the id as configured."""
     return lambda wildcards, input: input.get("model", []) or spec
+
+
+def built_by_a_rule(path):
+    """True for a file that does not exist yet and that a rule of this workflow makes."""
+    return not os.path.exists(path) and any(
+        each.is_producer(path) for each in workflow.rules
+    )
 
 
 def maybe_temp(path):
@@ -86,31 +84,31 @@ def protein_shards(wildcards):
     )
 
 
-def embed_stats(sample):
+def embed_stats(wildcards):
     return expand(
         "work/{sample}/embed/{shard}.{kind}.json",
-        sample=sample,
-        shard=shard_ids(sample),
+        sample=wildcards.sample,
+        shard=shard_ids(wildcards.sample),
         kind=["dna", "protein"],
     )
 
 
-def embed_benchmarks(sample):
+def embed_benchmarks(wildcards):
     """Snakemake benchmark files of the embed jobs, in the order of embed_stats."""
     return expand(
         "logs/{sample}/embed_{kind}/{shard}.benchmark.tsv",
-        sample=sample,
-        shard=shard_ids(sample),
+        sample=wildcards.sample,
+        shard=shard_ids(wildcards.sample),
         kind=["dna", "protein"],
     )
 
 
 def report_inputs(wildcards):
+    """One file per sample and kind: the report never looks into a sample's shards."""
     inputs = {
         "summaries": expand("work/{sample}/summary.json", sample=SAMPLES),
         "validations": expand("results/{sample}/validation.json", sample=SAMPLES),
-        "stats": [path for sample in SAMPLES for path in embed_stats(sample)],
-        "benchmarks": [path for sample in SAMPLES for path in embed_benchmarks(sample)],
+        "embed_jobs": expand("results/{sample}/embed_jobs.tsv", sample=SAMPLES),
     }
     if config["classifier"]:
         inputs["predictions"] = expand(

@@ -5,7 +5,7 @@
 rule embed_dna:
     input:
         fasta="work/{sample}/shards/{shard}.fna",
-        model=model_input("dnabert_s"),
+        model=model_file(config["models"]["dnabert_s"]),
     output:
         h5=maybe_temp("work/{sample}/embed/{shard}.dna.h5"),
         stats="work/{sample}/embed/{shard}.dna.json",
@@ -19,7 +19,8 @@ rule embed_dna:
     resources:
         gpu=EMBED_GPUS,
     params:
-        model=model_param("dnabert_s"),
+        kind="dna",
+        model=model_to_load(config["models"]["dnabert_s"]),
         device=config["embed"]["device"],
         precision=config["embed"]["precision"],
         token_budget=config["embed"]["dna_token_budget"],
@@ -32,7 +33,7 @@ rule embed_dna:
 rule embed_protein:
     input:
         fasta="work/{sample}/shards/{shard}.faa",
-        model=model_input("esm2"),
+        model=model_file(config["models"]["esm2"]),
     output:
         h5=maybe_temp("work/{sample}/embed/{shard}.protein.h5"),
         stats="work/{sample}/embed/{shard}.protein.json",
@@ -46,7 +47,8 @@ rule embed_protein:
     resources:
         gpu=EMBED_GPUS,
     params:
-        model=model_param("esm2"),
+        kind="protein",
+        model=model_to_load(config["models"]["esm2"]),
         device=config["embed"]["device"],
         precision=config["embed"]["precision"],
         token_budget=config["embed"]["protein_token_budget"],
@@ -55,3 +57,17 @@ rule embed_protein:
         layer=config["embed"]["esm_layer"],
     script:
         "../scripts/embed.py"
+
+
+rule tabulate_embed_jobs:
+    input:
+        stats=embed_stats,
+        benchmarks=embed_benchmarks,
+    output:
+        "results/{sample}/embed_jobs.tsv",
+    log:
+        "logs/{sample}/tabulate_embed_jobs.log",
+    conda:
+        "../envs/virnucflow.yaml"
+    script:
+        "../scripts/tabulate_embed_jobs.py"

@@ -6,7 +6,7 @@ rule predict:
         h5="results/{sample}/embeddings.h5",
         frames="work/{sample}/frames.tsv",
         reads="work/{sample}/reads.tsv",
-        model=model_input("classifier"),
+        classifier=config["classifier"] or [],
     output:
         predictions="results/{sample}/predictions.tsv",
         chunk_calls="results/{sample}/chunk_calls.tsv",
@@ -18,7 +18,6 @@ rule predict:
     conda:
         "../envs/virnucflow.yaml"
     params:
-        classifier=model_param("classifier"),
         chunk_length=config["chunk_length"],
     script:
         "../scripts/predict.py"

@@ -13,6 +13,7 @@ checkpoint prepare:
         "logs/{sample}/prepare.log",
     benchmark:
         "logs/{sample}/prepare.benchmark.tsv"
+    priority: 10  # every sample's input is read and checked before GPU work is queued
     conda:
         "../envs/virnucflow.yaml"
     params:

@@ -1,9 +1,4 @@
 # Snakemake entry point of rule `demo_models`: tiny UNTRAINED models in the published layouts.
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-
 from virnucflow.demo import write_demo_models
 from virnucflow.jobs import job
 

@@ -1,18 +1,12 @@
 # Snakemake entry point of rules `embed_dna` and `embed_protein`: the logic lives in virnucflow.embed.
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-
 from virnucflow.embed import embed_shard
 from virnucflow.jobs import job
 
-kind = "dna" if snakemake.rule == "embed_dna" else "protein"
 with job(snakemake.rule, snakemake.log[0]) as log:
     embed_shard(
         snakemake.input.fasta,
         snakemake.output.h5,
-        kind=kind,
+        kind=snakemake.params.kind,
         model=snakemake.params.model,
         device=snakemake.params.device,
         precision=snakemake.params.precision,

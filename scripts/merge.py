@@ -1,10 +1,4 @@
 # Snakemake entry point of rule `merge`: the logic lives in virnucflow.merge.
-import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-
 from virnucflow.jobs import job
 from virnucflow.merge import merge_sample
 

@@ -1,9 +1,4 @@
 # Snakemake entry point of rule `predict`: the logic lives in virnucflow.predict.
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-
 from virnucflow.jobs import job
 from virnucflow.predict import predict_sample
 
@@ -12,7 +7,7 @@ with job("predict", snakemake.log[0]) as log:
         snakemake.input.h5,
         snakemake.input.frames,
         snakemake.input.reads,
-        snakemake.params.classifier,
+        snakemake.input.classifier,
         predictions_tsv=snakemake.output.predictions,
         chunk_calls_tsv=snakemake.output.chunk_calls,
         read_calls_tsv=snakemake.output.read_calls,

@@ -1,8 +1,5 @@
 # Snakemake entry point of checkpoint `prepare`: the logic lives in virnucflow.prepare.
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from virnucflow.jobs import job
 from virnucflow.prepare import prepare_sample

@@ -1,9 +1,4 @@
 # Snakemake entry point of rule `report_plots`: the logic lives in virnucflow.report.
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-
 from virnucflow.jobs import job
 from virnucflow.report import write_report_plots
 
@@ -12,8 +7,7 @@ with job("report_plots", snakemake.log[0]) as log:
         samples=snakemake.params.samples,
         summaries=list(snakemake.input.summaries),
         validations=list(snakemake.input.validations),
-        stats=list(snakemake.input.stats),
-        benchmarks=list(snakemake.input.benchmarks),
+        embed_jobs=list(snakemake.input.embed_jobs),
         predictions=list(snakemake.input.get("predictions", [])),
         read_calls=list(snakemake.input.get("read_calls", [])),
         outputs=dict(snakemake.output.items()),

@@ -114,3 +114,56 @@ def test_precision_auto_is_bf16_on_a_gpu_and_fp32_on_a_cpu():
     assert dtype_for("fp16", "cuda:0") == torch.float16 and dtype_for("fp32", "cuda:0") == torch.float32
     with pytest.raises(VirnucflowError, match="precision 'half' is not one of auto, fp32, bf16, fp16"):
         dtype_for("half", "cpu")
+
+
+@pytest.mark.parametrize("variable, value", [("CUDA_VISIBLE_DEVICES", "0"), ("SLURM_JOB_GPUS", "2"),
+                                             ("LSB_GPU_ALLOC_INFO", "1 gpu0")])
+def test_a_job_given_a_gpu_that_torch_cannot_use_fails_unless_told_to_use_the_cpu(monkeypatch, variable, value):
+    """A CPU-only torch on a GPU node must not embed for days on the CPU without a word."""
+    for key in ("VIRNUCFLOW_FAKE_GPUS", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "LSB_GPU_ALLOC_INFO"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for requested in ("auto", "cuda"):
+        with pytest.raises(VirnucflowError) as raised:
+            with claim_device(requested):
+                pass
+        message = str(raised.value)
+        assert "\n" not in message and f"{variable}={value}" in message and "embed.cpu_fallback" in message
+        assert f"torch {torch.__version__}" in message and "make setup-gpu" in message
+        if torch.version.cuda is None:
+            assert "CPU-only build" in message
+    with claim_device("auto", cpu_fallback=True) as device:
+        assert device == "cpu"
+
+
+def test_a_machine_with_nvidia_devices_counts_as_having_a_gpu(monkeypatch):
+    from virnucflow import devices
+
+    for key in ("VIRNUCFLOW_FAKE_GPUS", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_JOB_GPUS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices.os, "listdir", lambda folder: ["null", "nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"])
+    assert devices.machine_gpus() == 2
+    with pytest.raises(VirnucflowError, match="this machine has NVIDIA devices"):
+        with claim_device("auto"):
+            pass
+    monkeypatch.setattr(devices.os, "listdir", lambda folder: ["null"])
+    with claim_device("auto") as device:  # a laptop: the CPU, as asked by `auto`
+        assert device == "cpu"
+
+
+def test_gpu_slots_of_a_local_run_are_counted_without_torch(monkeypatch):
+    from virnucflow.devices import machine_gpus
+
+    monkeypatch.delenv("VIRNUCFLOW_FAKE_GPUS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert machine_gpus() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert machine_gpus() == 0
+    monkeypatch.setenv("VIRNUCFLOW_FAKE_GPUS", "4")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert machine_gpus() == 4
+    code = "import sys, virnucflow.devices as d; d.machine_gpus(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -7,7 +7,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from virnucflow.report import call_counts, score_histogram, shard_stats, write_report_plots
+from virnucflow.report import call_counts, read_embed_jobs, score_histogram, shard_stats, write_embed_jobs, write_report_plots
 
 BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 PLOTS = ("counts", "throughput", "scores", "calls")
@@ -70,12 +70,23 @@ def synthetic_run(folder, n_samples, seed=0, missing_in=(), resumed_shard=False)
     return run
 
 
+def embed_jobs(run, out, benchmarks=True):
+    """Each sample's embed_jobs.tsv, as rule tabulate_embed_jobs writes it."""
+    tables = []
+    for sample in run["samples"]:
+        mine = [i for i, path in enumerate(run["stats"]) if path.name.startswith(f"{sample}.")]
+        tables.append(out / f"{sample}.embed_jobs.tsv")
+        write_embed_jobs([run["stats"][i] for i in mine], [run["benchmarks"][i] for i in mine] if benchmarks else None,
+                         tables[-1])
+    return tables
+
+
 def render(run, out, classifier=True, benchmarks=True):
+    out.mkdir(parents=True, exist_ok=True)
     outputs = {name: out / f"{name}.png" for name in PLOTS}
     outputs.update(summary=out / "summary.tsv", summary_html=out / "summary.html")
-    write_report_plots(run["samples"], run["summaries"], run["validations"], run["stats"],
-                       run["predictions"] if classifier else [], run["read_calls"] if classifier else [], outputs,
-                       benchmarks=run["benchmarks"] if benchmarks else None)
+    write_report_plots(run["samples"], run["summaries"], run["validations"], embed_jobs(run, out, benchmarks),
+                       run["predictions"] if classifier else [], run["read_calls"] if classifier else [], outputs)
     return outputs
 
 
@@ -123,6 +134,29 @@ def test_the_numbers_behind_the_plots(tmp_path):
     assert [s["kind"] for s in shards] == ["dna", "protein"] * 2 and shards[0]["resumed"]
     with pytest.raises(ValueError, match="3 benchmark files for 4 embed statistics"):
         shard_stats(run["stats"], run["benchmarks"][:3])
+    table = tmp_path / "embed_jobs.tsv"
+    write_embed_jobs(run["stats"], run["benchmarks"], table)
+    rows = read_embed_jobs(table)
+    assert [r["kind"] for r in rows] == ["dna", "protein"] * 2
+    assert [r["tokens"] for r in rows] == [s["tokens"] for s in shards]
+    assert [r["job_seconds"] for r in rows] == pytest.approx([s["job_seconds"] for s in shards])
+
+
+def test_the_summary_warns_about_embed_jobs_that_ran_on_the_cpu_with_a_gpu(tmp_path):
+    """embed.cpu_fallback: a job given a GPU that torch could not use is counted and shown in red."""
+    run = synthetic_run(tmp_path / "in", 2)
+    for i, stats in enumerate(run["stats"]):
+        data = json.loads(stats.read_text())
+        fallback = stats.name.startswith("sample_01.0.")
+        data.update(device="cpu" if fallback else "cuda:0", device_name="cpu" if fallback else "NVIDIA H100",
+                    precision="fp32" if fallback else "bf16", gpu_expected="CUDA_VISIBLE_DEVICES=0")
+        stats.write_text(json.dumps(data))
+    outputs = render(run, tmp_path / "out")
+    with open(outputs["summary"], newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["cpu_jobs_given_a_gpu"] for r in rows] == ["0", "2"]
+    assert rows[0]["embed_devices"] == "NVIDIA H100 x4" and rows[1]["embed_precision"] == "bf16 x2, fp32 x2"
+    assert '<td class="bad">2</td>' in outputs["summary_html"].read_text()
 
 
 def test_an_empty_sample_still_renders(tmp_path):

@@ -65,14 +65,15 @@ def test_missing_id_fails_the_dag_and_leaves_no_result(demo_workdir):
     assert "1 of" in log and "have no embedding" in log and lost in log
 
 
-def test_bad_fasta_fails_with_a_one_line_error_and_no_output(demo_workdir):
-    fastq = demo_workdir / "config/example/reads.fq"
-    fastq.write_text("@read1\nACGT\n+\nIIII\n")
-    (demo_workdir / "config/demo_samples.tsv").write_text("sample\tfasta\nbad\tconfig/example/reads.fq\n")
+def test_a_bad_record_fails_prepare_with_a_one_line_error_and_no_output(demo_workdir):
+    """A problem deep in a file (past what the check at workflow start reads) is prepare's to find."""
+    reads = demo_workdir / "config/example/late_error.fa"
+    reads.write_text(">read1\nACGT\n>read2\nACGJT\n")
+    (demo_workdir / "config/demo_samples.tsv").write_text("sample\tfasta\nbad\tconfig/example/late_error.fa\n")
     with pytest.raises(Exception):
         run_snakemake(demo_workdir, targets=["work/bad/frames.tsv"])
     errors = [line for line in (demo_workdir / "logs/bad/prepare.log").read_text().splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and "reads.fq" in errors[0]
+    assert len(errors) == 1 and "late_error.fa: record 2 ('read2'): character 'J'" in errors[0]
     assert not (demo_workdir / "work/bad/frames.tsv").exists()
     assert not (demo_workdir / "work/bad/shards").exists()
 

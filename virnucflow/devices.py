@@ -198,6 +198,8 @@ def claim_device(requested="auto", log=None, poll_seconds=1.0, cpu_fallback=Fals
                     yield _use(index, devices, log, note)
                 finally:
                     handle.close()  # closing drops the flock
+                    if log:
+                        log.info("released cuda:%d (GPU %s)", index, name)
                 return
             if not waited and log:
                 log.info("all %d visible GPUs are claimed by other virnucflow jobs; waiting for one", len(devices))

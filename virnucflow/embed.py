@@ -382,7 +382,8 @@ def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", 
     stats = {
         # padded_tokens: of the batches this run embedded (resumed ones are not counted)
         "sequences": len(seqs), "tokens": sum(lengths), "padded_tokens": padded_tokens, "seconds": round(seconds, 3),
-        "device": dev, "claimed_device": claimed, "gpu_expected": gpu_expected(), "resumed": resumed,
+        "device": dev, "claimed_device": claimed, "gpu_expected": gpu_expected(), "precision": attrs["precision"],
+        "model": attrs["model"], "model_revision": attrs["model_revision"], "resumed": resumed,
         "skipped": len(skipped), "kind": kind, "batches": len(batches),
         "oom_splits": embedder.splits, "load_seconds": round(loaded - started, 3),
         "embed_seconds": round(embedded - loaded, 3), "device_name": device_name,

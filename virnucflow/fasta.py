@@ -10,6 +10,7 @@ lines dropped, case kept.
 
 import gzip
 import os
+import stat
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -76,13 +77,7 @@ def _record_texts(path, block_bytes):
             if not block:
                 continue
             started = True
-            if block[:1] == b"@":
-                raise InputError(f"{path}: looks like FASTQ (starts with '@'); convert it to FASTA first, "
-                                 "e.g. seqkit fq2fa")
-            if block[:1] != b">":
-                what = "binary content" if b"\0" in block[:4096] else "text"
-                raise InputError(f"{path}: not FASTA ({what} before the first '>' header); give a FASTA file "
-                                 "(plain or .gz) whose first line starts with '>'")
+            _check_start(path, block)
         cut = block.rfind(b"\n>")
         if cut < 0:
             if block[:1] == b">" and parts and parts[-1].endswith(b"\n"):
@@ -98,6 +93,33 @@ def _record_texts(path, block_bytes):
         yield b"".join(parts)
     elif not started:
         raise InputError(f"{path}: file is empty; remove the sample or provide its reads")
+
+
+def _check_start(path, text):
+    """The first bytes of a file's content, leading whitespace removed, must open a FASTA record."""
+    if text.startswith(b"\xef\xbb\xbf"):
+        raise InputError(f"{path}: starts with a UTF-8 byte order mark (BOM) before the first '>' (Biopython, "
+                         "VirNucPro's reader, rejects it too); remove it, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE (gunzip a .gz first)")
+    if text[:1] == b"@":
+        raise InputError(f"{path}: looks like FASTQ (starts with '@'); convert it to FASTA first, e.g. seqkit fq2fa")
+    if text[:1] != b">":
+        what = "binary content" if b"\0" in text[:4096] else "text"
+        raise InputError(f"{path}: not FASTA ({what} before the first '>' header); give a FASTA file "
+                         "(plain or .gz) whose first line starts with '>'")
+
+
+def check_fasta_start(path, probe_bytes=1 << 16):
+    """Check what can be checked cheaply before a run: the file exists, is a readable regular file,
+    and its (decompressed) content starts like FASTA. Reads at most `probe_bytes` of content, so it
+    costs the same at 1 MB and at 100 GB; the full record checks happen when prepare reads the file."""
+    if os.path.exists(path) and not os.path.isdir(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise InputError(f"{path}: not a regular file (a device, pipe or socket); give the reads file itself")
+    for block in _blocks(str(path), probe_bytes):
+        text = block.lstrip()
+        if text:
+            _check_start(path, text)
+            return
+    raise InputError(f"{path}: file is empty; remove the sample or provide its reads")
 
 
 def read_batches(path, block_bytes=BLOCK_BYTES, check_unique=True):

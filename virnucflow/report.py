@@ -87,8 +87,9 @@ def score_histogram(predictions_tsv, bins=SCORE_BINS, block=100_000):
     return counts
 
 
-def summary_rows(samples, summaries, validations, calls=None):
-    """One row per sample: prepare's counts, merge's validation and, with a classifier, reads per call."""
+def summary_rows(samples, summaries, validations, calls=None, embed_jobs=None):
+    """One row per sample: prepare's counts, merge's validation, where the embeddings were computed
+    (`embed_jobs`: the rows of each sample's embed_jobs.tsv) and, with a classifier, reads per call."""
     rows = []
     for i, (sample, summary_path, validation_path) in enumerate(zip(samples, summaries, validations, strict=True)):
         summary = json.loads(Path(summary_path).read_text())
@@ -102,9 +103,55 @@ def summary_rows(samples, summaries, validations, calls=None):
             "ids_skipped": validation.get("skipped", 0),
             "validated": "yes" if validation["ok"] else "partial",
         }
+        if embed_jobs is not None:
+            row.update(_where_embedded(embed_jobs[i]))
         if calls:
             row.update({f"reads_{call}": calls[i].get(call, 0) for call in CALLS})
         rows.append(row)
+    return rows
+
+
+def _where_embedded(jobs):
+    """Devices and precisions of a sample's embed jobs, and how many ran on the CPU although the
+    job had been given a GPU (embed.cpu_fallback): the report's warning."""
+    def tally(values):
+        counts = {}
+        for value in values:
+            counts[value] = counts.get(value, 0) + 1
+        return ", ".join(f"{value} x{n}" for value, n in sorted(counts.items())) or "-"
+
+    return {
+        "embed_devices": tally(j["device_name"] or j["device"] for j in jobs),
+        "embed_precision": tally(j["precision"] for j in jobs if j["precision"]),
+        "cpu_jobs_given_a_gpu": sum(1 for j in jobs if j["gpu_expected"] and j["device"] == "cpu"),
+    }
+
+
+EMBED_JOB_COLUMNS = ["kind", "shard", "sequences", "tokens", "padded_tokens", "skipped", "resumed", "oom_splits",
+                     "device", "device_name", "gpu_expected", "precision", "model", "model_revision", "load_seconds",
+                     "embed_seconds", "seconds", "job_seconds", "max_rss_mb", "peak_gpu_memory_bytes"]
+NUMBERS = {"sequences", "tokens", "padded_tokens", "skipped", "resumed", "oom_splits", "load_seconds",
+           "embed_seconds", "seconds", "job_seconds", "max_rss_mb", "peak_gpu_memory_bytes"}
+
+
+def write_embed_jobs(stats_paths, benchmarks, path):
+    """A sample's embed jobs, one row each (EMBED_JOB_COLUMNS): what the report reads instead of
+    every shard's files, so its cost grows with the samples, not with the shards."""
+    jobs = shard_stats(stats_paths, benchmarks)
+    with atomic_open(path) as handle:
+        handle.write("\t".join(EMBED_JOB_COLUMNS) + "\n")
+        for stats_path, job in zip(stats_paths, jobs):
+            job["shard"] = Path(stats_path).name.split(".")[0]
+            handle.write("\t".join("" if job.get(c) is None else str(job[c]) for c in EMBED_JOB_COLUMNS) + "\n")
+
+
+def read_embed_jobs(path):
+    """The rows of an embed_jobs.tsv, numbers as numbers and empty cells as None."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    for row in rows:
+        for key, value in row.items():
+            row[key] = None if value == "" else float(value) if key in NUMBERS else value
     return rows
 
 
@@ -126,7 +173,8 @@ def write_summary_html(rows, path):
         for column in columns:
             value = row[column]
             number = isinstance(value, int) and not isinstance(value, bool)
-            style = ' class="num"' if number else (' class="bad"' if value == "partial" else "")
+            bad = value == "partial" or (column == "cpu_jobs_given_a_gpu" and value)
+            style = ' class="bad"' if bad else (' class="num"' if number else "")
             cells.append(f"<td{style}>{html.escape(_fmt(value) if number else str(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     page = (
@@ -198,11 +246,10 @@ def shard_stats(stats_paths, benchmarks=None):
     return shards
 
 
-def plot_throughput(stats_paths, path, benchmarks=None):
-    """Tokens per second of every embed job against its size, by model: dots = embedding only
-    (model loaded), crosses = the whole job's wall clock (start-up and model loading included); and
-    the jobs' peak memory when benchmark files are given."""
-    shards = shard_stats(stats_paths, benchmarks)
+def plot_throughput(shards, path):
+    """Tokens per second of every embed job (rows of embed_jobs.tsv) against its size, by model:
+    dots = embedding only (model loaded), crosses = the whole job's wall clock (start-up and model
+    loading included); and the jobs' peak memory when Snakemake's benchmark figures are there."""
     memory = any(s["max_rss_mb"] is not None for s in shards)
     fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(WIDTH + (1.5 if memory else 0), 4.2), squeeze=False)
     ax = axes[0, 0]
@@ -337,23 +384,27 @@ def plot_calls(samples, calls, path):
     _save(fig, path)
 
 
-def write_report_plots(samples, summaries, validations, stats, predictions, read_calls, outputs, log=None,
-                       benchmarks=None):
+def write_report_plots(samples, summaries, validations, embed_jobs, predictions, read_calls, outputs, log=None):
     """Everything the report shows. `outputs`: paths for summary (TSV), counts, throughput, scores and
-    calls (PNG), and optionally summary_html. `predictions`, `read_calls`: one per sample, or empty
-    without a classifier; `benchmarks`: Snakemake benchmark files parallel to `stats`, or None."""
+    calls (PNG), and optionally summary_html. `embed_jobs`: each sample's embed_jobs.tsv;
+    `predictions`, `read_calls`: one per sample, or empty without a classifier."""
     samples = list(samples)
-    for name, paths in (("predictions", predictions), ("read_calls", read_calls)):
+    for name, paths in (("embed_jobs", embed_jobs), ("predictions", predictions), ("read_calls", read_calls)):
         if paths and len(paths) != len(samples):
             raise ValueError(f"{len(paths)} {name} files for {len(samples)} samples")
     calls = [call_counts(p) for p in read_calls] if read_calls else None
-    rows = summary_rows(samples, summaries, validations, calls)
+    jobs = [read_embed_jobs(p) for p in embed_jobs]
+    rows = summary_rows(samples, summaries, validations, calls, jobs)
     write_summary_tsv(rows, outputs["summary"])
     if outputs.get("summary_html"):
         write_summary_html(rows, outputs["summary_html"])
     plot_counts(rows, outputs["counts"])
-    plot_throughput(stats, outputs["throughput"], benchmarks)
+    plot_throughput([job for sample_jobs in jobs for job in sample_jobs], outputs["throughput"])
     plot_scores(samples, predictions or [], outputs["scores"])
     plot_calls(samples, calls, outputs["calls"])
     if log:
         log.info("report plots for %d samples written", len(samples))
+        for row in rows:
+            if row.get("cpu_jobs_given_a_gpu"):
+                log.warning("sample %s: %d embed jobs ran on the CPU although they had a GPU (embed.cpu_fallback: "
+                            "torch could not use it)", row["sample"], row["cpu_jobs_given_a_gpu"])

@@ -55,6 +55,18 @@ def _read_config(folder):
     return config
 
 
+def dnabert_s_width(folder):
+    """Features per sequence (the hidden size) of a DNABERT-S folder, checked for its three parts."""
+    config = _read_config(folder)
+    folder = Path(folder)
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelError(f"{folder}: no tokenizer.json; give the complete DNABERT-S folder (config.json, weights, "
+                         "tokenizer.json)")
+    if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        raise ModelError(f"{folder}: no model.safetensors or pytorch_model.bin; download the complete repository")
+    return int(config["hidden_size"])
+
+
 def _read_weights(folder):
     """State dict of model.safetensors (preferred) or pytorch_model.bin, read without running pickles."""
     folder = Path(folder)

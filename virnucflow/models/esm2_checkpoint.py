@@ -129,6 +129,7 @@ def _read_fair_esm(path):
     args = _field(cfg, "model") if cfg is not None else data.get("args")  # ESM-2 files: cfg["model"]
     hparams = {
         "num_layers": _number(args, "encoder_layers"),
+        "embed_dim": _number(args, "encoder_embed_dim"),
         "heads": _number(args, "encoder_attention_heads"),
         "token_dropout": _number(args, "token_dropout"),
         "layer_norm_eps": 1e-5,  # fair-esm's ESM1bLayerNorm is torch's LayerNorm at its default eps
@@ -202,6 +203,7 @@ def _read_hf(folder):
     num_layers = config.get("num_hidden_layers")
     hparams = {
         "num_layers": num_layers,
+        "embed_dim": config.get("hidden_size"),
         "heads": config.get("num_attention_heads"),
         # transformers' EsmConfig defaults, for a config.json that leaves them out
         "token_dropout": config.get("token_dropout", False),
@@ -260,18 +262,33 @@ def _hf_key(name):
 # --- building the model -----------------------------------------------------------------------
 
 
-def load_esm2_module(source, dtype=torch.float32):
-    """An ESM2 module (CPU, eval, weights in `dtype`, rotary frequencies in float32) with the
-    weights of `source`: a fair-esm .pt file or a Hugging Face folder."""
+def _read_checkpoint(source):
     source = Path(source)
     if source.is_dir():
         if not (source / "config.json").is_file():
             raise ModelError(f"{source}: no config.json; give a Hugging Face ESM-2 folder or a fair-esm .pt file")
-        checkpoint = _read_hf(source)
-    elif source.is_file():
-        checkpoint = _read_fair_esm(source)
-    else:
-        raise ModelError(f"{source}: ESM-2 model not found; give a fair-esm .pt file or a Hugging Face ESM-2 folder")
+        return _read_hf(source)
+    if source.is_file():
+        return _read_fair_esm(source)
+    raise ModelError(f"{source}: ESM-2 model not found; give a fair-esm .pt file or a Hugging Face ESM-2 folder")
+
+
+def esm2_width(source):
+    """Features per sequence (the hidden size) of an ESM-2 checkpoint, read without loading its weights
+    (a .pt file is memory-mapped and only its table of contents is read)."""
+    checkpoint = _read_checkpoint(source)
+    if isinstance(checkpoint.hparams.get("embed_dim"), int):
+        return checkpoint.hparams["embed_dim"]
+    for key, names, value in checkpoint.tensors:
+        if "embed_tokens.weight" in names and isinstance(value, torch.Tensor) and value.ndim == 2:
+            return int(value.shape[1])
+    raise ModelError(f"{checkpoint.where}: no embed_tokens.weight; the checkpoint is incomplete or not ESM-2")
+
+
+def load_esm2_module(source, dtype=torch.float32):
+    """An ESM2 module (CPU, eval, weights in `dtype`, rotary frequencies in float32) with the
+    weights of `source`: a fair-esm .pt file or a Hugging Face folder."""
+    checkpoint = _read_checkpoint(source)
     where, file_key, hparams = checkpoint.where, checkpoint.file_key, checkpoint.hparams
 
     state = {}

@@ -9,13 +9,11 @@ under HF_HUB_CACHE or HF_HOME), a fair-esm name in the torch hub cache. `downloa
 import hashlib
 import os
 import re
+import socket
 from pathlib import Path
-
-import torch
 
 from ..atomic import atomic_open
 from ..errors import ModelError
-from .esm2_checkpoint import hf_weight_files
 
 KINDS = ("dna", "protein")
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -45,25 +43,62 @@ def resolve_model(spec, kind=None):
     The revision goes into the output attributes: the snapshot commit of a Hugging Face cache
     entry, else `sha256:` and the first 12 hex digits of the weights' digest.
     """
+    path, commit = locate_model(spec, kind)
+    return path, commit or _local_revision(path)
+
+
+def locate_model(spec, kind=None):
+    """(local path, snapshot commit or None) of a model spec, without reading the weights: what the
+    checks at workflow start use. A ModelError naming the download command on a miss."""
     spec = str(spec)
     path = Path(spec).expanduser()
     if path.exists():
-        return path, _local_revision(path)
+        return path, _cache_commit(path)
+    if is_local_path(spec):
+        raise ModelError(f"model {spec!r}: no such file or folder; fix the path")
     if HF_ID.match(spec):
         found = _hf_snapshot(spec)
         if found:
             return found
         raise ModelError(_miss_message(spec, f"the local Hugging Face cache ({hf_hub_cache()})"))
-    if "/" not in spec and not spec.endswith((".pt", ".pth")) and kind != "dna":
+    if kind != "dna":
         hub = torch_hub_checkpoints() / f"{spec}.pt"
         if hub.is_file():
-            return hub, _local_revision(hub)
+            return hub, None
         found = _hf_snapshot(f"facebook/{spec}") if spec.startswith("esm") else None
         if found:
             return found
         raise ModelError(_miss_message(spec, f"the torch hub cache ({hub})"))
-    raise ModelError(f"model {spec!r}: no such file or folder; give a local path, a Hugging Face id "
-                     "(org/name) or a fair-esm name (esm2_t36_3B_UR50D)")
+    raise ModelError(f"model {spec!r}: no such folder and not a Hugging Face id (org/name); give the DNABERT-S "
+                     "folder or zhihan1996/DNABERT-S")
+
+
+def is_local_path(spec):
+    """True when a model spec can only mean a file or folder (an absolute or ./ path, a checkpoint file
+    name, or more than the two parts of a Hugging Face id), so the workflow treats it as an input file."""
+    spec = str(spec)
+    return (Path(spec).expanduser().exists() or spec.startswith(("/", "./", "../", "~"))
+            or spec.endswith((".pt", ".pth")) or spec.count("/") >= 2)
+
+
+def model_width(kind, spec):
+    """Features per sequence of the model a spec names (DNABERT-S 768, ESM-2 3B 2560), read from its
+    config or checkpoint table of contents, not its weights."""
+    path, _ = locate_model(spec, kind)
+    if kind == "dna":
+        from .dnabert_s_checkpoint import dnabert_s_width
+
+        return dnabert_s_width(path)
+    from .esm2_checkpoint import esm2_width
+
+    return esm2_width(path)
+
+
+def _cache_commit(path):
+    """The commit a folder inside a Hugging Face cache is named after, else None."""
+    if path.is_dir() and path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.name
+    return None
 
 
 def _hf_snapshot(repo_id):
@@ -88,6 +123,8 @@ def _hf_snapshot(repo_id):
 
 def _weight_files(folder):
     """Weight files of a folder in the Hugging Face layout (single or sharded), [] when incomplete."""
+    from .esm2_checkpoint import hf_weight_files
+
     try:
         return hf_weight_files(folder)
     except ModelError:
@@ -95,9 +132,6 @@ def _weight_files(folder):
 
 
 def _local_revision(path):
-    # A folder inside a Hugging Face cache is named after its commit.
-    if path.is_dir() and path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.name
     if path.is_file():
         files = [path]
     else:
@@ -157,11 +191,14 @@ def _miss_message(spec, where):
             "compute nodes or point the config at the downloaded folder")
 
 
-def load_encoder(kind, spec, device="cpu", dtype=torch.float32, layer=None, attention="auto"):
+def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="auto"):
     """The encoder of `kind` ('dna' = DNABERT-S, 'protein' = ESM-2) for a model spec, with
     `.revision` set (see resolve_model) and `.name` the spec as the user wrote it."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    import torch
+
+    dtype = dtype or torch.float32
     path, revision = resolve_model(spec, kind)
     if kind == "dna":
         if not path.is_dir():
@@ -179,21 +216,58 @@ def load_encoder(kind, spec, device="cpu", dtype=torch.float32, layer=None, atte
 
 def download_models(specs, log=None):
     """Download models into the local caches (needs internet: a login node): Hugging Face ids
-    into the hub cache, fair-esm names into the torch hub cache."""
+    into the hub cache, fair-esm names into the torch hub cache. Without a connection: one
+    ModelError naming the host, the cache it would have filled and how to bring a cache over."""
     for spec in specs:
         if "/" not in spec:
             target = torch_hub_checkpoints() / f"{spec}.pt"
             if not target.exists():
+                import torch
+
+                url = FAIR_ESM_URL.format(name=spec)
+                _check_reachable(url, target.parent)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(FAIR_ESM_URL.format(name=spec), str(target))
+                try:
+                    torch.hub.download_url_to_file(url, str(target))
+                except Exception as exc:  # noqa: BLE001 - URL, HTTP and socket errors alike
+                    raise _download_failed(url, target.parent, exc) from None
             if log:
                 log.info("%s -> %s", spec, target)
             continue
-        from huggingface_hub import list_repo_files, snapshot_download
+        from huggingface_hub import constants, list_repo_files, snapshot_download
 
-        files = list_repo_files(spec)
-        # One copy of the weights: safetensors when the repo has them (ESM-2 3B is 11 GB per format).
-        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
-        folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights], cache_dir=hf_hub_cache())
+        _check_reachable(constants.ENDPOINT, hf_hub_cache())
+        try:
+            files = list_repo_files(spec)
+            # One copy of the weights: safetensors when the repo has them (ESM-2 3B is 11 GB per format).
+            weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
+            folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights], cache_dir=hf_hub_cache())
+        except Exception as exc:  # noqa: BLE001 - HTTP, network and hub errors alike
+            raise _download_failed(f"{constants.ENDPOINT}/{spec}", hf_hub_cache(), exc) from None
         if log:
             log.info("%s -> %s", spec, folder)
+
+
+def _check_reachable(url, cache, timeout=10):
+    """Fail at once, in one line, when the host of `url` cannot be reached (no proxy configured):
+    the libraries would retry for half a minute and end in a long traceback."""
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return  # through a proxy: the download itself tells
+    host = urlsplit(url).hostname
+    port = urlsplit(url).port or 443
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise _download_failed(url, cache, exc, host=host) from None
+
+
+def _download_failed(url, cache, exc, host=None):
+    from urllib.parse import urlsplit
+
+    host = host or urlsplit(url).hostname
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return ModelError(f"cannot reach {host} ({reason}): this command downloads into {cache} and needs internet; "
+                      f"run it on a machine that has it (a login node), then copy that folder here (rsync -a "
+                      f"LOGIN-NODE:{cache}/ {cache}/) or point HF_HOME / TORCH_HOME at a shared copy")
