@@ -12,6 +12,10 @@ configfile: "config/config.yaml"
 report: "report/workflow.rst"
 
 
+# `--sdm apptainer`: the tested Python set with a CUDA build of torch (Dockerfile, apptainer/).
+container: "docker://ghcr.io/virnucflow/virnucflow:0.1.0"
+
+
 include: "rules/common.smk"
 include: "rules/prepare.smk"
 include: "rules/embed.smk"

@@ -12,6 +12,9 @@ from virnucflow.samples import read_sample_sheet
 
 validate(config, "../config/schema.yaml")
 
+# `--sdm conda`: envs/virnucflow.post-deploy.sh installs the package from here, wherever snakemake runs.
+os.environ.setdefault("VIRNUCFLOW_SOURCE", workflow.basedir)
+
 try:
     SAMPLES = read_sample_sheet(config["samples"])
 except VirnucflowError as error:

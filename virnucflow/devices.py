@@ -28,8 +28,8 @@ SCHEDULER_JOB_IDS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID")
 # Set by schedulers for a job that was given GPUs (SLURM --gpus/--gres, LSF -gpu, PBS ngpus).
 SCHEDULER_GPU_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "LSB_GPU_ALLOC_INFO",
                            "PBS_GPUFILE")
-CUDA_INSTALL = ("install a CUDA build of torch: `make setup-gpu` (see README, 'GPU setup'), or "
-                "`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128`")
+CUDA_INSTALL = ("install a CUDA build of torch: `make setup-gpu` (README, 'GPU setup'), or `pip uninstall torch` "
+                "then `pip install torch==2.13.0` from PyPI (CUDA 13) or from download.pytorch.org/whl/cuXXX")
 
 
 def precision_name(dtype):
