@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # `make slurm-test`: the demo workflow on a real single-node Slurm (Debian's slurmctld, slurmd,
-# munge), with a fake GPU, compared with a local run. Runs as root; safe to run twice.
+# munge) whose node declares four fake GPUs, compared with a local run. A poller records what
+# Slurm shows RUNNING every 0.3 s, so check.py can see embed jobs running at the same time on
+# distinct GPUs. Then a job that Slurm gives a GPU but whose torch is CPU-only must fail unless
+# --cpu-fallback. Runs as root; safe to run twice.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 python=${PYTHON:-$repo/.venv/bin/python}
 state=${SLURM_TEST_DIR:-/tmp/virnucflow-slurm}
 host=$(hostname -s)
-say() { printf '\n== %s\n' "$*"; }
+say() { printf '\n== [%d s] %s\n' "$SECONDS" "$*"; }
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   say "installing slurmctld slurmd slurm-client munge (Debian)"
@@ -27,7 +30,9 @@ stop_daemons() {
 }
 # Our slurm.conf must not outlive the daemons: with a configuration and no controller, every
 # snakemake start waits 10 s (snakemake-executor-plugin-slurm runs `scontrol show config` on import).
+poller= local_pid=
 unlink_config() {
+  for pid in $poller $local_pid; do kill "$pid" 2>/dev/null || true; done
   stop_daemons
   for name in slurm.conf gres.conf; do
     [ "$(readlink "/etc/slurm/$name" 2>/dev/null)" = "$state/$name" ] && rm -f "/etc/slurm/$name"
@@ -39,9 +44,13 @@ stop_daemons  # a previous run's daemons, if it was killed
 rm -rf "$state/ctld" "$state/spool" "$state/run"
 mkdir -p "$state/ctld" "$state/spool" "$state/run" /etc/slurm /run/munge /var/log/munge /var/lib/munge
 
-say "configuring a single-node Slurm on $host with one fake GPU"
+say "configuring a single-node Slurm on $host with four fake GPUs"
 sed -e "s|@HOST@|$host|g" -e "s|@STATE@|$state|g" "$repo/tests/slurm/slurm.conf.in" > "$state/slurm.conf"
-echo "NodeName=$host Name=gpu File=/dev/null" > "$state/gres.conf"
+# Slurm wants one character (or block) device per GPU and refuses the same file twice ("duplicate
+# device file name", slurmd exits); plain files are rejected too. Four distinct devices that every
+# Linux has stand in: Slurm numbers them 0-3 in this order and exports the index it hands a job
+# as CUDA_VISIBLE_DEVICES (no cgroups here, so indices are not renumbered per job).
+for dev in null zero full urandom; do echo "NodeName=$host Name=gpu File=/dev/$dev"; done > "$state/gres.conf"
 ln -sf "$state/slurm.conf" /etc/slurm/slurm.conf   # job steps (srun) read the default path
 ln -sf "$state/gres.conf" /etc/slurm/gres.conf
 [ -s /etc/munge/munge.key ] || { mkdir -p /etc/munge; dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null; }
@@ -64,10 +73,23 @@ for dir in "$work" "$local_run"; do
   cp -r "$repo"/{Snakefile,rules,scripts,config,envs,profiles,report,virnucflow} "$dir"/
 done
 
-say "demo workflow through the slurm executor"
-(cd "$work" && "$python" -m snakemake --profile profiles/slurm --configfile config/demo.yaml "$repo/tests/data/device_auto.yaml" \
-   --slurm-init-seconds-before-status-checks 2 --latency-wait 5 2>&1 | tee snakemake.log) || {
-  cat "$state/slurmctld.log" | tail -30; exit 1; }
+# The local run (the reference) runs meanwhile: the Slurm run spends much of its time waiting.
+say "local run of the same workflow, in the background (log: $local_run/snakemake.log)"
+(cd "$local_run" && exec "$python" -m snakemake --workflow-profile none --cores 2 \
+   --configfile config/demo.yaml "$repo/tests/slurm/config.yaml" > snakemake.log 2>&1) &
+local_pid=$!
+
+say "demo workflow through the slurm executor (Slurm's RUNNING jobs polled every 0.3 s)"
+# One line per poll: "<epoch seconds> <job id>:<comment> ..." (the plugin puts the rule in the comment).
+(while :; do
+   printf '%s %s\n' "$(date +%s.%N)" "$(squeue -h -t R -o '%i:%k' 2>/dev/null | paste -sd' ' || echo squeue-failed)"
+   sleep 0.3
+ done) > "$work/squeue_running.txt" &
+poller=$!
+(cd "$work" && "$python" -m snakemake --profile profiles/slurm --configfile config/demo.yaml "$repo/tests/slurm/config.yaml" \
+   --slurm-init-seconds-before-status-checks 2 --seconds-between-status-checks 2 --latency-wait 5 2>&1 | tee snakemake.log) || {
+  tail -30 "$state/slurmctld.log"; exit 1; }
+kill "$poller"; poller=
 say "sbatch submissions of the embed jobs"
 grep -E "submitted with SLURM jobid|Job .* has been submitted" "$work/snakemake.log" | head -50 || true
 
@@ -76,10 +98,22 @@ scontrol show job -o > "$work/scontrol.txt"
 grep -oE "Comment=rule_[a-z_]+|TresPerJob=[^ ]+|TresPerNode=[^ ]+" "$work/scontrol.txt" | paste -sd' ' \
   | sed 's/ Comment=/\nComment=/g' | sort | uniq -c
 
-say "local run of the same workflow"
-(cd "$local_run" && "$python" -m snakemake --workflow-profile none --cores 2 --resources gpu=1 \
-   --configfile config/demo.yaml "$repo/tests/data/device_auto.yaml" --quiet >/dev/null 2>&1)
+say "a job that Slurm gives a GPU, with a CPU-only torch: fails without --cpu-fallback, runs with it"
+shard=$(ls "$work"/work/*/shards/*.fna | head -1)
+for mode in strict fallback; do
+  flag=; [ "$mode" = fallback ] && flag=--cpu-fallback
+  (cd "$work" && srun --gpus=1 --cpus-per-task=1 --mem=2000 "$python" -m virnucflow embed "$shard" "$work/$mode.h5" \
+     --kind dna --model resources/demo_models/dnabert_s_tiny --device auto --threads 1 $flag) \
+     > /dev/null 2> "$work/$mode.stderr" && echo 0 > "$work/$mode.rc" || echo $? > "$work/$mode.rc"
+  echo "$mode (${flag:-no flag}): exit status $(cat "$work/$mode.rc")"
+  grep -E "error|WARNING" "$work/$mode.stderr" || true
+done
+
+say "waiting for the local run"
+wait "$local_pid" || { tail -30 "$local_run/snakemake.log"; exit 1; }
+local_pid=
 
 say "checks"
 "$python" "$repo/tests/slurm/check.py" "$work" "$local_run"
 rm -rf "$work" "$local_run"
+say "done"
