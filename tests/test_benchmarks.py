@@ -66,3 +66,10 @@ def test_e2e_and_scaling_benchmarks_run_the_workflow(tmp_path):
     assert {"prepare", "embed_dna", "embed_protein", "merge", "predict"} <= stages
     text = run_benchmark("scaling.py", "--reads", "300", "--workers", "2", out=tmp_path / "scaling.md")
     assert [row.split(" | ")[0] for row in table_rows(text)] == ["| 1", "| 2"]
+
+
+def test_preflight_benchmark(tmp_path):
+    text = run_benchmark("preflight.py", "--sizes-mb", "1", "10", "--gz-mb", "1", "--samples", "2", "4",
+                         out=tmp_path / "pf.md")
+    rows = table_rows(text)
+    assert len(rows) == 5 and rows[-1].startswith("| 4 |")
