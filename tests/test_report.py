@@ -111,7 +111,7 @@ def test_every_plot_and_the_summary_render(tmp_path, n_samples):
     assert {k: int(first[f"reads_{k}"]) for k in expected} == expected
     assert sum(expected.values()) == int(first["reads"])
     page = outputs["summary_html"].read_text()
-    assert page.count("<tr>") == n_samples + 1 and 'class="bad">partial' in page
+    assert page.split("</table>")[0].count("<tr>") == n_samples + 1 and 'class="bad">partial' in page
 
 
 def test_plots_render_without_a_classifier_and_without_benchmarks(tmp_path):
@@ -167,3 +167,19 @@ def test_an_empty_sample_still_renders(tmp_path):
     outputs = render(run, tmp_path / "out", benchmarks=False)
     for name in PLOTS:
         assert_png(outputs[name])
+
+
+def test_the_summary_page_names_the_models_and_the_software(tmp_path):
+    run = synthetic_run(tmp_path / "in", 2)
+    for stats in run["stats"]:
+        data = json.loads(stats.read_text())
+        data.update(model="zhihan1996/DNABERT-S" if data["kind"] == "dna" else "facebook/esm2_t36_3B_UR50D",
+                    model_revision="abc123" if data["kind"] == "dna" else "def456", device="cuda:0",
+                    device_name="NVIDIA H100", precision="bf16")
+        stats.write_text(json.dumps(data))
+    page = render(run, tmp_path / "out")["summary_html"].read_text()
+    assert "<td>DNABERT-S: zhihan1996/DNABERT-S</td><td>abc123</td>" in page
+    assert "<td>ESM-2: facebook/esm2_t36_3B_UR50D</td><td>def456</td>" in page
+    import torch
+
+    assert f"<td>torch</td><td>{torch.__version__.split('+')[0]}" in page and "<td>virnucflow</td>" in page

@@ -5,6 +5,7 @@ plot stays readable from 1 to a few hundred samples and says so in a note when i
 import csv
 import html
 import json
+import platform
 from pathlib import Path
 
 import matplotlib
@@ -162,9 +163,42 @@ def write_summary_tsv(rows, path):
         writer.writerows(rows)
 
 
-def write_summary_html(rows, path):
-    """The summary as a self-contained HTML table: the Snakemake report shows HTML inline (a TSV only
-    as a download)."""
+def software_versions():
+    """Versions of what computed the results, read in the job that writes the report (the jobs' environment)."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("virnucflow", "torch", "numpy", "h5py", "tokenizers", "safetensors", "huggingface_hub",
+                    "snakemake", "matplotlib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    try:
+        import torch
+
+        versions["CUDA (torch build)"] = torch.version.cuda or "none (CPU-only build)"
+    except ImportError:
+        pass
+    return versions
+
+
+def model_rows(embed_jobs):
+    """One row per model and revision the embed jobs used, with the devices and precisions they ran in."""
+    models = {}
+    for job in embed_jobs:
+        key = (job["kind"], job["model"], job["model_revision"])
+        entry = models.setdefault(key, {"jobs": 0, "devices": set(), "precisions": set()})
+        entry["jobs"] += 1
+        entry["devices"].add(job["device_name"] or job["device"])
+        entry["precisions"].add(job["precision"])
+    return [{"model": f"{MODELS.get(kind, (kind,))[0]}: {model}", "revision": revision, "embed jobs": entry["jobs"],
+             "devices": ", ".join(sorted(d for d in entry["devices"] if d)),
+             "precision": ", ".join(sorted(p for p in entry["precisions"] if p))}
+            for (kind, model, revision), entry in sorted(models.items(), key=lambda item: [str(v) for v in item[0]])]
+
+
+def _html_table(rows):
     columns = list(rows[0])
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
     body = []
@@ -177,12 +211,23 @@ def write_summary_html(rows, path):
             style = ' class="bad"' if bad else (' class="num"' if number else "")
             cells.append(f"<td{style}>{html.escape(_fmt(value) if number else str(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table>\n<tr>" + head + "</tr>\n" + "\n".join(body) + "\n</table>\n"
+
+
+def write_summary_html(rows, path, models=None, versions=None):
+    """The summary as a self-contained HTML page: the per-sample table, then the models and software
+    that made the results (the Snakemake report shows HTML inline, a TSV only as a download)."""
+    sections = [_html_table(rows)]
+    if models:
+        sections.append("<h3>Models</h3>\n" + _html_table(models))
+    if versions:
+        sections.append("<h3>Software</h3>\n" + _html_table([{"package": k, "version": v} for k, v in versions.items()]))
     page = (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>virnucflow summary</title><style>"
-        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin-bottom:12px}"
         "th,td{border:1px solid #ccc;padding:3px 7px}th{background:#f0f0f0}td.num{text-align:right}"
         "td.bad{color:#b30000;font-weight:bold}tr:nth-child(even){background:#fafafa}"
-        "</style></head><body>\n<table>\n<tr>" + head + "</tr>\n" + "\n".join(body) + "\n</table>\n</body></html>\n"
+        "</style></head><body>\n" + "\n".join(sections) + "</body></html>\n"
     )
     with atomic_open(path) as handle:
         handle.write(page)
@@ -397,7 +442,8 @@ def write_report_plots(samples, summaries, validations, embed_jobs, predictions,
     rows = summary_rows(samples, summaries, validations, calls, jobs)
     write_summary_tsv(rows, outputs["summary"])
     if outputs.get("summary_html"):
-        write_summary_html(rows, outputs["summary_html"])
+        write_summary_html(rows, outputs["summary_html"], model_rows([j for sample_jobs in jobs for j in sample_jobs]),
+                           software_versions())
     plot_counts(rows, outputs["counts"])
     plot_throughput([job for sample_jobs in jobs for job in sample_jobs], outputs["throughput"])
     plot_scores(samples, predictions or [], outputs["scores"])
