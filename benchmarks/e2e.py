@@ -42,7 +42,7 @@ def workflow_copy(root, reads, shard_residues, device="cpu", embed_threads=1, mo
     config = config.replace("shard_residues: 1500", f"shard_residues: {shard_residues}")
     config = config.replace("dna_token_budget: 4096", "dna_token_budget: 16384")
     config = config.replace("protein_token_budget: 4096", "protein_token_budget: 16384")
-    config = config.replace("chunk_rows: 100", "chunk_rows: 10000")
+    config = config.replace("buffer_rows: 100", "buffer_rows: 10000")
     config = config.replace("device: cpu", f"device: {device}")
     config = config.replace("precision: fp32", "precision: auto")
     config = config.replace("threads: 1", f"threads: {embed_threads}")

@@ -19,8 +19,8 @@ rule merge:
         "../envs/virnucflow.yaml"
     threads: 1
     params:
-        chunk_rows=config["merge"]["chunk_rows"],
-        allow_missing=config["allow_missing"],
+        buffer_rows=config["merge"]["buffer_rows"],
+        allow_missing=config["merge"]["allow_missing"],
         chunk_length=config["chunk_length"],
         compat=config["compat"],
     script:
