@@ -4,8 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
+from helpers import write_embeddings
+from virnucflow.embeddings import EmbeddingWriter, open_embeddings
 from virnucflow.errors import InputError
-from virnucflow.shards import EmbeddingWriter, open_embeddings, write_embeddings
 
 
 def test_round_trip_keeps_ids_rows_and_attributes(tmp_path):
@@ -81,3 +82,10 @@ def test_a_sample_without_frames_gets_a_width_zero_file(tmp_path):
         pass
     with open_embeddings(tmp_path / "none.h5") as shard:
         assert shard.embeddings.shape == (0, 0) and shard.read_ids() == []
+
+
+def test_a_writer_that_fails_to_start_leaves_nothing(tmp_path):
+    with pytest.raises(TypeError) as error:
+        EmbeddingWriter(tmp_path / "bad.h5", dim=2, attrs={"model": object()})  # not storable in HDF5
+    # Still nothing while the error (and its traceback) is alive, not only once it is collected.
+    assert error.value is not None and list(tmp_path.iterdir()) == []
