@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "prepare.md"
 OURS = (
     "import sys; sys.path.insert(0, {repo!r}); from virnucflow.prepare import prepare_sample; "
-    "prepare_sample(sys.argv[1], sys.argv[2], sample='bench', chunk_length=500, compat={compat!r})"
+    "prepare_sample(sys.argv[1], sys.argv[2], sample='bench', chunk_length=500, compat={compat!r}, "
+    "shard_residues=10_000_000)"
 )
 SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from virnucflow.jobs import job
 from virnucflow.prepare import prepare_sample
 
-with job("prepare", snakemake.log[0]) as log:
+with job("prepare", snakemake.log[0]):
     prepare_sample(
         snakemake.input.fasta,
         Path(snakemake.output.frames).parent,
@@ -12,5 +12,4 @@ with job("prepare", snakemake.log[0]) as log:
         chunk_length=snakemake.params.chunk_length,
         compat=snakemake.params.compat,
         shard_residues=snakemake.params.shard_residues,
-        log=log,
     )

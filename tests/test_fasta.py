@@ -6,8 +6,9 @@ import random
 
 import pytest
 
+from helpers import read_fasta
 from virnucflow.errors import InputError
-from virnucflow.fasta import read_batches, read_fasta
+from virnucflow.fasta import read_batches
 
 
 def write(tmp_path, name, content):

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import chunk_records, chunk_starts, run_prepare, six_frames
 from virnucflow import prepare
-from virnucflow.frames import chunk_layout, chunk_starts, six_frames
-from virnucflow.prepare import chunk_records, prepare_sample
+from virnucflow.frames import chunk_layout
 
 # --- a slow, obviously-correct reading of the rules in virnucpro.md, to compare the fast code with ---
 CODE = {a + b + c: "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"[16 * i + 4 * j + k]
@@ -81,7 +81,7 @@ def test_reference_chunks_and_frames_are_byte_identical(reference_dir, tmp_path)
         expected_chunks = fasta_records(folder / "chunked500.fa")
         assert list(chunk_records(folder / "input.fa", 500)) == expected_chunks, folder.name
         out = tmp_path / folder.name
-        summary = prepare_sample(folder / "input.fa", out, sample=folder.name, chunk_length=500)
+        summary = run_prepare(folder / "input.fa", out, sample=folder.name, chunk_length=500)
         for ours, theirs in (("00000.fna", "identified_nucleotide.fa"), ("00000.faa", "identified_protein.faa")):
             expected = (folder / theirs).read_bytes() if (folder / theirs).exists() else b""
             assert (out / "shards" / ours).read_bytes() == expected, (folder.name, theirs)
@@ -95,7 +95,7 @@ def test_multi_chunk_reads_equal_the_original_code(tmp_path, cs):
     """Vectors made by running the original's own functions (tests/data/virnucpro_original/README.md)."""
     vectors = Path(__file__).parent / "data" / "virnucpro_original"
     assert list(chunk_records(vectors / "input.fa.gz", cs)) == fasta_records(vectors / f"chunked{cs}.fa.gz")
-    summary = prepare_sample(vectors / "input.fa.gz", tmp_path, sample="s", chunk_length=cs, batch_bytes=30000)
+    summary = run_prepare(vectors / "input.fa.gz", tmp_path, sample="s", chunk_length=cs, batch_bytes=30000)
     nucleotides = read_text(vectors / f"identified{cs}_nucleotide.fa.gz")
     assert (tmp_path / "shards/00000.faa").read_text() == read_text(vectors / f"identified{cs}_protein.faa.gz")
     assert (tmp_path / "shards/00000.fna").read_text() == nucleotides
@@ -213,7 +213,7 @@ def test_random_reads_match_the_rules_through_the_whole_stage(tmp_path, compat, 
                             for i, s in reads))
     out = tmp_path / "out"
     # small batches: many batches, reads cut across block edges
-    prepare_sample(path, out, sample="s", chunk_length=cs, compat=compat, shard_residues=5000, batch_bytes=20000)
+    run_prepare(path, out, sample="s", chunk_length=cs, compat=compat, shard_residues=5000, batch_bytes=20000)
 
     expected_rows, expected_reads = [], []
     for read_id, seq in reads:
@@ -247,9 +247,9 @@ def test_a_read_longer_than_a_translation_group_gives_the_same_frames(tmp_path, 
     seq = "".join(rng.choice(sense) for _ in range(20000))  # 60 kbp, coding: many frames
     path = tmp_path / "long.fa"
     path.write_text(f">long\n{seq}\n>short\nATGGCC\n")
-    prepare_sample(path, tmp_path / "whole", sample="s")
+    run_prepare(path, tmp_path / "whole", sample="s")
     monkeypatch.setattr(prepare, "GROUP_BASES", 1000)  # translate 2-3 chunks at a time
-    prepare_sample(path, tmp_path / "groups", sample="s")
+    run_prepare(path, tmp_path / "groups", sample="s")
     for name in ("frames.tsv", "reads.tsv", "shards/00000.fna", "shards/00000.faa"):
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "groups" / name).read_bytes()
     assert len(tsv(tmp_path / "whole" / "frames.tsv")) >= 120

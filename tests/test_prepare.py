@@ -8,10 +8,11 @@ import random
 
 import pytest
 
+from helpers import run_prepare
 from virnucflow import prepare
 from virnucflow.errors import InputError
-from virnucflow.prepare import FRAMES_HEADER, READS_HEADER, prepare_sample
 from virnucflow.synthetic import synthetic_reads, write_fasta
+from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
 
 def tsv(path):
@@ -34,7 +35,7 @@ def reads_fa(tmp_path):
 
 def test_outputs_account_for_every_read_chunk_and_frame(tmp_path, reads_fa):
     out = tmp_path / "work"
-    summary = prepare_sample(reads_fa, out, sample="s", chunk_length=500, shard_residues=3000)
+    summary = run_prepare(reads_fa, out, sample="s", chunk_length=500, shard_residues=3000)
     assert (out / "frames.tsv").read_text().startswith(FRAMES_HEADER)
     assert (out / "reads.tsv").read_text().startswith(READS_HEADER)
     frames = tsv(out / "frames.tsv")
@@ -54,7 +55,7 @@ def test_outputs_account_for_every_read_chunk_and_frame(tmp_path, reads_fa):
 
 def test_shards_are_contiguous_runs_cut_once_they_reach_the_residue_budget(tmp_path, reads_fa):
     out = tmp_path / "work"
-    summary = prepare_sample(reads_fa, out, sample="s", shard_residues=3000)
+    summary = run_prepare(reads_fa, out, sample="s", shard_residues=3000)
     frames = tsv(out / "frames.tsv")
     assert sorted(p.name for p in (out / "shards").iterdir()) == [
         f"{i:05d}.{ext}" for i in range(summary["shards"]) for ext in ("faa", "fna")]
@@ -81,7 +82,7 @@ def test_coordinates_point_at_the_frame_on_the_read(tmp_path):
     path.write_text(f">r1 description\n{seq.lower()}\n")
     for compat in ("virnucpro", "fixed"):
         out = tmp_path / compat
-        prepare_sample(path, out, sample="s", compat=compat)
+        run_prepare(path, out, sample="s", compat=compat)
         comp = str.maketrans("ACGT", "TGCA")
         nucleotides = dict(fasta_records(out / "shards/00000.fna"))
         frames = tsv(out / "frames.tsv")
@@ -98,7 +99,7 @@ def test_coordinates_point_at_the_frame_on_the_read(tmp_path):
 def test_no_surviving_frame_gives_one_empty_shard_pair(tmp_path):
     path = tmp_path / "stops.fa"
     path.write_text(">r1\n" + "CTAG" * 100 + "\n")  # period 4: TAG in every frame, both strands
-    summary = prepare_sample(path, tmp_path / "w", sample="s")
+    summary = run_prepare(path, tmp_path / "w", sample="s")
     assert summary["frames"] == 0 and summary["chunks_without_frames"] == 1 and summary["shards"] == 1
     assert sorted(p.name for p in (tmp_path / "w/shards").iterdir()) == ["00000.faa", "00000.fna"]
     assert (tmp_path / "w/shards/00000.faa").read_text() == (tmp_path / "w/shards/00000.fna").read_text() == ""
@@ -129,7 +130,7 @@ def test_bad_input_is_one_clear_error_and_leaves_nothing(tmp_path, case):
     path.write_bytes(content)
     out = tmp_path / "w"
     with pytest.raises(InputError) as error:
-        prepare_sample(path, out, sample="s", batch_bytes=64)
+        run_prepare(path, out, sample="s", batch_bytes=64)
     text = str(error.value)
     assert "\n" not in text and str(path) in text and message in text
     assert not out.exists()
@@ -138,29 +139,28 @@ def test_bad_input_is_one_clear_error_and_leaves_nothing(tmp_path, case):
 
 def test_a_late_error_leaves_an_earlier_result_untouched(tmp_path, reads_fa):
     out = tmp_path / "w"
-    prepare_sample(reads_fa, out, sample="s")
+    run_prepare(reads_fa, out, sample="s")
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = tmp_path / "bad.fa"
     bad.write_bytes(b"".join(b">r%d\nACGT\n" % i for i in range(5000)) + b">r1\nACGT\n")  # duplicate at the end
     with pytest.raises(InputError, match="records 2 and 5001"):
-        prepare_sample(bad, out, sample="s", batch_bytes=1000)
+        run_prepare(bad, out, sample="s", batch_bytes=1000)
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fa", "reads.fa.gz", "w"]
 
 
 def test_a_rerun_replaces_every_output_including_old_shards(tmp_path, reads_fa):
     out = tmp_path / "w"
-    first = prepare_sample(reads_fa, out, sample="s", shard_residues=1000)
-    second = prepare_sample(reads_fa, out, sample="s", shard_residues=10**9)
+    first = run_prepare(reads_fa, out, sample="s", shard_residues=1000)
+    second = run_prepare(reads_fa, out, sample="s", shard_residues=10**9)
     assert first["shards"] > 1 and second["shards"] == 1
     assert sorted(p.name for p in (out / "shards").iterdir()) == ["00000.faa", "00000.fna"]
 
 
 def test_progress_is_logged_with_rates(tmp_path, reads_fa, monkeypatch, caplog):
     monkeypatch.setattr(prepare, "REPORT_SECONDS", 0)
-    log = logging.getLogger("test.prepare")
-    with caplog.at_level(logging.INFO, logger="test.prepare"):
-        prepare_sample(reads_fa, tmp_path / "w", sample="s", log=log, batch_bytes=20000)
+    with caplog.at_level(logging.INFO, logger="virnucflow"):
+        run_prepare(reads_fa, tmp_path / "w", sample="s", batch_bytes=20000)
     progress = [r.getMessage() for r in caplog.records if "reads/s" in r.getMessage()]
     assert len(progress) > 2 and all("MB/s of FASTA" in line for line in progress)
 
@@ -169,5 +169,5 @@ def test_lower_case_n_and_gzip_are_legal(tmp_path):
     path = tmp_path / "ok.fa.gz"
     with gzip.open(path, "wt") as handle:
         handle.write(">r1\nacgtnnatggcc\nRYKMSWBDHVU\n")
-    summary = prepare_sample(path, tmp_path / "w", sample="s")
+    summary = run_prepare(path, tmp_path / "w", sample="s")
     assert summary["reads"] == 1 and summary["bases"] == 23

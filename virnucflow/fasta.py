@@ -140,15 +140,6 @@ def read_batches(path, block_bytes=BLOCK_BYTES, check_unique=True):
         _check_unique(path, hashes, block_bytes)
 
 
-def read_fasta(path):
-    """Yield (read_id, sequence) as str for every checked record."""
-    for batch in read_batches(path):
-        ends = np.cumsum(batch.lengths).tolist()
-        text = batch.sequence.decode("ascii")
-        for read_id, start, end in zip(batch.ids, [0] + ends[:-1], ends):
-            yield read_id.decode(), text[start:end]
-
-
 def _parse(path, text, first):
     """Split a text of whole records into ids and sequences, checking each record.
 

@@ -15,8 +15,6 @@ frames without a stop, usually a minority, are spelled out: each is every third 
 bytes slice) put through a 256-byte codon table with one C-level `bytes.translate`.
 """
 
-import math
-
 import numpy as np
 
 COMPAT_MODES = ("virnucpro", "fixed")
@@ -64,29 +62,14 @@ _NOT_ACGT[list(b"ACGTacgt")] = False
 _REVERSE = bytes.maketrans(b"ACGTacgtbdefhijklmnopqrsuvwxyz", b"TGCATGCABDEFHIJKLMNOPQRSUVWXYZ")
 
 
-def chunk_starts(length, chunk_length, compat="virnucpro"):
-    """Start positions of the chunks of a read of `length` bp (each chunk is seq[start:start+cs])."""
-    if length <= 0:
-        raise ValueError("a read of length 0 has no chunks")
-    n = math.ceil(length / chunk_length)
-    if compat == "fixed":
-        if n == 1:
-            return [0]
-        # n full chunks, the first at 0 and the last ending at the read's end, spread evenly.
-        return [(i * (length - chunk_length)) // (n - 1) for i in range(n)]
-    # VirNucPro: the overlap R is split over n steps, so only n - 1 of them are used (the quirk).
-    overlap = n * chunk_length - length
-    lower = int(overlap / n)
-    need = overlap - (n - 1) * lower
-    steps = [lower + 1] * need + [lower] * (n - 1 - need) + [0]
-    return [i * chunk_length - sum(steps[:i]) for i in range(n)]
+def chunk_layout(lengths, chunk_length, compat):
+    """(read index, start) of every chunk of reads of `lengths` bp, reads in order (each chunk is
+    seq[start:start + chunk_length]).
 
-
-def chunk_layout(lengths, chunk_length, compat="virnucpro"):
-    """`chunk_starts` for many reads at once: (read index, start) of every chunk, reads in order.
-
-    VirNucPro's steps are [lower + 1] * need + [lower] * (n - 1 - need) + [0], so the shift before
-    chunk i is (lower + 1) * min(i, need) + lower * max(0, i - need).
+    VirNucPro's overlap R = n * chunk_length - length is split over n steps, so only n - 1 of them
+    are used (the quirk) and the last chunk is often short. Its steps are
+    [lower + 1] * need + [lower] * (n - 1 - need) + [0], so the shift before chunk i is
+    (lower + 1) * min(i, need) + lower * max(0, i - need). `fixed` spreads n full chunks evenly.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(lengths) and lengths.min() <= 0:
@@ -163,7 +146,7 @@ def _phase_stops(stops, offsets, lengths):
     return out
 
 
-def find_frames(sequence, offsets, lengths, compat="virnucpro"):
+def find_frames(sequence, offsets, lengths, compat):
     """The surviving frames of the chunks sequence[offsets[i] : offsets[i] + lengths[i]], in output
     order (chunks in order, then F1, F2, F3, R1, R2, R3), as lists:
     (chunk, frame 0..5, start, end, protein, nucleotide); start/end are the half-open coordinates of
@@ -221,10 +204,3 @@ def find_frames(sequence, offsets, lengths, compat="virnucpro"):
                              for x, y in zip(a[order[1]].tolist(), b[order[1]].tolist())]
     return (chunk_of.tolist(), frame_of.tolist(), start.tolist(), end.tolist(), proteins.tolist(),
             nucleotides.tolist())
-
-
-def six_frames(chunk, compat="virnucpro"):
-    """The surviving frames of one chunk (str or bytes): [(name, protein, nucleotide)] as str."""
-    data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-    _, frames, _, _, proteins, nucleotides = find_frames(data, [0], [len(data)], compat)
-    return [(FRAME_NAMES[f], p.decode(), n.decode()) for f, p, n in zip(frames, proteins, nucleotides)]
