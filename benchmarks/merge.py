@@ -27,8 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virnucflow.prepare import FRAMES_HEADER  # noqa: E402
-from virnucflow.shards import EmbeddingWriter, open_embeddings  # noqa: E402
+from virnucflow.embeddings import EmbeddingWriter, open_embeddings  # noqa: E402
+from virnucflow.workfiles import FRAMES_HEADER  # noqa: E402
 
 DIMS = {"dna": 768, "protein": 2560}
 POOL = 4096  # distinct random rows per model; each written row also carries its frame number
@@ -37,11 +37,11 @@ MERGE = """
 import glob, sys
 sys.path.insert(0, {repo!r})
 from virnucflow.merge import merge_sample
-folder, out, chunk_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+folder, out, buffer_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 merge_sample(folder + "/frames.tsv", sorted(glob.glob(folder + "/*.dna.h5")),
              sorted(glob.glob(folder + "/*.protein.h5")), out + "/embeddings.h5",
              validation_json=out + "/validation.json", missing_ids_txt=out + "/missing_ids.txt",
-             chunk_rows=chunk_rows)
+             buffer_rows=buffer_rows, allow_missing=False, chunk_length=500, compat="virnucpro")
 """
 
 
@@ -96,7 +96,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--shards", type=int, default=20)
-    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    parser.add_argument("--buffer-rows", type=int, default=10_000, help="merge.buffer_rows")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of cp and merge; the best of each")
     parser.add_argument("--shuffle", action="store_true",
                         help="rows in random order within each shard (the embed jobs write shard order)")
@@ -129,7 +129,7 @@ def main():
                 out.mkdir()
                 subprocess.run(["sync"], check=True)
                 seconds, peak, cpu_s = timed(["sh", "-c", f"{sys.executable} {folder}/merge.py {folder} {out} "
-                                              f"{args.chunk_rows} && sync"])
+                                              f"{args.buffer_rows} && sync"])
                 check_result(out / "embeddings.h5", rows)
                 shutil.rmtree(out)
                 merge_s, rss, cpu = min(merge_s, seconds), max(rss, peak), min(cpu, cpu_s)
@@ -144,7 +144,7 @@ def main():
         f"{' --shuffle' if args.shuffle else ''}`", "",
         f"{args.shards} shard pairs of 768 + 2560 float32 columns (rows "
         f"{'shuffled within each shard' if args.shuffle else 'in shard order, as the embed jobs write them'}); "
-        f"chunk_rows {args.chunk_rows}; both timings end in `sync`; MB/s are shard bytes per second; best of "
+        f"merge.buffer_rows {args.buffer_rows}; both timings end in `sync`; MB/s are shard bytes per second; best of "
         f"{args.repeat} interleaved runs. CPU: the merge's user + system seconds (least); RSS: its peak (most).", "",
         "| rows | GB | cp MB/s | merge MB/s | merge / cp | merge CPU s | merge peak RSS MB |",
         "|---:|---:|---:|---:|---:|---:|---:|",

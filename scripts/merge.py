@@ -2,7 +2,7 @@
 from virnucflow.jobs import job
 from virnucflow.merge import merge_sample
 
-with job("merge", snakemake.log[0]) as log:
+with job("merge", snakemake.log[0]):
     merge_sample(
         snakemake.input.frames,
         list(snakemake.input.dna),
@@ -10,8 +10,8 @@ with job("merge", snakemake.log[0]) as log:
         snakemake.output.h5,
         validation_json=snakemake.output.validation,
         missing_ids_txt=snakemake.output.missing,
-        chunk_rows=snakemake.params.chunk_rows,
+        buffer_rows=snakemake.params.buffer_rows,
         allow_missing=snakemake.params.allow_missing,
-        attrs={"chunk_length": snakemake.params.chunk_length, "compat": snakemake.params.compat},
-        log=log,
+        chunk_length=snakemake.params.chunk_length,
+        compat=snakemake.params.compat,
     )

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_embeddings
 from virnucflow import __version__
+from virnucflow.embeddings import EmbeddingWriter, open_embeddings
 from virnucflow.errors import InputError, ValidationError
-from virnucflow.merge import export_virnucpro_pt, merge_sample
-from virnucflow.prepare import FRAMES_HEADER
-from virnucflow.shards import EmbeddingWriter, open_embeddings, write_embeddings
+from virnucflow.merge import merge_sample
+from virnucflow.virnucpro_pt import export_virnucpro_pt
+from virnucflow.workfiles import FRAMES_HEADER
 
 DNA_DIM, PROTEIN_DIM = 4, 6
 
@@ -55,9 +57,9 @@ def make_sample(folder, shards, seed=0, shuffle=False):
 
 
 def merge(folder, dna, protein, **kwargs):
+    options = {"buffer_rows": 3, "allow_missing": False, "chunk_length": 500, "compat": "virnucpro", **kwargs}
     return merge_sample(folder / "frames.tsv", dna, protein, folder / "out.h5",
-                        validation_json=folder / "validation.json", missing_ids_txt=folder / "missing.txt",
-                        **{"chunk_rows": 3, **kwargs})
+                        validation_json=folder / "validation.json", missing_ids_txt=folder / "missing.txt", **options)
 
 
 def read_result(folder):
@@ -101,7 +103,7 @@ def test_reference_merged_features_are_reproduced_exactly(tmp_path, reference_di
         write_shard(dna[-1], dna_ids, [dna_of[s] for s in dna_ids], "dna", model="zhihan1996/DNABERT-S")
         write_shard(protein[-1], protein_ids, [esm_of[s] for s in protein_ids], "protein", model="esm2_t36_3B_UR50D")
 
-    report = merge(tmp_path, dna, protein, chunk_rows=3, attrs={"compat": "virnucpro", "chunk_length": 500})
+    report = merge(tmp_path, dna, protein, buffer_rows=3, compat="virnucpro", chunk_length=500)
 
     out_ids, rows, attrs = read_result(tmp_path)
     assert out_ids == merged["ids"]
@@ -122,7 +124,7 @@ def test_rows_follow_frames_tsv_whatever_the_order_in_the_shards(tmp_path):
     shards = {0: [f"r{i}_chunk_1F1" for i in range(7)], 1: [], 2: [f"r{i}_chunk_1R2" for i in range(7, 12)],
               3: ["r12_chunk_1F3"]}
     dna, protein, truth = make_sample(tmp_path, shards, shuffle=True)
-    report = merge(tmp_path, dna, protein, chunk_rows=4)  # blocks that span shards
+    report = merge(tmp_path, dna, protein, buffer_rows=4)  # blocks that span shards
     ids, rows, attrs = read_result(tmp_path)
     assert ids == shards[0] + shards[2] + shards[3]
     assert np.array_equal(rows, np.stack([truth[s] for s in ids]))
@@ -134,7 +136,7 @@ def test_rows_follow_frames_tsv_whatever_the_order_in_the_shards(tmp_path):
 
 def test_checksums_in_the_result_verify_its_ids_and_rows(tmp_path):
     dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1F1"], 1: ["é_chunk_1R1"]})
-    merge(tmp_path, dna, protein, chunk_rows=2)
+    merge(tmp_path, dna, protein, buffer_rows=2)
     ids, rows, attrs = read_result(tmp_path)
     assert attrs["ids_sha256"] == hashlib.sha256("".join(f"{s}\n" for s in ids).encode()).hexdigest()
     assert attrs["embeddings_crc32"] == zlib.crc32(rows.astype("<f4").tobytes())
@@ -198,7 +200,7 @@ def test_allow_missing_merges_what_exists_and_lists_the_rest(tmp_path, caplog):
     expected = {0: shards[0][:2] + ["gone_chunk_1F1"] + shards[0][2:], 1: shards[1], 2: ["noshard_chunk_1R1"]}
     write_frames(tmp_path / "frames.tsv", expected)  # shard 2 has no files at all
     with caplog.at_level(logging.INFO):
-        report = merge(tmp_path, dna, protein, allow_missing=True, log=logging.getLogger("merge"))
+        report = merge(tmp_path, dna, protein, allow_missing=True)
     assert (tmp_path / "missing.txt").read_text() == "gone_chunk_1F1\nnoshard_chunk_1R1\n"
     assert report["missing"] == 2 and report["present"] == 6 and report["expected"] == 8
     assert report["allow_missing"] and not report["ok"]
@@ -244,9 +246,9 @@ def test_an_id_in_the_wrong_shard_is_an_error_not_a_silent_row(tmp_path):
 
 def test_ids_outside_their_shard_are_placed_however_many_there_are(tmp_path, monkeypatch):
     """Stray ids are checked against frames.tsv in batches, so that memory stays bounded."""
-    import virnucflow.merge
+    import virnucflow.validation
 
-    monkeypatch.setattr(virnucflow.merge, "STRAY_BATCH", 2)
+    monkeypatch.setattr(virnucflow.validation, "STRAY_BATCH", 2)
     shards = {i: [f"r{i}_chunk_1F1", f"x{i}a_chunk_1F1", f"x{i}b_chunk_1F1"] for i in range(4)}
     dna, protein, _ = make_sample(tmp_path, shards)
     write_frames(tmp_path / "frames.tsv", {i: own[:1] for i, own in shards.items()})
@@ -271,7 +273,7 @@ def test_models_disagreeing_on_ids_name_both_files(tmp_path):
 def test_extra_ids_only_warn_and_are_counted(tmp_path, caplog):
     dna, protein, truth = make_sample(tmp_path, {0: ["a_chunk_1F1", "extra_chunk_1F1", "b_chunk_1F1"]})
     write_frames(tmp_path / "frames.tsv", {0: ["a_chunk_1F1", "b_chunk_1F1"]})
-    report = merge(tmp_path, dna, protein, log=logging.getLogger("merge"))
+    report = merge(tmp_path, dna, protein)
     assert report["ok"] and report["extra"] == 1 and report["extra_first"] == ["extra_chunk_1F1"]
     assert "1 ids in the shards are not in frames.tsv" in caplog.text
     assert read_result(tmp_path)[0] == ["a_chunk_1F1", "b_chunk_1F1"]

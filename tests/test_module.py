@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO, copy_workflow
-from virnucflow.shards import open_embeddings
+from virnucflow.embeddings import open_embeddings
 
 
 def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path, demo_models_dir):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import run_snakemake
-from virnucflow.shards import open_embeddings, write_embeddings
+from helpers import write_embeddings
+from virnucflow.embeddings import open_embeddings
 
 
 def read_tsv(path):
