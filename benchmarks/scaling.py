@@ -24,8 +24,7 @@ from e2e import REPO, workflow_copy
 
 sys.path.insert(0, str(REPO))
 
-from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s  # noqa: E402
-from virnucflow.models.esm2_checkpoint import write_random_esm2  # noqa: E402
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
 
 
 def snakemake(root, targets, cores, gpus):

@@ -26,6 +26,7 @@ rule embed_dna:
         token_budget=config["embed"]["dna_token_budget"],
         on_error=config["embed"]["on_error"],
         cpu_fallback=config["embed"]["cpu_fallback"],
+        layer=None,  # DNABERT-S is pooled from its last layer
     script:
         "../scripts/embed.py"
 

@@ -2,7 +2,7 @@
 from virnucflow.embed import embed_shard
 from virnucflow.jobs import job
 
-with job(snakemake.rule, snakemake.log[0]) as log:
+with job(f"embed_{snakemake.params.kind}", snakemake.log[0]):
     embed_shard(
         snakemake.input.fasta,
         snakemake.output.h5,
@@ -12,9 +12,8 @@ with job(snakemake.rule, snakemake.log[0]) as log:
         precision=snakemake.params.precision,
         token_budget=snakemake.params.token_budget,
         on_error=snakemake.params.on_error,
-        layer=snakemake.params.get("layer"),
+        layer=snakemake.params.layer,
         threads=snakemake.threads,
         cpu_fallback=snakemake.params.cpu_fallback,
         stats_json=snakemake.output.stats,
-        log=log,
     )

@@ -1,7 +1,6 @@
 """Embed jobs on the tiny real models: input order, batching, out-of-memory splits, skips, resume."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.embed import embed_shard, finished_batches, make_batches, read_shard_fasta
+from helpers import embed_options, finished_batches, kill_when
+from virnucflow.embed import embed_shard, make_batches
+from virnucflow.embeddings import open_embeddings
 from virnucflow.errors import InputError
-from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s
-from virnucflow.models.esm2_checkpoint import write_random_esm2
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 from virnucflow.models.resolve import load_encoder
-from virnucflow.shards import open_embeddings
 from virnucflow.synthetic import synthetic_reads
+from virnucflow.workfiles import read_shard_fasta
 
 REPO = Path(__file__).resolve().parents[1]
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def embed(fasta, out, *, kind, **options):
+    """embed_shard as a workflow job with the default config runs it, on the CPU unless told otherwise."""
+    return embed_shard(fasta, out, **embed_options(kind, **{"device": "cpu", **options}))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +55,7 @@ def contents(path):
 @pytest.mark.parametrize("kind, ext", [("dna", "fna"), ("protein", "faa")])
 def test_rows_in_input_order_equal_one_at_a_time(models, shard, kind, ext):
     out = shard / f"s.{kind}.h5"
-    stats = embed_shard(shard / f"s.{ext}", out, kind=kind, model=models[kind], device="cpu", token_budget=2000,
+    stats = embed(shard / f"s.{ext}", out, kind=kind, model=models[kind], device="cpu", token_budget=2000,
                         stats_json=shard / "stats.json")
     ids, seqs = read_shard_fasta(shard / f"s.{ext}")
     encoder = load_encoder(kind, models[kind])
@@ -82,7 +87,7 @@ def test_batches_respect_the_token_budget():
 
 def test_an_empty_shard_gives_zero_rows_of_the_model_width(models, tmp_path):
     (tmp_path / "empty.faa").write_text("")
-    embed_shard(tmp_path / "empty.faa", tmp_path / "e.h5", kind="protein", model=models["protein"], device="cpu")
+    embed(tmp_path / "empty.faa", tmp_path / "e.h5", kind="protein", model=models["protein"], device="cpu")
     with open_embeddings(tmp_path / "e.h5") as result:
         assert result.embeddings.shape == (0, 32) and len(result) == 0
 
@@ -90,7 +95,7 @@ def test_an_empty_shard_gives_zero_rows_of_the_model_width(models, tmp_path):
 def test_a_damaged_shard_names_the_record(models, tmp_path):
     (tmp_path / "bad.faa").write_text(">a\nMKV\n>b\n\n>c\nMK\n")
     with pytest.raises(InputError, match=r"bad.faa, record 2 \(b\): empty id or sequence"):
-        embed_shard(tmp_path / "bad.faa", tmp_path / "b.h5", kind="protein", model=models["protein"], device="cpu")
+        embed(tmp_path / "bad.faa", tmp_path / "b.h5", kind="protein", model=models["protein"], device="cpu")
 
 
 class OutOfMemoryAbove:
@@ -127,10 +132,10 @@ def _patch_encoder(monkeypatch, **limits):
 
 
 def test_out_of_memory_batches_are_split_and_give_the_same_rows(models, shard, monkeypatch):
-    embed_shard(shard / "s.faa", shard / "plain.h5", kind="protein", model=models["protein"], device="cpu",
+    embed(shard / "s.faa", shard / "plain.h5", kind="protein", model=models["protein"], device="cpu",
                 token_budget=1200)
     wrappers = _patch_encoder(monkeypatch, max_padded=300)
-    stats = embed_shard(shard / "s.faa", shard / "split.h5", kind="protein", model=models["protein"],
+    stats = embed(shard / "s.faa", shard / "split.h5", kind="protein", model=models["protein"],
                         device="cpu", token_budget=1200)
     calls, failed = wrappers[0].calls, wrappers[0].failed
     assert failed and stats["oom_splits"] > 0 and all(c <= 300 for c in calls if c not in failed)
@@ -142,13 +147,13 @@ def test_out_of_memory_batches_are_split_and_give_the_same_rows(models, shard, m
 
 
 def test_a_sequence_too_large_alone_fails_or_is_skipped(models, shard, monkeypatch):
-    embed_shard(shard / "s.faa", shard / "plain.h5", kind="protein", model=models["protein"], device="cpu")
+    embed(shard / "s.faa", shard / "plain.h5", kind="protein", model=models["protein"], device="cpu")
     _patch_encoder(monkeypatch, max_tokens=150)
     with pytest.raises(InputError, match=r"s\.faa: sequence f\d+ \(\d+ tokens\) runs out of memory even alone.*"
                                          r"on_error: skip"):
-        embed_shard(shard / "s.faa", shard / "fail.h5", kind="protein", model=models["protein"], device="cpu")
+        embed(shard / "s.faa", shard / "fail.h5", kind="protein", model=models["protein"], device="cpu")
     assert not (shard / "fail.h5").exists()
-    embed_shard(shard / "s.faa", shard / "skip.h5", kind="protein", model=models["protein"], device="cpu",
+    embed(shard / "s.faa", shard / "skip.h5", kind="protein", model=models["protein"], device="cpu",
                 on_error="skip")
     ids, rows, _, skipped = contents(shard / "skip.h5")
     all_ids, all_rows, _, _ = contents(shard / "plain.h5")
@@ -158,54 +163,82 @@ def test_a_sequence_too_large_alone_fails_or_is_skipped(models, shard, monkeypat
     assert np.abs(rows - all_rows[[all_ids.index(sid) for sid in ids]]).max() < 1e-5
 
 
-def run_embed(shard, models, out, kill_after=None, token_budget=1500, log=None):
-    """embed_shard in its own process (so it can be SIGKILLed), as a Snakemake job runs it."""
-    code = ("import logging, sys; sys.path.insert(0, {repo!r}); from virnucflow.embed import embed_shard\n"
-            "log = logging.getLogger('embed'); log.setLevel(logging.INFO)\n"
-            "log.addHandler(logging.FileHandler({log!r})) if {log!r} else None\n"
-            "embed_shard({fasta!r}, {out!r}, kind='dna', model={model!r}, device='cpu', token_budget={budget}, "
-            "stats_json={out!r} + '.json', log=log)")
-    env = {**os.environ, "VIRNUCFLOW_TEST_KILL_AFTER_BATCHES": str(kill_after or 0)}
-    args = dict(repo=str(REPO), fasta=str(shard / "s.fna"), out=str(out), model=models["dna"], budget=token_budget,
-                log=str(log or ""))
-    return subprocess.run([sys.executable, "-c", code.format(**args)], env=env, capture_output=True, text=True)
+EMBED_JOB = """
+import json, logging, sys
+sys.path.insert(0, sys.argv[1])
+from virnucflow.embed import embed_shard
+fasta, out, log_file, options = sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+if log_file:
+    logging.getLogger("virnucflow").setLevel(logging.INFO)
+    logging.getLogger("virnucflow").addHandler(logging.FileHandler(log_file))
+embed_shard(fasta, out, **options)
+"""
 
 
-def test_a_killed_job_resumes_from_its_sidecar_and_writes_the_same_file(models, shard):
-    out = shard / "k.h5"
-    killed = run_embed(shard, models, out, kill_after=3)
-    assert killed.returncode == -9 and not out.exists()
-    assert finished_batches(shard / "k.h5.partial") == 3
-    rerun = run_embed(shard, models, out, log=shard / "rerun.log")
-    assert rerun.returncode == 0, rerun.stderr
-    resumed = json.loads((shard / "k.h5.json").read_text())["resumed"]
-    assert 0 < resumed < 40
-    assert f"resuming: {resumed} of 40 sequences already embedded" in (shard / "rerun.log").read_text()
-    assert not (shard / "k.h5.partial").exists()
+def start_embed(fasta, models, out, token_budget=1500, log=None):
+    """A DNA embed job in its own process (so it can be SIGKILLed), as a Snakemake job runs it."""
+    options = embed_options("dna", model=models["dna"], device="cpu", token_budget=token_budget,
+                            stats_json=f"{out}.json")
+    return subprocess.Popen([sys.executable, "-c", EMBED_JOB, str(REPO), str(fasta), str(out), str(log or ""),
+                             json.dumps(options)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    embed_shard(shard / "s.fna", shard / "whole.h5", kind="dna", model=models["dna"], device="cpu", token_budget=1500)
+
+def run_embed(fasta, models, out, token_budget=1500, log=None):
+    proc = start_embed(fasta, models, out, token_budget, log)
+    proc.stderr_text = proc.communicate()[1]
+    return proc
+
+
+def kill_embed(fasta, models, out, after_batches, token_budget=1500):
+    """Start a job and SIGKILL it from outside once its sidecar holds `after_batches` finished batches."""
+    proc = start_embed(fasta, models, out, token_budget)
+    killed = kill_when(proc, lambda: finished_batches(f"{out}.partial") >= after_batches)
+    assert killed, f"the job finished before {after_batches} batches could be seen: {proc.stderr.read()[-2000:]}"
+    return finished_batches(f"{out}.partial")
+
+
+@pytest.fixture
+def long_shard(tmp_path):
+    """A nucleotide shard of 120 ids, 9 batches at a budget of 1500 tokens: a job is seen a third done and
+    killed there, long before its end."""
+    reads = synthetic_reads(120, 30, 600, coding_fraction=1.0, seed=5, prefix="g")
+    (tmp_path / "long.fna").write_text("".join(f">{rid}\n{seq}\n" for rid, seq in reads))
+    return tmp_path / "long.fna"
+
+
+def test_a_killed_job_resumes_from_its_sidecar_and_writes_the_same_file(models, long_shard):
+    folder, out = long_shard.parent, long_shard.parent / "k.h5"
+    assert kill_embed(long_shard, models, out, after_batches=3) >= 3 and not out.exists()
+    rerun = run_embed(long_shard, models, out, log=folder / "rerun.log")
+    assert rerun.returncode == 0, rerun.stderr_text
+    resumed = json.loads((folder / "k.h5.json").read_text())["resumed"]
+    assert 0 < resumed < 120
+    assert f"resuming: {resumed} of 120 sequences already embedded" in (folder / "rerun.log").read_text()
+    assert not (folder / "k.h5.partial").exists()
+
+    embed(long_shard, folder / "whole.h5", kind="dna", model=models["dna"], token_budget=1500)
     ids, rows, attrs, skipped = contents(out)
-    whole_ids, whole_rows, whole_attrs, whole_skipped = contents(shard / "whole.h5")
+    whole_ids, whole_rows, whole_attrs, whole_skipped = contents(folder / "whole.h5")
     assert ids == whole_ids and np.array_equal(rows, whole_rows)  # bitwise
     assert attrs == whole_attrs and skipped == whole_skipped
 
 
-def test_a_resumed_job_with_another_token_budget_keeps_its_finished_rows(models, shard):
-    out = shard / "k.h5"
-    run_embed(shard, models, out, kill_after=2, token_budget=1500)
-    rerun = run_embed(shard, models, out, token_budget=5000, log=shard / "rerun.log")
-    assert rerun.returncode == 0, rerun.stderr
-    assert json.loads((shard / "k.h5.json").read_text())["resumed"] > 0
-    embed_shard(shard / "s.fna", shard / "whole.h5", kind="dna", model=models["dna"], device="cpu")
-    assert contents(out)[0] == contents(shard / "whole.h5")[0]
-    assert np.abs(contents(out)[1] - contents(shard / "whole.h5")[1]).max() < 1e-5
+def test_a_resumed_job_with_another_token_budget_keeps_its_finished_rows(models, long_shard):
+    folder, out = long_shard.parent, long_shard.parent / "k.h5"
+    kill_embed(long_shard, models, out, after_batches=2, token_budget=1500)
+    rerun = run_embed(long_shard, models, out, token_budget=5000, log=folder / "rerun.log")
+    assert rerun.returncode == 0, rerun.stderr_text
+    assert json.loads((folder / "k.h5.json").read_text())["resumed"] > 0
+    embed(long_shard, folder / "whole.h5", kind="dna", model=models["dna"])
+    assert contents(out)[0] == contents(folder / "whole.h5")[0]
+    assert np.abs(contents(out)[1] - contents(folder / "whole.h5")[1]).max() < 1e-5
 
 
-def test_a_sidecar_cut_short_by_a_kill_resumes_from_its_valid_part(models, shard):
-    out = shard / "k.h5"
-    run_embed(shard, models, out, kill_after=3)
-    sidecar = shard / "k.h5.partial"
-    with open(sidecar / "batches.jsonl", "ab") as index:  # a kill in the middle of writing the 4th batch
+def test_a_sidecar_cut_short_by_a_kill_resumes_from_its_valid_part(models, long_shard):
+    folder, out = long_shard.parent, long_shard.parent / "k.h5"
+    kill_embed(long_shard, models, out, after_batches=3)
+    sidecar = folder / "k.h5.partial"
+    with open(sidecar / "batches.jsonl", "ab") as index:  # a kill in the middle of writing the next batch
         index.write(b'{"indices": [1, 2')
     with open(sidecar / "rows.f32", "ab") as rows:
         rows.write(b"\0" * 1000)
@@ -215,18 +248,18 @@ def test_a_sidecar_cut_short_by_a_kill_resumes_from_its_valid_part(models, shard
     with open(sidecar / "rows.f32", "r+b") as rows:
         rows.seek(first_two * 4 * 48 + 8)
         rows.write(b"\x7f\x7f\x7f\x7f")
-    assert run_embed(shard, models, out).returncode == 0
-    assert json.loads((shard / "k.h5.json").read_text())["resumed"] == first_two
-    embed_shard(shard / "s.fna", shard / "whole.h5", kind="dna", model=models["dna"], device="cpu", token_budget=1500)
-    assert np.array_equal(contents(out)[1], contents(shard / "whole.h5")[1])
+    assert run_embed(long_shard, models, out).returncode == 0
+    assert json.loads((folder / "k.h5.json").read_text())["resumed"] == first_two
+    embed(long_shard, folder / "whole.h5", kind="dna", model=models["dna"], token_budget=1500)
+    assert np.array_equal(contents(out)[1], contents(folder / "whole.h5")[1])
 
 
-def test_a_sidecar_of_another_input_is_ignored_and_the_log_says_so(models, shard):
-    out = shard / "k.h5"
-    run_embed(shard, models, out, kill_after=2)
-    records = (shard / "s.fna").read_text().splitlines(keepends=True)
-    (shard / "s.fna").write_text("".join(records[:-2]))  # prepare rewrote the shard with one record less
-    assert run_embed(shard, models, out, log=shard / "rerun.log").returncode == 0
-    log = (shard / "rerun.log").read_text()
+def test_a_sidecar_of_another_input_is_ignored_and_the_log_says_so(models, long_shard):
+    folder, out = long_shard.parent, long_shard.parent / "k.h5"
+    kill_embed(long_shard, models, out, after_batches=2)
+    records = long_shard.read_text().splitlines(keepends=True)
+    long_shard.write_text("".join(records[:-2]))  # prepare rewrote the shard with one record less
+    assert run_embed(long_shard, models, out, log=folder / "rerun.log").returncode == 0
+    log = (folder / "rerun.log").read_text()
     assert "ignoring the sidecar" in log and "input_sha256" in log
-    assert json.loads((shard / "k.h5.json").read_text())["resumed"] == 0 and len(contents(out)[0]) == 39
+    assert json.loads((folder / "k.h5.json").read_text())["resumed"] == 0 and len(contents(out)[0]) == 119

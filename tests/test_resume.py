@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import copy_workflow
-from virnucflow.embed import finished_batches
-from virnucflow.shards import open_embeddings
+from helpers import finished_batches
+from virnucflow.embeddings import open_embeddings
 from virnucflow.synthetic import synthetic_reads, write_fasta
 
 pytestmark = pytest.mark.slow

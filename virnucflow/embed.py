@@ -1,20 +1,18 @@
 """An embed job: one shard FASTA in, one HDF5 of pooled embeddings out, rows in input order.
 
-Sequences are sorted by length into token-budget batches (little padding). A batch that runs out
-of memory is split in two and retried, down to single sequences. Every finished batch is
-appended to a sidecar folder (`{output}.partial/`, not a Snakemake output), so a killed job
-resumes where it stopped; the final file is assembled from the sidecar in input order and the
-sidecar is removed once the file is in place.
+Plan, run, assemble. Sequences are sorted by length into token-budget batches (little padding); a
+sidecar (virnucflow.sidecar) holds the batches an earlier, killed attempt finished, which are not
+computed again. Each batch is embedded, split in two and retried when it runs out of memory (down
+to single sequences), and appended to the sidecar. The final file is assembled from the sidecar in
+input order, and the sidecar is removed once the file is in place.
 """
 
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import signal
+import logging
 import time
-import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,37 +20,160 @@ import torch
 
 from .atomic import atomic_open
 from .devices import claim_device, computes_on, dtype_for, gpu_expected, precision_name
+from .embeddings import EmbeddingWriter
 from .errors import InputError, VirnucflowError
 from .models.resolve import load_encoder
-from .shards import EmbeddingWriter
+from .sidecar import Sidecar
+from .workfiles import read_shard_fasta
 
-SIDECAR_FORMAT = 1
+log = logging.getLogger(__name__)
 WRITE_ROWS = 4096  # rows per write when the final file is assembled
+# What the rows depend on, besides the input (so a sidecar made otherwise is not reused). The batching
+# is not in it (the encoders' rows do not depend on batch composition): a rerun with another token
+# budget still resumes.
+SIDECAR_KEY = ("model", "model_revision", "kind", "pooling", "precision", "device", "attention")
 
 
-def read_shard_fasta(path):
-    """(ids, sequences) of a shard FASTA written by prepare."""
-    ids, seqs, lines = [], [], None
-    with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if line.startswith(">"):
-                if lines is not None:
-                    seqs.append("".join(lines))
-                ids.append(line[1:])
-                lines = []
-            elif line:
-                if lines is None:
-                    raise InputError(f"{path}, line {number}: sequence before the first '>' header; "
-                                     "the shard is damaged, rerun prepare")
-                lines.append(line)
-    if lines is not None:
-        seqs.append("".join(lines))
-    for record, (sid, seq) in enumerate(zip(ids, seqs), 1):
-        if not sid or not seq:
-            raise InputError(f"{path}, record {record} ({sid or 'no id'}): empty id or sequence; "
-                             "the shard is damaged, rerun prepare")
-    return ids, seqs
+def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, on_error, layer, threads,
+                cpu_fallback, attention="auto", sidecar_dir=None, stats_json=None, progress_seconds=5.0):
+    """Embed every sequence of `fasta` with the `kind` model ('dna': DNABERT-S, 'protein': ESM-2)
+    into `out_h5`; returns the job's statistics (also written to `stats_json`). `layer`: the ESM-2
+    layer to pool (None: the last). `threads`: torch's CPU threads (None: torch's own choice, one per
+    core). `cpu_fallback`: compute on the CPU when this job has a GPU that torch cannot use (an error
+    otherwise). `sidecar_dir`: where finished batches are kept (default `{out_h5}.partial`)."""
+    started = time.monotonic()
+    if on_error not in ("fail", "skip"):
+        raise VirnucflowError(f"on_error {on_error!r} is not one of fail, skip")
+    if int(token_budget) < 1:
+        raise VirnucflowError(f"token budget {token_budget} must be a positive number of tokens")
+    if threads:
+        torch.set_num_threads(int(threads))
+    fasta, out_h5 = Path(fasta), Path(out_h5)
+    ids, seqs = read_shard_fasta(fasta)
+    input_sha256 = hashlib.sha256(fasta.read_bytes()).hexdigest()
+    _remove_stale_temporaries(out_h5)
+
+    with claim_device(device, log=log, cpu_fallback=cpu_fallback) as claimed:
+        plan = _plan(seqs, input_sha256, out_h5, sidecar_dir, kind=kind, model=model, device=computes_on(claimed),
+                     precision=precision, token_budget=int(token_budget), layer=layer, attention=attention)
+        loaded = plan.loaded_at
+        log.info("%s: %d sequences, %d tokens, %d batches of at most %d padded tokens; model %s (%s) on %s in %s, "
+                 "ready after %.1f s", fasta, len(seqs), sum(plan.lengths), len(plan.batches), token_budget,
+                 plan.encoder.name, plan.encoder.revision, plan.device, plan.attrs["precision"], loaded - started)
+        if plan.resumed:
+            log.info("resuming: %d of %d sequences already embedded in %s", plan.resumed, len(seqs),
+                     plan.sidecar.folder)
+        run = _run(plan, ids, fasta, on_error, progress_seconds)
+    embedded = time.monotonic()
+
+    kept, skipped = _assemble(plan.sidecar, ids, plan.attrs, out_h5)
+    stats = {
+        # padded_tokens: of the batches this run embedded (resumed ones are not counted)
+        "sequences": len(seqs), "tokens": sum(plan.lengths), "padded_tokens": run.padded_tokens,
+        "seconds": round(time.monotonic() - started, 3), "device": plan.device, "claimed_device": claimed,
+        "gpu_expected": gpu_expected(), "precision": plan.attrs["precision"], "model": plan.attrs["model"],
+        "model_revision": plan.attrs["model_revision"], "resumed": plan.resumed, "skipped": skipped,
+        "kind": kind, "batches": len(plan.batches), "oom_splits": run.splits,
+        "load_seconds": round(loaded - started, 3), "embed_seconds": round(embedded - loaded, 3),
+        "device_name": plan.device_name, "peak_gpu_memory_bytes": run.peak_memory,
+    }
+    if stats_json:
+        with atomic_open(stats_json) as handle:
+            json.dump(stats, handle, indent=2)
+    plan.sidecar.remove()  # last: a kill before this point reruns from a complete sidecar
+    computed, seconds = len(seqs) - plan.resumed, max(embedded - loaded, 1e-9)
+    log.info("wrote %s: %d rows, %d skipped, %d resumed from the sidecar; %d sequences embedded in %.1f s "
+             "(%.1f sequences/s, %.0f tokens/s, padding %.1f%%, %d out-of-memory splits)", out_h5, kept, skipped,
+             plan.resumed, computed, embedded - loaded, computed / seconds, run.tokens / seconds,
+             100 * (1 - run.tokens / max(run.padded_tokens, 1)), run.splits)
+    return stats
+
+
+@dataclass
+class _Plan:
+    """What a job will do: the loaded encoder, the tokens, the batches still to compute, the sidecar."""
+
+    encoder: object
+    device: str
+    device_name: str
+    loaded_at: float  # time.monotonic() once the model was loaded
+    tokens: list
+    lengths: list
+    attrs: dict  # of the output file
+    sidecar: Sidecar
+    resumed: int  # sequences the sidecar already holds
+    batches: list  # of input indices, the ones the sidecar does not hold
+
+
+def _plan(seqs, input_sha256, out_h5, sidecar_dir, *, kind, model, device, precision, token_budget, layer,
+          attention):
+    """Load the model, tokenize, open the sidecar and batch what it does not hold yet."""
+    dtype = dtype_for(precision, device)
+    encoder = load_encoder(kind, model, device=device, dtype=dtype, layer=layer, attention=attention)
+    loaded_at = time.monotonic()
+    device_type = torch.device(device).type
+    on_gpu = device_type == "cuda" and torch.cuda.is_available()
+    tokens = [encoder.tokenize(s) for s in seqs]
+    lengths = [len(t) for t in tokens]
+    attrs = {
+        "model": str(encoder.name), "model_revision": encoder.revision, "kind": kind,
+        "pooling": encoder.pooling, "precision": precision_name(dtype), "device": device_type,
+        "attention": encoder.attention, "tokens": sum(lengths), "token_budget": token_budget,
+    }
+    if kind == "protein":
+        attrs["layer"] = int(encoder.layer)
+    key = {"input_sha256": input_sha256, "sequences": len(seqs), **{k: attrs[k] for k in SIDECAR_KEY}}
+    sidecar = Sidecar(sidecar_dir or f"{out_h5}.partial", key, encoder.dim)
+    todo = [i for i in range(len(seqs)) if i not in sidecar.positions]
+    device_name = torch.cuda.get_device_name(torch.device(device)) if on_gpu else device_type
+    return _Plan(encoder=encoder, device=device, device_name=device_name, loaded_at=loaded_at, tokens=tokens,
+                 lengths=lengths, attrs=attrs, sidecar=sidecar, resumed=len(sidecar.positions),
+                 batches=make_batches(lengths, token_budget, todo))
+
+
+@dataclass
+class _Run:
+    padded_tokens: int  # padded tokens of the batches this run embedded
+    tokens: int  # their tokens
+    splits: int  # out-of-memory splits
+    peak_memory: int | None  # bytes of GPU memory at most, None on the CPU
+
+
+def _run(plan, ids, fasta, on_error, progress_seconds):
+    """Embed the planned batches into the sidecar, with a progress line every `progress_seconds`."""
+    lengths = plan.lengths
+    embedder = BatchEmbedder(plan.encoder, plan.tokens, ids, fasta, on_error)
+    progress = Progress(len(ids), sum(lengths), plan.resumed, sum(lengths[i] for i in plan.sidecar.positions),
+                        progress_seconds)
+    try:
+        for batch in plan.batches:
+            vectors, skipped = embedder(batch)
+            plan.sidecar.append(batch, vectors, skipped)
+            progress.update(len(batch), sum(lengths[i] for i in batch), max(lengths[i] for i in batch) * len(batch))
+    except BaseException:
+        plan.sidecar.close()
+        raise
+    on_gpu = plan.attrs["device"] == "cuda" and torch.cuda.is_available()
+    peak_memory = torch.cuda.max_memory_allocated() if on_gpu else None
+    plan.encoder = embedder.encoder = None  # the GPU memory goes before the device is handed back
+    return _Run(padded_tokens=progress.padded, tokens=progress.tokens, splits=embedder.splits,
+                peak_memory=peak_memory)
+
+
+def _assemble(sidecar, ids, attrs, out_h5):
+    """Write `out_h5` from the sidecar in input order; sequences skipped with on_error: skip are recorded,
+    not written. Returns (rows written, sequences skipped)."""
+    skipped = sorted(sidecar.skipped.items())
+    keep = [i for i in range(len(ids)) if i not in sidecar.skipped]
+    rows = sidecar.read_rows()
+    with EmbeddingWriter(out_h5, sidecar.dim, attrs) as writer:
+        for start in range(0, len(keep), WRITE_ROWS):
+            part = keep[start : start + WRITE_ROWS]
+            writer.append([ids[i] for i in part], rows[[sidecar.positions[i] for i in part]])
+        for index, reason in skipped:
+            writer.skip(ids[index], reason)
+    del rows
+    return len(keep), len(skipped)
 
 
 def make_batches(lengths, token_budget, indices=None):
@@ -73,126 +194,6 @@ def make_batches(lengths, token_budget, indices=None):
     return batches
 
 
-class Sidecar:
-    """Finished batches of a job, kept beside its output until the output is in place.
-
-    manifest.json  what the rows were computed from (input hash, model, precision ...): a
-                   sidecar made from anything else is ignored and removed.
-    rows.f32       the rows of every finished batch, back to back (float32, `dim` wide).
-    batches.jsonl  one line per finished batch, written after its rows: input indices, row
-                   count, CRC32 of the rows, skipped sequences. A line cut short by a kill, or
-                   rows that do not match their CRC, end the valid part; the rest is cut off.
-    Appending is two buffered writes per batch and no new file, which costs next to nothing on a
-    network file system; the kernel keeps written data when the process is killed.
-    """
-
-    def __init__(self, folder, key, dim, log=None):
-        self.folder = Path(folder)
-        self.dim = dim
-        self.row_bytes = 4 * dim
-        self.positions = {}  # input index -> row in rows.f32
-        self.skipped = {}  # input index -> reason
-        self.rows = 0
-        manifest = self.folder / "manifest.json"
-        key = {"format": SIDECAR_FORMAT, "dim": dim, **key}
-        if self.folder.exists():
-            old = _read_json(manifest)
-            if old != key:
-                if log:
-                    differs = sorted(k for k in set(key) | set(old or {}) if (old or {}).get(k) != key.get(k))
-                    log.info("ignoring the sidecar %s: it was made for another input, model or precision "
-                             "(%s differ); starting from the first batch", self.folder, ", ".join(differs))
-                shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not manifest.exists():
-            with atomic_open(manifest) as handle:
-                json.dump(key, handle, sort_keys=True)
-        self._load()
-        self._rows_file = open(self.folder / "rows.f32", "ab")
-        self._index_file = open(self.folder / "batches.jsonl", "a")
-
-    def _load(self):
-        rows_path, index_path = self.folder / "rows.f32", self.folder / "batches.jsonl"
-        rows_path.touch()
-        index_path.touch()
-        valid_index_bytes = 0
-        with open(rows_path, "rb") as rows, open(index_path, "rb") as index:
-            for raw in index:
-                entry = _parse_entry(raw)
-                if entry is None:
-                    break
-                data = rows.read(entry["rows"] * self.row_bytes)
-                if len(data) != entry["rows"] * self.row_bytes or zlib.crc32(data) != entry["crc32"]:
-                    break
-                for offset, input_index in enumerate(entry["indices"]):
-                    self.positions[input_index] = self.rows + offset
-                for offset, reason in entry["skipped"]:
-                    self.skipped[entry["indices"][offset]] = reason
-                self.rows += entry["rows"]
-                valid_index_bytes += len(raw)
-        # Cut off whatever a kill left half-written, so appends continue from a clean end.
-        os.truncate(index_path, valid_index_bytes)
-        os.truncate(rows_path, self.rows * self.row_bytes)
-
-    def append(self, indices, vectors, skipped):
-        """Record a finished batch: input `indices`, their rows, and (position, reason) of skips."""
-        data = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
-        self._rows_file.write(data)
-        self._rows_file.flush()  # the rows reach the kernel before the line that vouches for them
-        entry = {"indices": [int(i) for i in indices], "rows": len(indices), "crc32": zlib.crc32(data),
-                 "skipped": [[int(p), str(r)] for p, r in skipped]}
-        self._index_file.write(json.dumps(entry) + "\n")
-        self._index_file.flush()
-        for offset, index in enumerate(indices):
-            self.positions[int(index)] = self.rows + offset
-        for offset, reason in skipped:
-            self.skipped[int(indices[offset])] = reason
-        self.rows += len(indices)
-
-    def read_rows(self):
-        """All rows written so far, (rows, dim), mapped from disk."""
-        self._rows_file.flush()
-        if self.rows == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.memmap(self.folder / "rows.f32", dtype="<f4", mode="r", shape=(self.rows, self.dim))
-
-    def close(self):
-        self._rows_file.close()
-        self._index_file.close()
-
-    def remove(self):
-        self.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _parse_entry(raw):
-    if not raw.endswith(b"\n"):
-        return None
-    try:
-        entry = json.loads(raw)
-        if entry["rows"] != len(entry["indices"]):
-            return None
-        return entry
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def finished_batches(sidecar_folder):
-    """Batches a running or killed job has finished in `sidecar_folder` (for tests and monitoring)."""
-    try:
-        with open(Path(sidecar_folder) / "batches.jsonl", "rb") as index:
-            return sum(1 for raw in index if raw.endswith(b"\n"))
-    except FileNotFoundError:  # not started, or finished and removed
-        return 0
-
-
 def _is_oom(error):
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
@@ -206,9 +207,9 @@ class BatchEmbedder:
     batch of the shard).
     """
 
-    def __init__(self, encoder, tokens, ids, fasta, on_error, log=None):
+    def __init__(self, encoder, tokens, ids, fasta, on_error):
         self.encoder, self.tokens, self.ids, self.fasta = encoder, tokens, ids, fasta
-        self.on_error, self.log = on_error, log
+        self.on_error = on_error
         self.cap = None  # most padded tokens a batch of several sequences may have on this device
         self.splits = 0
 
@@ -229,16 +230,14 @@ class BatchEmbedder:
             return None
         if len(batch) > 1:
             self.cap = padded // 2
-            if self.log:
-                self.log.warning("out of memory on %d sequences (%d padded tokens): batches of more than %d "
-                                 "padded tokens are split from now on; a token budget of %d would avoid this",
-                                 len(batch), padded, self.cap, self.cap)
+            log.warning("out of memory on %d sequences (%d padded tokens): batches of more than %d padded tokens "
+                        "are split from now on; a token budget of %d would avoid this", len(batch), padded, self.cap,
+                        self.cap)
             return self._split(batch, start, vectors, skipped)
         sid, length = self.ids[batch[0]], len(self.tokens[batch[0]])
         reason = f"out of memory even alone ({length} tokens): {message}"
         if self.on_error == "skip":
-            if self.log:
-                self.log.warning("skipping %s: %s", sid, reason)
+            log.warning("skipping %s: %s", sid, reason)
             skipped.append((start, reason))
             return None
         raise InputError(f"{self.fasta}: sequence {sid} ({length} tokens) runs out of memory even alone; "
@@ -267,11 +266,11 @@ class BatchEmbedder:
 class Progress:
     """A log line every few seconds: sequences done, rates of this run, padding share, time left."""
 
-    def __init__(self, total, total_tokens, done, done_tokens, log, every_seconds):
+    def __init__(self, total, total_tokens, done, done_tokens, every_seconds):
         self.total, self.total_tokens = total, total_tokens
         self.done, self.done_tokens = done, done_tokens
         self.computed = self.tokens = self.padded = 0
-        self.log, self.every = log, every_seconds
+        self.every = every_seconds
         self.started = self.last = time.monotonic()
 
     def update(self, sequences, tokens, padded):
@@ -281,9 +280,9 @@ class Progress:
         self.tokens += tokens
         self.padded += padded
         now = time.monotonic()
-        if self.log and now - self.last >= self.every:
+        if now - self.last >= self.every:
             self.last = now
-            self.log.info("%s", self.line(now))
+            log.info("%s", self.line(now))
 
     def line(self, now=None):
         seconds = max((now or time.monotonic()) - self.started, 1e-9)
@@ -292,115 +291,6 @@ class Progress:
         return (f"{self.done}/{self.total} sequences, {self.computed / seconds:.1f} sequences/s, "
                 f"{token_rate:.0f} tokens/s, padding {100 * (1 - self.tokens / max(self.padded, 1)):.1f}%, "
                 f"about {left:.0f} s left")
-
-
-def embed_shard(fasta, out_h5, *, kind, model, device="auto", precision="auto", token_budget=65536,
-                on_error="fail", layer=None, attention="auto", threads=None, cpu_fallback=False, sidecar_dir=None,
-                stats_json=None, log=None, progress_seconds=5.0):
-    """Embed every sequence of `fasta` with the `kind` model ('dna': DNABERT-S, 'protein': ESM-2)
-    into `out_h5`; returns the job's statistics (also written to `stats_json`). `threads`: torch's
-    CPU threads (default: torch's own choice, one per core of the machine). `cpu_fallback`: compute on
-    the CPU when this job has a GPU that torch cannot use (an error otherwise)."""
-    started = time.monotonic()
-    if threads:
-        torch.set_num_threads(int(threads))
-    fasta, out_h5 = Path(fasta), Path(out_h5)
-    if on_error not in ("fail", "skip"):
-        raise VirnucflowError(f"on_error {on_error!r} is not one of fail, skip")
-    if int(token_budget) < 1:
-        raise VirnucflowError(f"token budget {token_budget} must be a positive number of tokens")
-    ids, seqs = read_shard_fasta(fasta)
-    input_sha256 = hashlib.sha256(fasta.read_bytes()).hexdigest()
-    _remove_stale_temporaries(out_h5)
-    kill_after = int(os.environ.get("VIRNUCFLOW_TEST_KILL_AFTER_BATCHES", "0"))  # the resume test's kill point
-
-    with claim_device(device, log=log, cpu_fallback=cpu_fallback) as claimed:
-        dev = computes_on(claimed)
-        dtype = dtype_for(precision, dev)
-        encoder = load_encoder(kind, model, device=dev, dtype=dtype, layer=layer, attention=attention)
-        device_type = torch.device(dev).type
-        on_gpu = device_type == "cuda" and torch.cuda.is_available()
-        device_name = torch.cuda.get_device_name(torch.device(dev)) if on_gpu else device_type
-        loaded = time.monotonic()
-        tokens = [encoder.tokenize(s) for s in seqs]
-        lengths = [len(t) for t in tokens]
-        attrs = {
-            "model": str(encoder.name), "model_revision": encoder.revision, "kind": kind,
-            "pooling": encoder.pooling, "precision": precision_name(dtype), "device": device_type,
-            "attention": encoder.attention, "tokens": sum(lengths), "token_budget": int(token_budget),
-        }
-        if kind == "protein":
-            attrs["layer"] = int(encoder.layer)
-        # Everything the numbers depend on; the batching is not in it (the encoders' rows do not
-        # depend on batch composition), so a rerun with another token budget still resumes.
-        key = {"input_sha256": input_sha256, "sequences": len(seqs),
-               **{k: attrs[k] for k in ("model", "model_revision", "kind", "pooling", "precision", "device",
-                                        "attention")}}
-        sidecar = Sidecar(sidecar_dir or f"{out_h5}.partial", key, encoder.dim, log)
-        resumed = len(sidecar.positions)
-        todo = [i for i in range(len(seqs)) if i not in sidecar.positions]
-        batches = make_batches(lengths, int(token_budget), todo)
-        if log:
-            log.info("%s: %d sequences, %d tokens, %d batches of at most %d padded tokens; model %s (%s) "
-                     "on %s in %s, ready after %.1f s", fasta, len(seqs), sum(lengths), len(batches), token_budget,
-                     encoder.name, encoder.revision, dev, attrs["precision"], loaded - started)
-            if resumed:
-                log.info("resuming: %d of %d sequences already embedded in %s", resumed, len(seqs), sidecar.folder)
-        embedder = BatchEmbedder(encoder, tokens, ids, fasta, on_error, log)
-        progress = Progress(len(seqs), sum(lengths), resumed, sum(lengths[i] for i in sidecar.positions), log,
-                            progress_seconds)
-        padded_tokens = 0
-        try:
-            for number, batch in enumerate(batches, 1):
-                vectors, skipped = embedder(batch)
-                sidecar.append(batch, vectors, skipped)
-                padded = max(lengths[i] for i in batch) * len(batch)
-                padded_tokens += padded
-                progress.update(len(batch), sum(lengths[i] for i in batch), padded)
-                if kill_after and number >= kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
-        except BaseException:
-            sidecar.close()
-            raise
-        peak_memory = torch.cuda.max_memory_allocated() if on_gpu else None
-        del encoder
-        embedder.encoder = None  # the GPU memory goes before the device is handed back
-    embedded = time.monotonic()
-
-    # Input order, from the sidecar; sequences skipped with on_error: skip are recorded, not written.
-    skipped = sorted(sidecar.skipped.items())
-    keep = [i for i in range(len(ids)) if i not in sidecar.skipped]
-    rows = sidecar.read_rows()
-    with EmbeddingWriter(out_h5, sidecar.dim, attrs) as writer:
-        for start in range(0, len(keep), WRITE_ROWS):
-            chunk = keep[start : start + WRITE_ROWS]
-            writer.append([ids[i] for i in chunk], rows[[sidecar.positions[i] for i in chunk]])
-        for index, reason in skipped:
-            writer.skip(ids[index], reason)
-    del rows
-    seconds = time.monotonic() - started
-    stats = {
-        # padded_tokens: of the batches this run embedded (resumed ones are not counted)
-        "sequences": len(seqs), "tokens": sum(lengths), "padded_tokens": padded_tokens, "seconds": round(seconds, 3),
-        "device": dev, "claimed_device": claimed, "gpu_expected": gpu_expected(), "precision": attrs["precision"],
-        "model": attrs["model"], "model_revision": attrs["model_revision"], "resumed": resumed,
-        "skipped": len(skipped), "kind": kind, "batches": len(batches),
-        "oom_splits": embedder.splits, "load_seconds": round(loaded - started, 3),
-        "embed_seconds": round(embedded - loaded, 3), "device_name": device_name,
-        "peak_gpu_memory_bytes": peak_memory,
-    }
-    if stats_json:
-        with atomic_open(stats_json) as handle:
-            json.dump(stats, handle, indent=2)
-    sidecar.remove()  # last: a kill before this point reruns from a complete sidecar
-    if log:
-        computed = len(seqs) - resumed
-        log.info("wrote %s: %d rows, %d skipped, %d resumed from the sidecar; %d sequences embedded in %.1f s "
-                 "(%.1f sequences/s, %.0f tokens/s, padding %.1f%%, %d out-of-memory splits)", out_h5, len(keep),
-                 len(skipped), resumed, computed, embedded - loaded, computed / max(embedded - loaded, 1e-9),
-                 progress.tokens / max(embedded - loaded, 1e-9), 100 * (1 - progress.tokens / max(padded_tokens, 1)),
-                 embedder.splits)
-    return stats
 
 
 def _remove_stale_temporaries(out_h5):
