@@ -2,10 +2,9 @@
 from virnucflow.demo import write_demo_models
 from virnucflow.jobs import job
 
-with job("demo_models", snakemake.log[0]) as log:
+with job("demo_models", snakemake.log[0]):
     write_demo_models(
         dnabert_s_dir=snakemake.output.dnabert_s,
         esm2_path=snakemake.output.esm2,
         classifier_path=snakemake.output.classifier,
-        log=log,
     )

@@ -2,7 +2,7 @@
 from virnucflow.jobs import job
 from virnucflow.predict import predict_sample
 
-with job("predict", snakemake.log[0]) as log:
+with job("predict", snakemake.log[0]):
     predict_sample(
         snakemake.input.h5,
         snakemake.input.frames,
@@ -12,5 +12,4 @@ with job("predict", snakemake.log[0]) as log:
         chunk_calls_tsv=snakemake.output.chunk_calls,
         read_calls_tsv=snakemake.output.read_calls,
         chunk_length=snakemake.params.chunk_length,
-        log=log,
     )

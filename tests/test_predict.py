@@ -13,10 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import write_embeddings
+from virnucflow.classifier import MLPClassifier, load_classifier
+from virnucflow.demo import write_demo_classifier
 from virnucflow.errors import InputError, ModelError
-from virnucflow.predict import MLPClassifier, load_classifier, predict_sample, write_demo_classifier
-from virnucflow.prepare import FRAMES_HEADER, READS_HEADER
-from virnucflow.shards import write_embeddings
+from virnucflow.predict import predict_sample
+from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
 # The class as VirNucPro's train.py defines it; the script is run as __main__, so torch.save of
 # the whole module pickles it as __main__.MLPClassifier, exactly like 300_model.pth / 500_model.pth.
@@ -118,6 +120,7 @@ def write_sample(tmp_path, ids, features, reads, attrs=None, frame_ids=None):
 
 def run_predict(tmp_path, classifier, **kwargs):
     kwargs.setdefault("batch_rows", 3)  # batches end inside chunks and reads
+    kwargs.setdefault("chunk_length", None)  # the one recorded in the embeddings file
     return predict_sample(tmp_path / "emb.h5", tmp_path / "frames.tsv", tmp_path / "reads.tsv", classifier,
                           predictions_tsv=tmp_path / "p.tsv", chunk_calls_tsv=tmp_path / "c.tsv",
                           read_calls_tsv=tmp_path / "r.tsv", **kwargs)
@@ -186,11 +189,27 @@ def test_legacy_format_whole_module_is_refused_but_its_state_dict_loads(tmp_path
 def test_state_dict_and_a_module_saved_from_this_package_load(tmp_path, original_pth):
     model = load_classifier(original_pth)
     torch.save(model.state_dict(), tmp_path / "state.pth")
-    torch.save(model, tmp_path / "whole.pth")  # pickled as virnucflow.predict.MLPClassifier
+    torch.save(model, tmp_path / "whole.pth")  # pickled as virnucflow.classifier.MLPClassifier
     x = torch.randn(4, 3328)
     with torch.no_grad():
         for path in ("state.pth", "whole.pth"):
             assert torch.equal(load_classifier(tmp_path / path)(x), model(x))
+
+
+def test_a_module_saved_from_an_earlier_version_loads(tmp_path, original_pth, monkeypatch):
+    """The class lived in virnucflow.predict before it had a module of its own: such pickles still load."""
+    import virnucflow.predict
+
+    model = load_classifier(original_pth)
+    monkeypatch.setattr(MLPClassifier, "__module__", "virnucflow.predict")
+    monkeypatch.setattr(virnucflow.predict, "MLPClassifier", MLPClassifier, raising=False)
+    torch.save(model, tmp_path / "old.pth")
+    monkeypatch.undo()
+    with zipfile.ZipFile(tmp_path / "old.pth") as archive:
+        assert b"virnucflow.predict\nMLPClassifier" in archive.read("old/data.pkl")
+    x = torch.randn(4, 3328)
+    with torch.no_grad():
+        assert torch.equal(load_classifier(tmp_path / "old.pth")(x), model(x))
 
 
 EVIL = textwrap.dedent('''
@@ -390,7 +409,8 @@ def test_a_sample_without_frames_gets_headers_and_no_frames_calls(tmp_path):
     reads = {"a": (500, 1, 0), "b": (900, 2, 0)}
     write_sample(tmp_path, [], np.zeros((0, 16), np.float32), reads)
     counts = predict_sample(tmp_path / "emb.h5", tmp_path / "frames.tsv", tmp_path / "reads.tsv",
-                            write_demo_classifier(tmp_path / "cls.pth", input_dim=16), out_dir=tmp_path / "out")
+                            write_demo_classifier(tmp_path / "cls.pth", input_dim=16), out_dir=tmp_path / "out",
+                            chunk_length=None)
     assert rows(tmp_path / "out" / "predictions.tsv") == [["Sequence_ID", "Prediction", "score1", "score2"]]
     assert len(rows(tmp_path / "out" / "chunk_calls.tsv")) == 1
     assert [r[-1] for r in rows(tmp_path / "out" / "read_calls.tsv")[1:]] == ["no_frames", "no_frames"]
