@@ -1,44 +1,46 @@
 """`virnucflow <stage>`: each workflow stage as a command, for one-off runs and debugging.
 
-The Snakemake rules call the same functions through scripts/; `snakemake` remains the way to run
-the whole pipeline (see README).
+The Snakemake rules call the same functions with the same arguments through scripts/; option
+defaults are the configuration's (virnucflow/config_schema.yaml). `snakemake` remains the way to
+run the whole pipeline (see README).
 """
 
 import argparse
 import sys
 
 from .jobs import job
+from .schema import choices, defaults
 
 
 def _prepare(args):
     from .prepare import prepare_sample
 
-    with job("prepare", args.log) as log:
+    with job("prepare", args.log):
         prepare_sample(args.fasta, args.out_dir, sample=args.sample, chunk_length=args.chunk_length,
-                       compat=args.compat, shard_residues=args.shard_residues, log=log)
+                       compat=args.compat, shard_residues=args.shard_residues)
 
 
 def _embed(args):
     from .embed import embed_shard
 
-    with job("embed", args.log) as log:
+    token_budget = args.token_budget or defaults()["embed"][f"{args.kind}_token_budget"]
+    with job("embed", args.log):
         embed_shard(args.fasta, args.out, kind=args.kind, model=args.model, device=args.device,
-                    precision=args.precision, token_budget=args.token_budget, on_error=args.on_error,
-                    layer=args.layer, threads=args.threads, cpu_fallback=args.cpu_fallback, stats_json=args.stats,
-                    log=log)
+                    precision=args.precision, token_budget=token_budget, on_error=args.on_error, layer=args.layer,
+                    threads=args.threads, cpu_fallback=args.cpu_fallback, stats_json=args.stats)
 
 
 def _merge(args):
     from .merge import merge_sample
 
-    with job("merge", args.log) as log:
+    with job("merge", args.log):
         merge_sample(args.frames, args.dna, args.protein, args.out, validation_json=args.validation,
-                     missing_ids_txt=args.missing, chunk_rows=args.chunk_rows,
-                     allow_missing=args.allow_missing, log=log)
+                     missing_ids_txt=args.missing, buffer_rows=args.buffer_rows, allow_missing=args.allow_missing,
+                     chunk_length=args.chunk_length, compat=args.compat)
 
 
 def _export_pt(args):
-    from .merge import export_virnucpro_pt
+    from .virnucpro_pt import export_virnucpro_pt
 
     with job("export-pt", args.log):
         export_virnucpro_pt(args.embeddings, args.out)
@@ -47,73 +49,83 @@ def _export_pt(args):
 def _predict(args):
     from .predict import predict_sample
 
-    with job("predict", args.log) as log:
+    with job("predict", args.log):
         predict_sample(args.embeddings, args.frames, args.reads, args.classifier,
                        predictions_tsv=args.predictions, chunk_calls_tsv=args.chunk_calls,
-                       read_calls_tsv=args.read_calls, chunk_length=args.chunk_length, log=log)
+                       read_calls_tsv=args.read_calls, chunk_length=args.chunk_length)
 
 
 def _demo_models(args):
     from .demo import write_demo_models
 
-    with job("demo-models", args.log) as log:
-        write_demo_models(args.dnabert_s, args.esm2, args.classifier, log=log)
+    with job("demo-models", args.log):
+        write_demo_models(args.dnabert_s, args.esm2, args.classifier)
 
 
 def _download_models(args):
     from .models.resolve import download_models
 
-    with job("download-models", args.log) as log:
-        download_models(args.models, log=log)
+    with job("download-models", args.log):
+        download_models(args.models)
 
 
 def build_parser():
+    config = defaults()
+    embed, merge = config["embed"], config["merge"]
     parser = argparse.ArgumentParser(prog="virnucflow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("prepare", help="chunk reads, translate six frames, write frames.tsv and shards")
+    def command(name, **kwargs):
+        return commands.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+
+    p = command("prepare", help="chunk reads, translate six frames, write frames.tsv and shards")
     p.add_argument("fasta", help="reads, FASTA or FASTA.gz")
     p.add_argument("out_dir", help="folder for frames.tsv, reads.tsv, summary.json and shards/")
-    p.add_argument("--sample", default="sample")
-    p.add_argument("--chunk-length", type=int, default=500)
-    p.add_argument("--compat", choices=["virnucpro", "fixed"], default="virnucpro")
-    p.add_argument("--shard-residues", type=int, default=10_000_000)
+    p.add_argument("--sample", default="sample", help="sample name recorded in summary.json")
+    p.add_argument("--chunk-length", type=int, default=config["chunk_length"], help="bp per chunk")
+    p.add_argument("--compat", choices=choices("compat"), default=config["compat"])
+    p.add_argument("--shard-residues", type=int, default=config["shard_residues"], help="protein residues per shard")
     p.set_defaults(run=_prepare)
 
-    p = commands.add_parser("embed", help="embed one shard FASTA with DNABERT-S (dna) or ESM-2 (protein)")
+    p = command("embed", help="embed one shard FASTA with DNABERT-S (dna) or ESM-2 (protein)")
     p.add_argument("fasta")
     p.add_argument("out", help="output HDF5")
     p.add_argument("--kind", choices=["dna", "protein"], required=True)
     p.add_argument("--model", required=True, help="Hugging Face id, local folder or checkpoint file")
-    p.add_argument("--device", default="auto", help="auto (a free GPU if there is one), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--token-budget", type=int, default=65536)
-    p.add_argument("--on-error", default="fail", choices=["fail", "skip"])
-    p.add_argument("--layer", type=int, default=None, help="ESM-2 layer (default: last)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
-    p.add_argument("--cpu-fallback", action="store_true",
-                   help="compute on the CPU when this job has a GPU that torch cannot use (default: an error)")
+    p.add_argument("--device", default=embed["device"], help="auto (a free GPU if there is one), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=choices("embed", "precision"), default=embed["precision"])
+    p.add_argument("--token-budget", type=int, default=None,
+                   help="tokens, padding included, per batch (default: embed.dna_token_budget or "
+                        f"embed.protein_token_budget, {embed['dna_token_budget']} / {embed['protein_token_budget']})")
+    p.add_argument("--on-error", choices=choices("embed", "on_error"), default=embed["on_error"])
+    p.add_argument("--layer", type=int, default=embed["esm_layer"], help="ESM-2 layer to pool (None: the last)")
+    p.add_argument("--threads", type=int, default=embed["threads"], help="CPU threads")
+    p.add_argument("--cpu-fallback", action=argparse.BooleanOptionalAction, default=embed["cpu_fallback"],
+                   help="compute on the CPU when this job has a GPU that torch cannot use (else an error)")
     p.add_argument("--stats", default=None, help="write sequences/tokens/seconds as JSON here")
     p.set_defaults(run=_embed)
 
-    p = commands.add_parser("merge", help="join DNA and protein shards by id into one validated HDF5")
+    p = command("merge", help="join DNA and protein shards by id into one validated HDF5")
     p.add_argument("frames", help="frames.tsv of the sample (the expected ids)")
     p.add_argument("out", help="output embeddings.h5")
-    p.add_argument("--dna", nargs="+", required=True)
-    p.add_argument("--protein", nargs="+", required=True)
+    p.add_argument("--dna", nargs="+", required=True, help="DNA shard files in shard order (the i-th is shard i)")
+    p.add_argument("--protein", nargs="+", required=True, help="protein shard files, in the same order")
     p.add_argument("--validation", required=True, help="validation.json to write")
     p.add_argument("--missing", required=True, help="missing_ids.txt to write")
-    p.add_argument("--chunk-rows", type=int, default=10_000)
-    p.add_argument("--allow-missing", action="store_true")
+    p.add_argument("--chunk-length", type=int, required=True, help="chunk length of the prepare run (recorded)")
+    p.add_argument("--compat", choices=choices("compat"), required=True, help="compat of the prepare run (recorded)")
+    p.add_argument("--buffer-rows", type=int, default=merge["buffer_rows"], help="rows per read/write step")
+    p.add_argument("--allow-missing", action=argparse.BooleanOptionalAction, default=merge["allow_missing"],
+                   help="finish with the ids that exist and list the others in --missing")
     p.set_defaults(run=_merge)
 
-    p = commands.add_parser("export-pt", help="write VirNucPro's merged .pt format from embeddings.h5")
+    p = command("export-pt", help="write VirNucPro's merged .pt format from embeddings.h5")
     p.add_argument("embeddings")
     p.add_argument("out")
     p.set_defaults(run=_export_pt)
 
-    p = commands.add_parser("predict", help="VirNucPro calls per frame, chunk and read")
+    p = command("predict", help="VirNucPro calls per frame, chunk and read")
     p.add_argument("embeddings")
     p.add_argument("frames")
     p.add_argument("reads")
@@ -121,17 +133,19 @@ def build_parser():
     p.add_argument("--predictions", required=True)
     p.add_argument("--chunk-calls", required=True)
     p.add_argument("--read-calls", required=True)
-    p.add_argument("--chunk-length", type=int, default=None)
+    p.add_argument("--chunk-length", type=int, default=None,
+                   help="chunk length of the run, checked against the classifier's (None: as recorded in the "
+                        "embeddings file)")
     p.set_defaults(run=_predict)
 
-    p = commands.add_parser("demo-models", help="write the tiny UNTRAINED demo models")
+    p = command("demo-models", help="write the tiny UNTRAINED demo models")
     p.add_argument("--dnabert-s", default="resources/demo_models/dnabert_s_tiny")
     p.add_argument("--esm2", default="resources/demo_models/esm2_t2_tiny.pt")
     p.add_argument("--classifier", default="resources/demo_models/classifier_tiny.pth")
     p.set_defaults(run=_demo_models)
 
-    p = commands.add_parser("download-models", help="download published models into the local caches")
-    p.add_argument("models", nargs="*", default=["zhihan1996/DNABERT-S", "facebook/esm2_t36_3B_UR50D"])
+    p = command("download-models", help="download published models into the local caches")
+    p.add_argument("models", nargs="*", default=list(config["models"].values()))
     p.set_defaults(run=_download_models)
 
     for sub in commands.choices.values():

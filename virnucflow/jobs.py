@@ -1,4 +1,9 @@
-"""What every workflow job shares: a logger that writes to the job's log, and one-line errors."""
+"""What every workflow job shares: where its log goes, and one-line errors.
+
+The package's modules log to their own loggers (`logging.getLogger(__name__)`, all under
+"virnucflow"); `job()` gives that tree its handlers for the job's duration: the job's log file,
+and the terminal for progress and warnings.
+"""
 
 import contextlib
 import logging
@@ -8,6 +13,9 @@ import sys
 import time
 
 from .errors import VirnucflowError
+
+PACKAGE = "virnucflow"
+FORMAT = logging.Formatter("%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
 
 
 class _ForTheTerminal(logging.Filter):
@@ -20,21 +28,22 @@ class _ForTheTerminal(logging.Filter):
 
 @contextlib.contextmanager
 def job(name, log_path=None):
-    """Log to `log_path` and stderr; turn a VirnucflowError into one line on stderr and exit 1.
+    """Log the package to `log_path` and stderr; turn a VirnucflowError into one line on stderr and exit 1.
 
     The error goes to the log file (with its time) and once to stderr as `virnucflow NAME: error: ...`;
-    the workflow profile does not echo failed logs, so a local run shows each error once."""
-    logger = logging.getLogger(f"virnucflow.{name}")
+    the workflow profile does not echo failed logs, so a local run shows each error once. Yields the
+    package's logger."""
+    logger = logging.getLogger(PACKAGE)
+    saved = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    fmt = logging.Formatter("%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     terminal = logging.StreamHandler(sys.stderr)
     terminal.addFilter(_ForTheTerminal())
     handlers = [terminal]
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))
     for handler in handlers:
-        handler.setFormatter(fmt)
+        handler.setFormatter(FORMAT)
         logger.addHandler(handler)
     started = time.monotonic()
     # Where the job ran, so cluster runs can be audited from the logs alone.
@@ -43,10 +52,10 @@ def job(name, log_path=None):
         for key in ("SLURM_JOB_ID", "LSB_JOBID", "CUDA_VISIBLE_DEVICES")
         if key in os.environ
     )
-    logger.info("host=%s pid=%d %s", socket.gethostname(), os.getpid(), env, extra={"file_only": True})
+    logger.info("%s: host=%s pid=%d %s", name, socket.gethostname(), os.getpid(), env, extra={"file_only": True})
     try:
         yield logger
-        logger.info("done in %.1f s", time.monotonic() - started)
+        logger.info("%s done in %.1f s", name, time.monotonic() - started)
     except VirnucflowError as error:
         logger.error("%s", error)
         for handler in handlers:
@@ -57,3 +66,5 @@ def job(name, log_path=None):
         for handler in handlers:
             logger.removeHandler(handler)
             handler.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]

@@ -1,0 +1,62 @@
+"""`virnucflow <stage>`: the commands take their defaults from the configuration schema and call the
+stage functions as the workflow's scripts do."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import write_embeddings
+from virnucflow.cli import build_parser
+from virnucflow.embeddings import open_embeddings
+from virnucflow.schema import defaults
+from virnucflow.workfiles import FRAMES_HEADER
+
+
+def test_option_defaults_are_the_schemas():
+    config = defaults()
+    parse = build_parser().parse_args
+    prepare = parse(["prepare", "in.fa", "out"])
+    assert (prepare.chunk_length, prepare.compat, prepare.shard_residues) == (
+        config["chunk_length"], config["compat"], config["shard_residues"])
+    embed = parse(["embed", "s.fna", "s.h5", "--kind", "dna", "--model", "m"])
+    assert {key: getattr(embed, key) for key in ("device", "precision", "on_error", "threads", "cpu_fallback")} == {
+        key: config["embed"][key] for key in ("device", "precision", "on_error", "threads", "cpu_fallback")}
+    assert embed.layer == config["embed"]["esm_layer"]
+    merge = parse(["merge", "frames.tsv", "out.h5", "--dna", "d.h5", "--protein", "p.h5", "--validation", "v.json",
+                   "--missing", "m.txt", "--chunk-length", "300", "--compat", "fixed"])
+    assert (merge.buffer_rows, merge.allow_missing) == (config["merge"]["buffer_rows"], config["merge"]["allow_missing"])
+    assert parse(["download-models"]).models == list(config["models"].values())
+
+
+def test_merge_needs_the_chunk_length_and_compat_it_records(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["merge", "frames.tsv", "out.h5", "--dna", "d.h5", "--protein", "p.h5",
+                                   "--validation", "v.json", "--missing", "m.txt"])
+    assert "--chunk-length" in capsys.readouterr().err
+
+
+def test_merge_pairs_shards_by_order_whatever_their_names(tmp_path):
+    """`virnucflow merge --dna d.h5 --protein p.h5`: shard files need no shard number in their names."""
+    ids = ["r1_chunk_1F1", "r2_chunk_1R3"]
+    (tmp_path / "frames.tsv").write_text(FRAMES_HEADER + "".join(f"{i}\t{i[:2]}\t1\t+\t1\t0\t3\t1\t0\n" for i in ids))
+    write_embeddings(tmp_path / "d.h5", ids, np.ones((2, 3)), {"kind": "dna", "model": "m"})
+    write_embeddings(tmp_path / "p.h5", ids[::-1], np.zeros((2, 2)), {"kind": "protein", "model": "e"})
+    out = tmp_path / "out.h5"
+    subprocess.run([sys.executable, "-m", "virnucflow", "merge", str(tmp_path / "frames.tsv"), str(out),
+                    "--dna", str(tmp_path / "d.h5"), "--protein", str(tmp_path / "p.h5"),
+                    "--validation", str(tmp_path / "v.json"), "--missing", str(tmp_path / "m.txt"),
+                    "--chunk-length", "300", "--compat", "virnucpro"], check=True, capture_output=True)
+    with open_embeddings(out) as merged:
+        assert merged.read_ids() == ids and merged.embeddings.shape == (2, 5)
+        # what predict checks a classifier against: a 500 bp classifier is refused on these features
+        assert merged.attrs["chunk_length"] == 300 and merged.attrs["compat"] == "virnucpro"
+
+
+def test_an_error_is_one_line_naming_the_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "virnucflow", "prepare", str(tmp_path / "absent.fa"),
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"virnucflow prepare: error: {tmp_path / 'absent.fa'}: file not found; "
+                                        "check the path in the sample sheet"]
