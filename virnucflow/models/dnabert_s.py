@@ -92,10 +92,13 @@ def packed_alibi_attention(q, k, v, block_mask, slopes):
 
 
 class BertEmbeddings(nn.Module):
-    def __init__(self, vocab_size, hidden, type_vocab_size=2, eps=1e-12):
+    def __init__(self, vocab_size, hidden, type_vocab_size=2, eps=1e-12, init=True):
         super().__init__()
-        self.word_embeddings = nn.Embedding(vocab_size, hidden)
-        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden)
+        # init=False: no random values (see DNABERTS)
+        self.word_embeddings = nn.Embedding(vocab_size, hidden,
+                                            _weight=None if init else torch.empty(vocab_size, hidden))
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden,
+                                                  _weight=None if init else torch.empty(type_vocab_size, hidden))
         self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, input_ids):
@@ -176,14 +179,18 @@ class BertEncoder(nn.Module):
 
 
 class DNABERTS(nn.Module):
-    """The encoder of DNABERT-S; returns the last hidden states."""
+    """The encoder of DNABERT-S; returns the last hidden states.
+
+    init=False: no values in the embeddings, for a checkpoint to fill (built on the meta device, then
+    load_state_dict(assign=True)). On meta, nn.Embedding's normal_ has no native kernel and would
+    import torch's compiler stack: ~1 s per job."""
 
     def __init__(self, vocab_size=4096, hidden=768, layers=12, num_heads=12, intermediate=3072,
-                 type_vocab_size=2, eps=1e-12):
+                 type_vocab_size=2, eps=1e-12, init=True):
         super().__init__()
         self.hidden = hidden
         self.num_heads = num_heads
-        self.embeddings = BertEmbeddings(vocab_size, hidden, type_vocab_size, eps)
+        self.embeddings = BertEmbeddings(vocab_size, hidden, type_vocab_size, eps, init)
         self.encoder = BertEncoder(hidden, layers, num_heads, intermediate, eps)
 
     def _slopes(self, device):

@@ -12,7 +12,6 @@ import torch
 
 from ..errors import ModelError
 from .batches import pack, pad
-from .empty import uninitialised
 from .dnabert_s import DNABERTS
 
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # ids 0..4, as DNABERT-2/S's tokenizer
@@ -94,11 +93,11 @@ def load_dnabert_s_module(folder):
     # Keys with or without the "bert." prefix (BertModel vs BertForMaskedLM); heads are not used.
     state = {k.removeprefix("bert."): v for k, v in raw.items()}
     state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
-    with uninitialised():  # no random initialisation of weights about to be replaced
+    with torch.device("meta"):  # no memory and no random values for weights the checkpoint replaces
         model = DNABERTS(
             vocab_size=config["vocab_size"], hidden=config["hidden_size"], layers=config["num_hidden_layers"],
             num_heads=config["num_attention_heads"], intermediate=config["intermediate_size"],
-            type_vocab_size=config.get("type_vocab_size", 2), eps=config.get("layer_norm_eps", 1e-12),
+            type_vocab_size=config.get("type_vocab_size", 2), eps=config.get("layer_norm_eps", 1e-12), init=False,
         )
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]

@@ -56,9 +56,9 @@ class RotaryEmbedding(nn.Module):
     would be off by whole radians past position ~256 (bf16 keeps 8 significant bits).
     """
 
-    def __init__(self, head_dim):
+    def __init__(self, head_dim, init=True):
         super().__init__()
-        self.register_buffer("inv_freq", rotary_frequencies(head_dim))
+        self.register_buffer("inv_freq", rotary_frequencies(head_dim) if init else torch.empty(head_dim // 2))
 
     def forward(self, q, k, positions):
         # q, k: (..., tokens, heads, head_dim); positions: (tokens,)
@@ -96,7 +96,7 @@ def varlen_attention(q, k, v, cu_seqlens, max_len):
 
 
 class MultiheadAttention(nn.Module):
-    def __init__(self, embed_dim, num_heads):
+    def __init__(self, embed_dim, num_heads, init=True):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
@@ -105,7 +105,7 @@ class MultiheadAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
-        self.rot_emb = RotaryEmbedding(self.head_dim)
+        self.rot_emb = RotaryEmbedding(self.head_dim, init)
 
     def forward(self, x, positions, padding_mask=None, cu_seqlens=None, max_len=None):
         """Padded: x (batch, tokens, dim), positions (tokens,), padding_mask (batch, tokens) True at
@@ -127,9 +127,9 @@ class MultiheadAttention(nn.Module):
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm block: attention, then a GELU MLP of 4x width, each added to the residual."""
 
-    def __init__(self, embed_dim, ffn_dim, num_heads, layer_norm_eps=1e-5):
+    def __init__(self, embed_dim, ffn_dim, num_heads, layer_norm_eps=1e-5, init=True):
         super().__init__()
-        self.self_attn = MultiheadAttention(embed_dim, num_heads)
+        self.self_attn = MultiheadAttention(embed_dim, num_heads, init)
         self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
@@ -141,8 +141,12 @@ class TransformerLayer(nn.Module):
 
 
 class ESM2(nn.Module):
+    """init=False: no values in the embedding and the rotary buffers, for a checkpoint to fill (built
+    on the meta device, then load_state_dict(assign=True)). On meta, nn.Embedding's normal_ and the
+    frequencies' arange have no native kernel and would import torch's compiler stack: ~1 s per job."""
+
     def __init__(self, num_layers, embed_dim, attention_heads, alphabet_size=33, padding_idx=1, mask_idx=32,
-                 token_dropout=True, layer_norm_eps=1e-5):
+                 token_dropout=True, layer_norm_eps=1e-5, init=True):
         super().__init__()
         self.num_layers = num_layers
         self.embed_dim = embed_dim
@@ -150,9 +154,11 @@ class ESM2(nn.Module):
         self.padding_idx = padding_idx
         self.mask_idx = mask_idx
         self.token_dropout = token_dropout
-        self.embed_tokens = nn.Embedding(alphabet_size, embed_dim, padding_idx=padding_idx)
+        self.embed_tokens = nn.Embedding(alphabet_size, embed_dim, padding_idx=padding_idx,
+                                         _weight=None if init else torch.empty(alphabet_size, embed_dim))
         self.layers = nn.ModuleList(
-            [TransformerLayer(embed_dim, 4 * embed_dim, attention_heads, layer_norm_eps) for _ in range(num_layers)]
+            [TransformerLayer(embed_dim, 4 * embed_dim, attention_heads, layer_norm_eps, init)
+             for _ in range(num_layers)]
         )
         self.emb_layer_norm_after = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
 

@@ -22,7 +22,6 @@ import torch
 
 from ..errors import ModelError
 from .batches import pack, pad
-from .empty import uninitialised
 from .esm2 import ESM2, flash_varlen, packed_positions, rotary_frequencies
 
 # fair-esm's ESM-1b alphabet: 4 specials, 25 residue symbols, '.', '-', padding to a multiple of 8, <mask>.
@@ -308,8 +307,9 @@ def load_esm2_module(source, dtype=torch.float32):
     if not heads:
         raise ModelError(f"{where}: the number of attention heads is not stated; use a checkpoint with its config")
     token_dropout = True if hparams["token_dropout"] is None else bool(hparams["token_dropout"])
-    with uninitialised():  # no random initialisation of weights about to be replaced (seconds at 3B)
-        model = ESM2(num_layers, embed_dim, heads, token_dropout=token_dropout, layer_norm_eps=hparams["layer_norm_eps"])
+    with torch.device("meta"):  # no memory and no random values for weights the checkpoint replaces
+        model = ESM2(num_layers, embed_dim, heads, token_dropout=token_dropout, layer_norm_eps=hparams["layer_norm_eps"],
+                     init=False)
 
     expected = model.state_dict()
     head_dim = embed_dim // heads
@@ -417,8 +417,8 @@ def load_esm2(source, device="cpu", dtype=torch.float32, layer=None, attention="
 
 def _random_state(num_layers, embed_dim, attention_heads, seed):
     """fair-esm-named random weights (encoder + lm_head), the same on every run for the same arguments."""
-    with uninitialised():
-        shapes = ESM2(num_layers, embed_dim, attention_heads).state_dict()
+    with torch.device("meta"):  # shapes only
+        shapes = ESM2(num_layers, embed_dim, attention_heads, init=False).state_dict()
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, meta in shapes.items():
