@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 from virnucflow.demo import DNABERT_S_TINY, ESM2_TINY  # noqa: E402
 from virnucflow.embed import make_batches  # noqa: E402
 from virnucflow.models.dnabert_s import DNABERTS  # noqa: E402
-from virnucflow.models.dnabert_s_checkpoint import DnabertSEncoder, train_tokenizer, write_random_dnabert_s  # noqa: E402
+from virnucflow.models.dnabert_s_encoder import DnabertSEncoder, load_dnabert_s  # noqa: E402
 from virnucflow.models.esm2 import ESM2  # noqa: E402
-from virnucflow.models.esm2_checkpoint import Esm2Encoder, load_esm2, write_random_esm2  # noqa: E402
-from virnucflow.models.dnabert_s_checkpoint import load_dnabert_s  # noqa: E402
+from virnucflow.models.esm2_encoder import Esm2Encoder, load_esm2  # noqa: E402
+from virnucflow.models.random_weights import train_tokenizer, write_random_dnabert_s, write_random_esm2  # noqa: E402
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 

@@ -20,16 +20,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s  # noqa: E402
-from virnucflow.models.esm2_checkpoint import write_random_esm2  # noqa: E402
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
 
 LOAD = """
 import resource, sys, time
 started = time.perf_counter()
 import torch
 sys.path.insert(0, {repo!r})
-from virnucflow.models.dnabert_s_checkpoint import load_dnabert_s
-from virnucflow.models.esm2_checkpoint import load_esm2
+from virnucflow.models.dnabert_s_encoder import load_dnabert_s
+from virnucflow.models.esm2_encoder import load_esm2
 from virnucflow.models.resolve import resolve_model
 imported = time.perf_counter()
 kind, path, device = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -3,6 +3,7 @@ tests/data/dnabert_s/README.md), plus the tokenizer, the published layouts and t
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from virnucflow.errors import ModelError
 from virnucflow.models.dnabert_s import alibi_bias, alibi_slopes, document_block_mask
-from virnucflow.models.dnabert_s_checkpoint import load_dnabert_s, write_random_dnabert_s
+from virnucflow.models.dnabert_s_encoder import load_dnabert_s
+from virnucflow.models.random_weights import write_random_dnabert_s
 
 VECTORS = sorted((Path(__file__).parent / "data" / "dnabert_s").glob("*/"))
 
@@ -159,3 +161,61 @@ def test_published_weights_give_virnucpro_features(reference_dir, case):
     encoder = load_dnabert_s(folder, attention="padded")
     got = encoder.embed([encoder.tokenize(sequences[row["label"]]) for row in features["data"]])
     assert (got - expected).abs().max() < 5e-3
+
+
+def test_sharded_weights_load_like_one_file(tmp_path):
+    """Two safetensors shards and their index, as Hugging Face saves a large model."""
+    from virnucflow.models.resolve import model_width
+
+    folder = write_random_dnabert_s(tmp_path / "m", seed=6)
+    encoder = load_dnabert_s(folder)
+    tokens = [encoder.tokenize(random_dna(n, n)) for n in (30, 300, 700)]
+    expected = encoder.embed(tokens)
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    (folder / "pytorch_model.bin").unlink()
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2 :]}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(folder / shard), metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert torch.equal(load_dnabert_s(folder).embed(tokens), expected)
+    assert model_width("dna", str(folder)) == 48
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ModelError, match="shard model-00002-of-00002.safetensors is missing"):
+        load_dnabert_s(folder)
+
+
+class SystemCall:
+    """Unpickling this with plain pickle would run a shell command (os.system)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class Exec:
+    """Unpickling this with plain pickle would run exec()."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+@pytest.mark.parametrize("payload, named", [(SystemCall, f"{os.system.__module__}.system"), (Exec, "builtins.exec")])
+def test_weights_that_would_run_code_are_refused_in_one_line(tmp_path, payload, named):
+    folder = write_random_dnabert_s(tmp_path / "m", seed=3)
+    marker = tmp_path / "executed"
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    torch.save({**state, "pooler.extra": payload(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelError) as refused:
+        load_dnabert_s(folder)
+    message = str(refused.value)
+    assert message.startswith(f"{folder / 'pytorch_model.bin'}: refused to load: it names {named}")
+    assert "could run code" in message and "\n" not in message and "weights_only" not in message
+    assert not marker.exists()

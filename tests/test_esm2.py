@@ -3,6 +3,7 @@
 import argparse
 import hashlib
 import json
+import os
 
 import esm
 import pytest
@@ -10,7 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from virnucflow.errors import ModelError
-from virnucflow.models.esm2_checkpoint import TOKENS, load_esm2, tokenize, write_random_esm2
+from virnucflow.models.esm2_alphabet import TOKENS, tokenize
+from virnucflow.models.esm2_encoder import load_esm2
+from virnucflow.models.random_weights import write_random_esm2
 
 # Mixed lengths; the 1100-residue one is longer than VirNucPro's 1024-residue pooling window.
 SEQUENCES = ["MKTAYIAKQR", "GAVLIMFWP" * 3, "ACDEFGHIKLMNPQRSTVWYXBZUO", "MKV" * 366 + "MW", "W"]
@@ -317,3 +320,36 @@ def test_checkpoint_code_never_runs_and_foreign_config_still_reads(tmp_path):
     assert not marker.exists()
     reference = write_random_esm2(tmp_path / "r.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
     assert torch.equal(got, load_esm2(reference).embed(tokens))
+
+
+class SystemCall:
+    """Unpickling this with plain pickle would run a shell command (os.system)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("layout", ["fair-esm", "hf"])
+def test_a_checkpoint_that_would_run_a_command_is_refused_in_one_line(tmp_path, layout):
+    marker = tmp_path / "executed"
+    if layout == "fair-esm":
+        path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, weights_only=True)
+        data["cfg"]["extra"] = SystemCall(marker)
+        torch.save(data, path)
+    else:
+        folder = write_random_esm2(tmp_path / "hf", "hf", num_layers=2, embed_dim=32, attention_heads=4)
+        weights = load_file(folder / "model.safetensors")
+        (folder / "model.safetensors").unlink()
+        path = folder / "pytorch_model.bin"
+        torch.save({**weights, "extra": SystemCall(marker)}, path)
+    with pytest.raises(ModelError) as refused:
+        load_esm2(path if layout == "fair-esm" else path.parent)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: refused to load: it names {os.system.__module__}.system")
+    assert "could run code" in message and "\n" not in message and "weights_only" not in message
+    assert not marker.exists()

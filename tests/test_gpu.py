@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from virnucflow.embed import embed_shard
-from virnucflow.models.dnabert_s_checkpoint import load_dnabert_s, write_random_dnabert_s
-from virnucflow.models.esm2_checkpoint import load_esm2, write_random_esm2
+from virnucflow.models.dnabert_s_encoder import load_dnabert_s
+from virnucflow.models.esm2_encoder import load_esm2
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 from virnucflow.shards import open_embeddings
 
 DEVICE = os.environ.get("VIRNUCFLOW_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)

@@ -7,9 +7,8 @@ import shutil
 import pytest
 
 from virnucflow.errors import ModelError
-from virnucflow.models.dnabert_s_checkpoint import write_random_dnabert_s
-from virnucflow.models.esm2_checkpoint import write_random_esm2
 from virnucflow.models import resolve
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 from virnucflow.models.resolve import digest_cache, load_encoder, resolve_model
 
 COMMIT = "1c3ab7c9e2f04d5e8a6b7c8d9e0f1a2b3c4d5e6f"

@@ -86,10 +86,10 @@ def model_width(kind, spec):
     config or checkpoint table of contents, not its weights."""
     path, _ = locate_model(spec, kind)
     if kind == "dna":
-        from .dnabert_s_checkpoint import dnabert_s_width
+        from .dnabert_s_pretrained import dnabert_s_width
 
         return dnabert_s_width(path)
-    from .esm2_checkpoint import esm2_width
+    from .esm2_pretrained import esm2_width
 
     return esm2_width(path)
 
@@ -123,10 +123,10 @@ def _hf_snapshot(repo_id):
 
 def _weight_files(folder):
     """Weight files of a folder in the Hugging Face layout (single or sharded), [] when incomplete."""
-    from .esm2_checkpoint import hf_weight_files
+    from .checkpoints import weight_files
 
     try:
-        return hf_weight_files(folder)
+        return weight_files(folder)
     except ModelError:
         return []
 
@@ -203,11 +203,11 @@ def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="au
     if kind == "dna":
         if not path.is_dir():
             raise ModelError(f"{path}: DNABERT-S is a folder (config.json, weights, tokenizer.json), not a file")
-        from .dnabert_s_checkpoint import load_dnabert_s
+        from .dnabert_s_encoder import load_dnabert_s
 
         encoder = load_dnabert_s(path, device=device, dtype=dtype, attention=attention, name=str(spec))
     else:
-        from .esm2_checkpoint import load_esm2
+        from .esm2_encoder import load_esm2
 
         encoder = load_esm2(path, device=device, dtype=dtype, layer=layer, attention=attention, name=str(spec))
     encoder.revision = revision
