@@ -1,10 +1,12 @@
 """Model resolution: local folders and files, the Hugging Face cache (offline), the torch hub cache."""
 
 import hashlib
+import importlib.util
 import json
 import shutil
 
 import pytest
+from huggingface_hub import constants
 
 from virnucflow.errors import ModelError
 from virnucflow.models import resolve
@@ -19,7 +21,19 @@ def no_user_caches(tmp_path, monkeypatch):
     """Caches in the test folder only, whatever the machine has in ~/.cache."""
     for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "TORCH_HOME"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    setenv(monkeypatch, "XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+def setenv(monkeypatch, name, value):
+    """Set an environment variable as if the job had started with it. huggingface_hub reads its
+    own (HF_HOME, HF_HUB_CACHE, XDG_CACHE_HOME) once, on import: its constants are recomputed by its
+    own code, on the environment as it now is, and restored after the test."""
+    monkeypatch.setenv(name, value)
+    spec = importlib.util.find_spec("huggingface_hub.constants")
+    fresh = importlib.util.module_from_spec(spec)  # a second copy, not the one in sys.modules
+    spec.loader.exec_module(fresh)
+    for key in ("HF_HOME", "HF_HUB_CACHE"):
+        monkeypatch.setattr(constants, key, getattr(fresh, key))
 
 
 def hf_cache_entry(hub, repo_id, commit=COMMIT, write=lambda folder: write_random_dnabert_s(folder, seed=2)):
@@ -44,7 +58,7 @@ def hf_cache_entry(hub, repo_id, commit=COMMIT, write=lambda folder: write_rando
 def test_a_hugging_face_id_resolves_from_the_local_cache(tmp_path, monkeypatch, variable, subfolder):
     hub = tmp_path / "cache" / subfolder if subfolder else tmp_path / "cache"
     snapshot = hf_cache_entry(hub, "zhihan1996/DNABERT-S")
-    monkeypatch.setenv(variable, str(tmp_path / "cache"))
+    setenv(monkeypatch, variable, str(tmp_path / "cache"))
     assert resolve_model("zhihan1996/DNABERT-S", "dna") == (snapshot, COMMIT)
     encoder = load_encoder("dna", "zhihan1996/DNABERT-S")
     assert encoder.revision == COMMIT and encoder.name == "zhihan1996/DNABERT-S" and encoder.dim == 48
@@ -56,7 +70,7 @@ def test_the_default_cache_is_under_xdg_cache_home(tmp_path):
 
 
 def test_a_cache_miss_says_where_it_looked_and_how_to_download(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    setenv(monkeypatch, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelError) as miss:
         resolve_model("facebook/esm2_t36_3B_UR50D", "protein")
     message = str(miss.value)
@@ -66,7 +80,7 @@ def test_a_cache_miss_says_where_it_looked_and_how_to_download(tmp_path, monkeyp
 
 
 def test_an_interrupted_download_is_named_as_such(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    setenv(monkeypatch, "HF_HUB_CACHE", str(tmp_path / "hub"))
     snapshot = hf_cache_entry(tmp_path / "hub", "zhihan1996/DNABERT-S")
     (snapshot / "pytorch_model.bin").unlink()
     with pytest.raises(ModelError, match="no config.json or weights .an interrupted download"):
@@ -90,7 +104,7 @@ def write_sharded_esm2(folder):
 
 
 def test_a_sharded_snapshot_resolves_and_loads_and_a_missing_shard_is_named(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    setenv(monkeypatch, "HF_HUB_CACHE", str(tmp_path / "hub"))
     snapshot = hf_cache_entry(tmp_path / "hub", "facebook/esm2_t6_8M_UR50D", write=write_sharded_esm2)
     assert resolve_model("facebook/esm2_t6_8M_UR50D", "protein") == (snapshot, COMMIT)
     encoder = load_encoder("protein", "facebook/esm2_t6_8M_UR50D")
@@ -101,14 +115,14 @@ def test_a_sharded_snapshot_resolves_and_loads_and_a_missing_shard_is_named(tmp_
 
 
 def test_without_refs_main_the_newest_snapshot_is_used(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    setenv(monkeypatch, "HF_HUB_CACHE", str(tmp_path / "hub"))
     snapshot = hf_cache_entry(tmp_path / "hub", "zhihan1996/DNABERT-S")
     (snapshot.parent.parent / "refs" / "main").unlink()
     assert resolve_model("zhihan1996/DNABERT-S") == (snapshot, COMMIT)
 
 
 def test_a_fair_esm_name_resolves_from_the_torch_hub_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    setenv(monkeypatch, "TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(ModelError) as miss:
         resolve_model("esm2_t36_3B_UR50D", "protein")
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(miss.value)

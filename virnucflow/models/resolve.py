@@ -1,40 +1,36 @@
 """Where a model comes from: a local folder or file, a Hugging Face id, or a fair-esm name.
 
 Compute nodes rarely reach the internet, so nothing here downloads at run time: a Hugging Face
-id is looked up in the local cache only (the layout `hub/models--org--name/snapshots/<commit>/`
-under HF_HUB_CACHE or HF_HOME), a fair-esm name in the torch hub cache. `download_models`, run by
-`make download-models` on a login node, is the one place that downloads.
+id is looked up in the local cache only, where huggingface_hub puts it (`huggingface_hub.constants`:
+HF_HUB_CACHE, HF_HOME, read when it is imported), a fair-esm name in torch hub's (`torch.hub.get_dir()`:
+TORCH_HOME). `download_models`, run by `make download-models` on a login node, is the one place that
+downloads. Importing this module does not import torch (the workflow imports it when it loads).
 """
 
 import hashlib
+import logging
 import os
 import re
 import socket
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from ..atomic import atomic_open
 from ..errors import ModelError
+
+log = logging.getLogger(__name__)
 
 KINDS = ("dna", "protein")
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
 
 
-def hf_hub_cache():
-    """The Hugging Face hub cache folder, as huggingface_hub computes it from the environment."""
-    if os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        folder = os.environ.get("HF_HUB_CACHE") or os.environ["HUGGINGFACE_HUB_CACHE"]
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-        folder = os.path.join(os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface"), "hub")
-    return Path(os.path.expandvars(os.path.expanduser(folder)))
-
-
 def torch_hub_checkpoints():
     """torch.hub's checkpoint folder ($TORCH_HOME/hub/checkpoints), where fair-esm keeps its .pt files."""
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    home = os.environ.get("TORCH_HOME") or os.path.join(xdg, "torch")
-    return Path(os.path.expandvars(os.path.expanduser(home))) / "hub" / "checkpoints"
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def resolve_model(spec, kind=None):
@@ -60,7 +56,7 @@ def locate_model(spec, kind=None):
         found = _hf_snapshot(spec)
         if found:
             return found
-        raise ModelError(_miss_message(spec, f"the local Hugging Face cache ({hf_hub_cache()})"))
+        raise ModelError(_miss_message(spec, f"the local Hugging Face cache ({constants.HF_HUB_CACHE})"))
     if kind != "dna":
         hub = torch_hub_checkpoints() / f"{spec}.pt"
         if hub.is_file():
@@ -102,23 +98,25 @@ def _cache_commit(path):
 
 
 def _hf_snapshot(repo_id):
-    """(snapshot folder, commit) of a cached Hugging Face repo, or None. refs/main names the
-    commit that a download last fetched; without it, the newest snapshot."""
-    repo = hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    ref = repo / "refs" / "main"
-    commit = ref.read_text().strip() if ref.is_file() else None
-    if commit is None or not (snapshots / commit).is_dir():
+    """(snapshot folder, commit) of a cached Hugging Face repo, or None: the snapshot refs/main names,
+    as huggingface_hub finds it offline; without one (a cache copied without refs/), the newest."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.file_download import repo_folder_name
+
+    config = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(config, str):
+        folder = Path(config).parent
+    else:
+        snapshots = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots"
         candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
         if not candidates:
             return None
-        commit = candidates[-1].name
-    folder = snapshots / commit
+        folder = candidates[-1]
     # A download cut short leaves a snapshot without weights, or links to blobs that never came.
     if not (folder / "config.json").is_file() or not _weight_files(folder):
         raise ModelError(f"model {repo_id!r}: the cached snapshot {folder} has no config.json or weights "
                          f"(an interrupted download?); run `make download-models` again on a login node")
-    return folder, commit
+    return folder, folder.name
 
 
 def _weight_files(folder):
@@ -214,7 +212,7 @@ def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="au
     return encoder
 
 
-def download_models(specs, log=None):
+def download_models(specs):
     """Download models into the local caches (needs internet: a login node): Hugging Face ids
     into the hub cache, fair-esm names into the torch hub cache. Without a connection: one
     ModelError naming the host, the cache it would have filled and how to bring a cache over."""
@@ -231,21 +229,19 @@ def download_models(specs, log=None):
                     torch.hub.download_url_to_file(url, str(target))
                 except Exception as exc:  # noqa: BLE001 - URL, HTTP and socket errors alike
                     raise _download_failed(url, target.parent, exc) from None
-            if log:
-                log.info("%s -> %s", spec, target)
+            log.info("%s -> %s", spec, target)
             continue
-        from huggingface_hub import constants, list_repo_files, snapshot_download
+        from huggingface_hub import list_repo_files, snapshot_download
 
-        _check_reachable(constants.ENDPOINT, hf_hub_cache())
+        _check_reachable(constants.ENDPOINT, constants.HF_HUB_CACHE)
         try:
             files = list_repo_files(spec)
             # One copy of the weights: safetensors when the repo has them (ESM-2 3B is 11 GB per format).
             weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
-            folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights], cache_dir=hf_hub_cache())
+            folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights])
         except Exception as exc:  # noqa: BLE001 - HTTP, network and hub errors alike
-            raise _download_failed(f"{constants.ENDPOINT}/{spec}", hf_hub_cache(), exc) from None
-        if log:
-            log.info("%s -> %s", spec, folder)
+            raise _download_failed(f"{constants.ENDPOINT}/{spec}", constants.HF_HUB_CACHE, exc) from None
+        log.info("%s -> %s", spec, folder)
 
 
 def _check_reachable(url, cache, timeout=10):
