@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import embed_options
 from virnucflow.embed import embed_shard
+from virnucflow.embeddings import open_embeddings
 from virnucflow.models.dnabert_s_encoder import load_dnabert_s
 from virnucflow.models.esm2_encoder import load_esm2
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
-from virnucflow.shards import open_embeddings
 
 DEVICE = os.environ.get("VIRNUCFLOW_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="needs a CUDA device (or VIRNUCFLOW_TEST_DEVICE=cpu)")
@@ -83,8 +84,8 @@ def test_an_embed_job_on_the_device(models, tmp_path, kind):
     rows = {}
     for budget in (1024, 65536):
         out = tmp_path / f"{budget}.h5"
-        stats = embed_shard(fasta, out, kind=kind, model=str(models[kind]), device="auto" if DEVICE == "cuda" else DEVICE,
-                            token_budget=budget)
+        options = embed_options(kind, device="auto" if DEVICE == "cuda" else DEVICE, token_budget=budget)
+        stats = embed_shard(fasta, out, model=str(models[kind]), **options)
         with open_embeddings(out) as shard:
             assert shard.read_ids() == [f"s{i}" for i in range(len(sequences))]
             rows[budget], attrs = shard.embeddings[:], dict(shard.attrs)
