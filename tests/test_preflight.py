@@ -75,6 +75,7 @@ def test_a_gzip_file_that_is_not_gzip_inside_is_named(models, tmp_path):
 
 def test_models_are_resolved_offline(models, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # read at import
     config = config_with(models)
     config["models"] = {"dnabert_s": "zhihan1996/DNABERT-S", "esm2": str(tmp_path / "missing.pt")}
     reads = tmp_path / "r.fa"
