@@ -10,7 +10,7 @@ from virnucflow.errors import VirnucflowError
 from virnucflow.models.resolve import is_local_path
 from virnucflow.samples import read_sample_sheet
 
-validate(config, "../config/schema.yaml")
+validate(config, "../virnucflow/config_schema.yaml")
 
 # `--sdm conda`: envs/virnucflow.post-deploy.sh installs the package from here, wherever snakemake runs.
 os.environ.setdefault("VIRNUCFLOW_SOURCE", workflow.basedir)

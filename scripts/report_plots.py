@@ -2,7 +2,7 @@
 from virnucflow.jobs import job
 from virnucflow.report import write_report_plots
 
-with job("report_plots", snakemake.log[0]) as log:
+with job("report_plots", snakemake.log[0]):
     write_report_plots(
         samples=snakemake.params.samples,
         summaries=list(snakemake.input.summaries),
@@ -11,5 +11,4 @@ with job("report_plots", snakemake.log[0]) as log:
         predictions=list(snakemake.input.get("predictions", [])),
         read_calls=list(snakemake.input.get("read_calls", [])),
         outputs=dict(snakemake.output.items()),
-        log=log,
     )

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from virnucflow.demo import write_demo_models
-from virnucflow.predict import write_demo_classifier
+from virnucflow.demo import write_demo_classifier
 from virnucflow.preflight import PreflightError, preflight
 
 CONFIG = {"chunk_length": 500, "embed": {"device": "auto"}, "classifier": None}

@@ -182,12 +182,3 @@ def _outputs(out_dir, predictions_tsv, chunk_calls_tsv, read_calls_tsv):
         raise TypeError("predict_sample needs out_dir or all of predictions_tsv, chunk_calls_tsv, read_calls_tsv")
     return [Path(p) for p in paths]
 
-
-def __getattr__(name):
-    # Transitional: tests/test_preflight.py still imports the demo classifier writer from here, which
-    # is virnucflow.demo's now. Delete once it reads `from virnucflow.demo import write_demo_classifier`.
-    if name == "write_demo_classifier":
-        from .demo import write_demo_classifier
-
-        return write_demo_classifier
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

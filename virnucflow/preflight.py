@@ -63,6 +63,6 @@ def _model_width(kind, spec):
 
 
 def _check_classifier(path, features, chunk_length):
-    from .predict import load_classifier
+    from .classifier import load_classifier
 
     load_classifier(path, input_dim=features, chunk_length=chunk_length)

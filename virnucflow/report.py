@@ -5,6 +5,7 @@ plot stays readable from 1 to a few hundred samples and says so in a note when i
 import csv
 import html
 import json
+import logging
 import platform
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from matplotlib.ticker import StrMethodFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from .atomic import atomic_open, atomic_path  # noqa: E402
+from .workfiles import read_summary  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 MODELS = {"dna": ("DNABERT-S", "#1b9e77"), "protein": ("ESM-2", "#7570b3")}
 CALLS = {"virus": "#d95f02", "others": "#7570b3", "no_frames": "#bdbdbd", "not_scored": "#e7298a"}
@@ -93,7 +97,7 @@ def summary_rows(samples, summaries, validations, calls=None, embed_jobs=None):
     (`embed_jobs`: the rows of each sample's embed_jobs.tsv) and, with a classifier, reads per call."""
     rows = []
     for i, (sample, summary_path, validation_path) in enumerate(zip(samples, summaries, validations, strict=True)):
-        summary = json.loads(Path(summary_path).read_text())
+        summary = read_summary(summary_path)
         validation = json.loads(Path(validation_path).read_text())
         row = {
             "sample": sample, "reads": summary["reads"], "bases": summary.get("bases", ""),
@@ -429,7 +433,7 @@ def plot_calls(samples, calls, path):
     _save(fig, path)
 
 
-def write_report_plots(samples, summaries, validations, embed_jobs, predictions, read_calls, outputs, log=None):
+def write_report_plots(samples, summaries, validations, embed_jobs, predictions, read_calls, outputs):
     """Everything the report shows. `outputs`: paths for summary (TSV), counts, throughput, scores and
     calls (PNG), and optionally summary_html. `embed_jobs`: each sample's embed_jobs.tsv;
     `predictions`, `read_calls`: one per sample, or empty without a classifier."""
@@ -448,9 +452,8 @@ def write_report_plots(samples, summaries, validations, embed_jobs, predictions,
     plot_throughput([job for sample_jobs in jobs for job in sample_jobs], outputs["throughput"])
     plot_scores(samples, predictions or [], outputs["scores"])
     plot_calls(samples, calls, outputs["calls"])
-    if log:
-        log.info("report plots for %d samples written", len(samples))
-        for row in rows:
-            if row.get("cpu_jobs_given_a_gpu"):
-                log.warning("sample %s: %d embed jobs ran on the CPU although they had a GPU (embed.cpu_fallback: "
-                            "torch could not use it)", row["sample"], row["cpu_jobs_given_a_gpu"])
+    log.info("report plots for %d samples written", len(samples))
+    for row in rows:
+        if row.get("cpu_jobs_given_a_gpu"):
+            log.warning("sample %s: %d embed jobs ran on the CPU although they had a GPU (embed.cpu_fallback: "
+                        "torch could not use it)", row["sample"], row["cpu_jobs_given_a_gpu"])
