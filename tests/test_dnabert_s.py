@@ -219,3 +219,52 @@ def test_weights_that_would_run_code_are_refused_in_one_line(tmp_path, payload, 
     assert message.startswith(f"{folder / 'pytorch_model.bin'}: refused to load: it names {named}")
     assert "could run code" in message and "\n" not in message and "weights_only" not in message
     assert not marker.exists()
+
+
+# --- attention choice, compiled layers, no reads from the device ------------------------------
+
+
+def test_auto_attention_is_padded_on_every_device():
+    """Padded SDPA with the ALiBi bias needs no compiler (packed flex_attention costs 8-9 s of compiling
+    per job on a GPU) and was the faster one on an H200; packed stays an explicit choice."""
+    from virnucflow.models.dnabert_s_encoder import choose_attention
+
+    assert choose_attention("auto") == "padded"
+    assert choose_attention("packed") == "packed" and choose_attention("padded") == "padded"
+    with pytest.raises(ModelError, match="attention 'flash' is not one of auto, padded, packed"):
+        choose_attention("flash")
+
+
+def test_cpu_encoder_stays_padded_fp32(tmp_path):
+    encoder = load_dnabert_s(write_random_dnabert_s(tmp_path / "m", seed=4))
+    assert (encoder.attention, encoder.dtype, encoder.compiled) == ("padded", torch.float32, False)
+
+
+@pytest.mark.parametrize("attention", ["padded", "packed"])
+def test_compiled_layers_equal_the_reference_implementation(attention):
+    """torch.compile of the layers (inductor's CPU code here, Triton on a GPU), against the test vectors."""
+    folder = VECTORS[0]
+    inputs = json.loads((folder / "inputs.json").read_text())
+    expected = load_file(str(folder / "expected.safetensors"))["pooled"]
+    encoder = load_dnabert_s(folder, attention=attention, compile_layers=True)
+    assert encoder.compiled and encoder.attention == attention
+    assert (encoder.embed(inputs["token_ids"]) - expected).abs().max() < 1e-5
+
+
+def test_a_batch_is_queued_without_reading_back_from_the_device():
+    """On the meta device every read of a value (.item(), .tolist(), a boolean mask, a repeat count, a
+    Python if on a tensor) raises: what passes here never waits for a GPU inside a batch (padded: auto's
+    path; the packed one's block mask too, flex_attention itself does not run on meta)."""
+    from virnucflow.models.dnabert_s import DNABERTS
+    from virnucflow.models.dnabert_s_encoder import DnabertSEncoder
+    from virnucflow.models.random_weights import train_tokenizer
+
+    tokenizer = train_tokenizer(64, reads=20, length=100)
+    with torch.device("meta"):
+        model = DNABERTS(vocab_size=64, hidden=48, layers=2, num_heads=6, intermediate=96, init=False)
+    encoder = DnabertSEncoder(model, tokenizer, "meta", device="meta", dtype=torch.bfloat16)
+    prepared = encoder.prepare([encoder.tokenize(random_dna(n, n)) for n in (40, 300, 7)])
+    rows = encoder.pooled(prepared)
+    assert rows.device.type == "meta" and rows.shape == (3, 48) and rows.dtype == torch.float32
+    block_mask = document_block_mask(torch.tensor([0, 300, 302, 700]).int().to("meta"), tokens=700)
+    assert block_mask.shape[-2:] == (700, 700)

@@ -353,3 +353,100 @@ def test_a_checkpoint_that_would_run_a_command_is_refused_in_one_line(tmp_path, 
     assert message.startswith(f"{path}: refused to load: it names {os.system.__module__}.system")
     assert "could run code" in message and "\n" not in message and "weights_only" not in message
     assert not marker.exists()
+
+
+# --- fused projections, attention choice, compiled layers, no reads from the device -----------
+
+
+def test_module_differs_from_fair_esm_only_by_the_stacked_qkv_projection():
+    from virnucflow.models.esm2 import ESM2
+    from virnucflow.models.esm2_pretrained import checkpoint_shapes
+
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    reference = esm.model.esm2.ESM2(num_layers=2, embed_dim=DIM, attention_heads=HEADS, alphabet=alphabet)
+    expected = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith(("lm_head", "contact_head"))}
+    with torch.device("meta"):
+        model = ESM2(2, DIM, HEADS, init=False)
+    assert list(checkpoint_shapes(model).items()) == list(expected.items())  # names, shapes and order
+    fused = {k for k in model.state_dict() if k not in expected}
+    assert fused == {f"layers.{i}.self_attn.qkv_proj.{leaf}" for i in range(2) for leaf in ("weight", "bias")}
+
+
+def test_stacked_projection_holds_q_k_v_in_that_order(fair_esm_model):
+    path = fair_esm_model[0]
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.load(path, weights_only=True)["model"]
+    qkv = load_esm2(path).model.layers[1].self_attn.qkv_proj
+    prefix = "encoder.sentence_encoder.layers.1.self_attn."
+    for leaf in ("weight", "bias"):
+        parts = [state[f"{prefix}{name}_proj.{leaf}"] for name in "qkv"]
+        assert torch.equal(getattr(qkv, leaf), torch.cat(parts))
+
+
+def test_auto_attention_is_packed_only_where_flash_varlen_takes_the_head_size(monkeypatch):
+    from virnucflow.models import esm2
+    from virnucflow.models.esm2_encoder import choose_attention
+
+    monkeypatch.setattr(esm2, "flash_varlen", lambda: (lambda *args: None))  # as a torch that has the kernel
+    bf16 = torch.bfloat16
+    assert choose_attention("auto", "cuda", bf16, 64) == "packed"
+    assert choose_attention("auto", "cuda:1", torch.float16, 16) == "packed"
+    # FlashAttention's varlen kernel fails on "head_size must be a multiple of 8" and above 256
+    assert choose_attention("auto", "cuda", bf16, 12) == "padded"
+    assert choose_attention("auto", "cuda", bf16, 264) == "padded"
+    assert choose_attention("auto", "cuda", torch.float32, 64) == "padded"
+    assert choose_attention("auto", "cpu", bf16, 64) == "padded"
+    assert choose_attention("packed", "cuda", bf16, 12) == "packed"  # explicit: attention one sequence at a time
+    assert not esm2.flash_varlen_runs("cuda", bf16, 12)
+    monkeypatch.setattr(esm2, "flash_varlen", lambda: None)  # a torch without the kernel
+    assert choose_attention("auto", "cuda", bf16, 64) == "padded"
+    with pytest.raises(ValueError, match="attention must be"):
+        choose_attention("flash", "cuda", bf16, 64)
+
+
+def test_head_size_not_a_multiple_of_8_packed_equals_padded(tmp_path):
+    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=36, attention_heads=3)  # head size 12
+    tokens = [tokenize(s) for s in SEQUENCES]
+    padded = load_esm2(path, attention="padded").embed(tokens)
+    assert (load_esm2(path, attention="packed").embed(tokens) - padded).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("attention", ["padded", "packed"])
+def test_compiled_layers_equal_fair_esm(fair_esm_model, attention):
+    """torch.compile of the layers (inductor's CPU code here, Triton on a GPU), against fair-esm in fp32."""
+    path, _, expected = fair_esm_model
+    encoder = load_esm2(path, attention=attention, compile_layers=True)
+    assert encoder.compiled
+    tokens = [tokenize(s) for s in SEQUENCES]
+    assert (encoder.embed(tokens) - expected[LAYERS]).abs().max() < 1e-5
+    alone = torch.cat([encoder.embed([t]) for t in tokens[:3]])  # other token counts: no new graph needed
+    assert (alone - expected[LAYERS][:3]).abs().max() < 1e-5
+
+
+def test_layers_run_eagerly_where_compiling_fails(fair_esm_model, monkeypatch, caplog):
+    def broken_compile(fn, **options):
+        def fails(*args, **kwargs):
+            raise RuntimeError("no working C compiler")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    path, _, expected = fair_esm_model
+    encoder = load_esm2(path, attention="packed", compile_layers=True)
+    assert not encoder.compiled
+    assert "compiled layers (torch.compile) failed on cpu: RuntimeError: no working C compiler" in caplog.text
+    assert (encoder.embed([tokenize(s) for s in SEQUENCES]) - expected[LAYERS]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("attention", ["padded", "packed"])
+def test_a_batch_is_queued_without_reading_back_from_the_device(attention):
+    """On the meta device every read of a value (.item(), .tolist(), a boolean mask, a repeat count, a
+    Python if on a tensor) raises: what passes here never waits for a GPU inside a batch."""
+    from virnucflow.models.esm2 import ESM2
+    from virnucflow.models.esm2_encoder import Esm2Encoder
+
+    with torch.device("meta"):
+        model = ESM2(LAYERS, DIM, HEADS, init=False)
+    encoder = Esm2Encoder(model, "meta", device="meta", dtype=torch.bfloat16, attention=attention)
+    prepared = encoder.prepare([tokenize(s) for s in SEQUENCES])
+    rows = encoder.pooled(prepared)
+    assert rows.device.type == "meta" and rows.shape == (len(SEQUENCES), DIM) and rows.dtype == torch.float32

@@ -1,22 +1,53 @@
-"""Token-id lists -> model input tensors, packed (no padding) or padded. Shared by both encoders."""
+"""Token-id lists -> model inputs on the host, packed (no padding) or padded, and the rows of a batch
+on their way back from the device. Shared by both encoders.
 
+An encoder's `prepare(batch)` builds everything that depends on the lengths here, on the host (in
+page-locked memory when the model is on a GPU), so that `embed_prepared` copies it asynchronously
+and the forward never waits for a value from the device; `PendingRows.result()` is the one wait.
+"""
+
+import itertools
+
+import numpy as np
 import torch
 
 
-def pack(batch, device):
-    """(tokens (total,), cu_seqlens (B + 1,) int32): sequences back to back, with their boundaries."""
-    lengths = [len(ids) for ids in batch]
-    tokens = torch.tensor([t for ids in batch for t in ids], device=device)
-    cu_seqlens = torch.tensor([0] + lengths, device=device).cumsum(0).to(torch.int32)
-    return tokens, cu_seqlens
+def pack(batch):
+    """(tokens (total,) int64, lengths (B,) int64) on the host: the sequences back to back."""
+    lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
+    tokens = np.fromiter(itertools.chain.from_iterable(batch), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(tokens), torch.from_numpy(lengths)
 
 
-def pad(batch, pad_id, device):
-    """(tokens (B, T) long, mask (B, T) long with 1 at real tokens), T the longest sequence."""
-    width = max(len(ids) for ids in batch)
-    tokens = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        tokens[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-    return tokens.to(device), mask.to(device)
+def pad(batch, pad_id):
+    """(tokens (B, T) int64, mask (B, T) int64 with 1 at real tokens) on the host, T the longest sequence."""
+    flat, lengths = pack(batch)
+    real = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]  # (B, T)
+    tokens = torch.full(real.shape, pad_id, dtype=torch.int64)
+    tokens[real] = flat  # row by row, as the sequences follow each other in `flat`
+    return tokens, real.long()
+
+
+def pinned(tensor, device):
+    """`tensor` in page-locked memory when it is bound for a GPU: its copy there is then asynchronous."""
+    return tensor.pin_memory() if torch.device(device).type == "cuda" else tensor
+
+
+class PendingRows:
+    """A batch's pooled rows, (B, dim) float32, being computed on the device. On a GPU they are copied
+    to page-locked host memory behind the batch's work; `result()` waits for this batch only."""
+
+    def __init__(self, rows):
+        if rows.is_cuda:
+            self._rows = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
+            self._rows.copy_(rows, non_blocking=True)
+            self._done = torch.cuda.Event()
+            self._done.record()
+        else:
+            self._rows, self._done = rows.cpu(), None
+
+    def result(self):
+        """The rows, (B, dim) float32 on the CPU."""
+        if self._done is not None:
+            self._done.synchronize()
+        return self._rows

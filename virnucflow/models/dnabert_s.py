@@ -11,6 +11,8 @@ Two attention paths give the same numbers:
 - `packed`: the batch as one row of tokens without padding, through flex_attention with a
   per-sequence block mask and ALiBi as a score modification: the compiled kernel on CUDA, the
   same functions run unfused elsewhere (memory grows with tokens^2: for tests, not for CPU work).
+Neither reads a value back from the device. `compile_layers()` compiles the work after each
+attention kernel (projection, residuals, LayerNorms, the gated GELU unit) into fused kernels.
 """
 
 import functools
@@ -48,14 +50,16 @@ def alibi_bias(slopes, length, device=None):
     return -slopes.to(device)[:, None, None] * distance[None]
 
 
-def document_block_mask(cu_seqlens, block=FLEX_BLOCK):
+def document_block_mask(cu_seqlens, block=FLEX_BLOCK, tokens=None):
     """flex_attention BlockMask that keeps every token inside its own sequence, built from the
     sequence boundaries in O(tokens) (create_block_mask would evaluate all tokens x tokens pairs).
-    cu_seqlens: (sequences + 1,) int offsets of the sequences in the packed row."""
+    cu_seqlens: (sequences + 1,) int offsets of the sequences in the packed row; tokens: their
+    total where the caller knows it (None: read from the device)."""
     device = cu_seqlens.device
     cu = cu_seqlens.long()
-    tokens = int(cu[-1])
-    document = torch.repeat_interleave(torch.arange(len(cu) - 1, device=device), cu.diff())  # (tokens,)
+    tokens = int(cu[-1]) if tokens is None else tokens
+    document = torch.repeat_interleave(torch.arange(len(cu) - 1, device=device), cu.diff(),
+                                       output_size=tokens)  # (tokens,)
     blocks = -(-tokens // block)
     first_row = torch.arange(blocks, device=device) * block
     last_row = (first_row + block).clamp(max=tokens) - 1
@@ -120,7 +124,7 @@ class BertSelfAttention(nn.Module):
         if block_mask is None:
             batch, tokens, _ = x.shape
             q, k, v = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (batch, heads, tokens, d)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (batch, heads, tokens, d)
             return out.transpose(1, 2).reshape(batch, tokens, -1)
         q, k, v = qkv.view(-1, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (heads, tokens, d)
         out = packed_alibi_attention(q, k, v, block_mask, slopes)  # (heads, tokens, d)
@@ -169,7 +173,11 @@ class BertLayer(nn.Module):
         self.mlp = BertGatedLinearUnitMLP(hidden, intermediate, eps)
 
     def forward(self, x, **attention):
-        return self.mlp(self.attention(x, **attention))
+        return self.after_attention(x, self.attention.self(x, **attention))
+
+    def after_attention(self, x, attended):
+        """The layer after its attention kernel (the step DNABERTS.compile_layers() can compile)."""
+        return self.mlp(self.attention.output(attended, x))
 
 
 class BertEncoder(nn.Module):
@@ -192,28 +200,41 @@ class DNABERTS(nn.Module):
         self.num_heads = num_heads
         self.embeddings = BertEmbeddings(vocab_size, hidden, type_vocab_size, eps, init)
         self.encoder = BertEncoder(hidden, layers, num_heads, intermediate, eps)
+        self.layer_step = BertLayer.after_attention
+        self._slope_tensors = {}
+
+    def compile_layers(self, enable=True):
+        """Every layer's step after attention through torch.compile with dynamic shapes (one graph, shared by
+        all layers: the layer is an argument), or back to eager with enable=False. Compiling happens at the
+        first forward; a toolchain that cannot compile fails there."""
+        self.layer_step = torch.compile(BertLayer.after_attention, dynamic=True) if enable else BertLayer.after_attention
+
+    def _encode(self, x, **attention):
+        for layer in self.encoder.layer:
+            x = self.layer_step(layer, x, layer.attention.self(x, **attention))
+        return x
 
     def _slopes(self, device):
-        # Made per call in fp32, not kept as a buffer: model.to(bfloat16) would round a buffer.
-        return torch.tensor(alibi_slopes(self.num_heads), dtype=torch.float32, device=device)
+        # fp32, not kept as a buffer: model.to(bfloat16) would round a buffer. Made once per device: a
+        # copy from the host to a GPU waits for the GPU's queue. A plain tensor even in inference mode.
+        if device not in self._slope_tensors:
+            with torch.inference_mode(False):
+                self._slope_tensors[device] = torch.tensor(alibi_slopes(self.num_heads), dtype=torch.float32,
+                                                           device=device)
+        return self._slope_tensors[device]
 
     def forward(self, input_ids, attention_mask):
         """input_ids, attention_mask: (batch, tokens), mask 1 at real tokens -> (batch, tokens, hidden).
         Padded keys get -10000 (as the reference), so no padding reaches a real token."""
-        tokens = input_ids.shape[1]
-        padding = (1.0 - attention_mask[:, None, None, :].float()) * PADDING_BIAS  # (batch, 1, 1, tokens)
-        bias = alibi_bias(self._slopes(input_ids.device), tokens, input_ids.device)[None] + padding  # (batch, heads, tokens, tokens)
         x = self.embeddings(input_ids)
-        for layer in self.encoder.layer:
-            x = layer(x, bias=bias)
-        return x
+        tokens = input_ids.shape[1]
+        # The bias in the compute dtype, made once for all layers: ALiBi rounded as before, plus 0 at real keys.
+        alibi = alibi_bias(self._slopes(input_ids.device), tokens, input_ids.device).to(x.dtype)  # (heads, tokens, tokens)
+        padding = ((1.0 - attention_mask[:, None, None, :].float()) * PADDING_BIAS).to(x.dtype)  # (batch, 1, 1, tokens)
+        return self._encode(x, bias=alibi[None] + padding)  # bias (batch, heads, tokens, tokens)
 
     def forward_packed(self, input_ids, cu_seqlens):
         """input_ids: (total_tokens,) of sequences back to back, cu_seqlens (sequences + 1,) their
         offsets -> (total_tokens, hidden)."""
-        block_mask = document_block_mask(cu_seqlens)
-        slopes = self._slopes(input_ids.device)
-        x = self.embeddings(input_ids)
-        for layer in self.encoder.layer:
-            x = layer(x, block_mask=block_mask, slopes=slopes)
-        return x
+        block_mask = document_block_mask(cu_seqlens, tokens=input_ids.shape[0])
+        return self._encode(self.embeddings(input_ids), block_mask=block_mask, slopes=self._slopes(input_ids.device))

@@ -1,36 +1,66 @@
-"""The nucleotide encoder of the embed jobs: DNABERT-S features the VirNucPro way, in token-budgeted batches."""
+"""The nucleotide encoder of the embed jobs: DNABERT-S features the VirNucPro way, in token-budgeted batches.
+
+`embed(batch)` is `embed_prepared(prepare(batch)).result()`, as the ESM-2 encoder's (see there).
+"""
 
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
-from .batches import pack, pad
+from .batches import PendingRows, pack, pad, pinned
 from .dnabert_s_pretrained import load_dnabert_s_module, load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-def load_dnabert_s(source_dir, device="cpu", dtype=torch.float32, attention="auto", name=None):
+def load_dnabert_s(source_dir, device="cpu", dtype=torch.float32, attention="auto", name=None, compile_layers=False):
     """The DNABERT-S encoder of a folder in the published layout (zhihan1996/DNABERT-S)."""
     tokenizer = load_tokenizer(source_dir)
     model = load_dnabert_s_module(source_dir)
     if tokenizer.get_vocab_size() > model.embeddings.word_embeddings.num_embeddings:
         raise ModelError(f"{source_dir}: tokenizer.json has {tokenizer.get_vocab_size()} tokens, the model "
                          f"{model.embeddings.word_embeddings.num_embeddings}; tokenizer and weights do not match")
-    return DnabertSEncoder(model, tokenizer, name or Path(source_dir).name, device, dtype, attention)
+    return DnabertSEncoder(model, tokenizer, name or Path(source_dir).name, device, dtype, attention, compile_layers)
+
+
+def choose_attention(attention):
+    """'auto' -> 'padded' on every device: SDPA with the ALiBi bias needs no compiler (packed flex_attention
+    costs 8-9 s of compiling per job on a GPU) and was the faster one on an H200 (bf16, 262,144-token
+    batches: 959k tokens/s padded, 842k packed). 'packed' stays an explicit choice."""
+    if attention not in ("auto", "padded", "packed"):
+        raise ModelError(f"attention {attention!r} is not one of auto, padded, packed")
+    return "padded" if attention == "auto" else attention
+
+
+@dataclass
+class PreparedBatch:
+    """A batch's model input, made on the host (see `DnabertSEncoder.prepare`)."""
+
+    tokens: torch.Tensor  # int64: padded (B, T) or packed (total,)
+    mask: torch.Tensor | None  # padded: (B, T) int64, 1 at real tokens
+    cu_seqlens: torch.Tensor | None  # packed: (B + 1,) int32 offsets
+    owner: torch.Tensor | None  # packed: (total,) int64, the sequence of each token
+    lengths: torch.Tensor  # (B,) float32 tokens per sequence
+
+    def to(self, device):
+        return replace(self, **{name: None if value is None else value.to(device, non_blocking=True)
+                                for name, value in vars(self).items()})
 
 
 class DnabertSEncoder:
     """Embeds DNA the VirNucPro way: mean of the last hidden states over all tokens, [CLS] and
-    [SEP] included, padding excluded. attention: 'padded', 'packed', or 'auto' (packed on CUDA)."""
+    [SEP] included, padding excluded. attention: 'padded', 'packed', or 'auto' (padded; see
+    choose_attention). compile_layers: torch.compile the layers (DNABERTS.compile_layers); without a
+    working compiler the encoder says so in the log and runs them eagerly (`.compiled` tells which)."""
 
     pooling = "mean of last hidden states over all tokens incl. [CLS]/[SEP]"
 
-    def __init__(self, model, tokenizer, name, device="cpu", dtype=torch.float32, attention="auto"):
-        if attention not in ("auto", "padded", "packed"):
-            raise ModelError(f"attention {attention!r} is not one of auto, padded, packed")
+    def __init__(self, model, tokenizer, name, device="cpu", dtype=torch.float32, attention="auto",
+                 compile_layers=False):
+        self.attention = choose_attention(attention)
         self.name = name
         self.dim = model.hidden
         # The published DNABERT-S tokenizer.json pads every sequence to 2000 tokens and cuts longer
@@ -40,41 +70,71 @@ class DnabertSEncoder:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.dtype = dtype
-        self.attention = ("packed" if self.device.type == "cuda" else "padded") if attention == "auto" else attention
         self.model = model.to(device=self.device, dtype=dtype)
         self.pad_id = tokenizer.token_to_id("[PAD]")
-        if self.attention == "packed" and self.device.type == "cuda":
-            self._check_packed()
+        self.compiled = False
+        if compile_layers:
+            self.model.compile_layers()
+        if compile_layers or (self.attention == "packed" and self.device.type == "cuda"):
+            self._check_compiled(compile_layers)
 
-    def _check_packed(self):
-        """Compile the packed kernel now, so that a GPU or toolchain without it falls back to
-        padded before any row is made (and the output's attributes say which one ran). Two token
-        counts: the second call recompiles for dynamic shapes, which later batches then reuse."""
+    def _check_compiled(self, compile_layers):
+        """Compile now (the packed kernel on CUDA, the layers where asked), so that a GPU or toolchain
+        without them falls back (to padded attention, to eager layers) before any row is made, and the
+        output's attributes say which ran. Two token counts: the second one compiles for dynamic
+        shapes, which later batches then reuse."""
         try:
             self.embed([self.tokenize("ACGT" * 8), self.tokenize("GATTACA")])
             self.embed([self.tokenize("ACGT" * 40), self.tokenize("GATTACA" * 9), self.tokenize("CAT")])
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - any compiler failure
-            log.warning("packed attention (compiled flex_attention) failed on %s: %s: %s; using padded attention",
-                        self.device, type(exc).__name__, exc)
-            self.attention = "padded"
+            instead = []
+            if self.attention == "packed" and self.device.type == "cuda":
+                self.attention = "padded"
+                instead.append("padded attention (not packed: compiled flex_attention)")
+            if compile_layers:
+                self.model.compile_layers(False)
+                instead.append("eager layers (not compiled)")
+            log.warning("compiling failed on %s: %s: %s; using %s", self.device, type(exc).__name__,
+                        (str(exc).strip().splitlines() or [""])[0][:300], " and ".join(instead))
+            return
+        self.compiled = compile_layers
 
     def tokenize(self, sequence):
         """VirNucPro's tokenizer(seq)["input_ids"]: [CLS] + BPE tokens + [SEP]."""
         return self.tokenizer.encode(sequence).ids
 
-    @torch.inference_mode()
     def embed(self, batch):
         """batch: token-id lists -> (B, dim) float32 on CPU; a row does not depend on the others."""
-        lengths = torch.tensor([len(ids) for ids in batch], device=self.device)
+        return self.embed_prepared(self.prepare(batch)).result()
+
+    def prepare(self, batch):
+        """A PreparedBatch for a list of token-id lists: host work only (page-locked for a GPU)."""
         if self.attention == "packed":
-            tokens, cu_seqlens = pack(batch, self.device)
-            hidden = self.model.forward_packed(tokens, cu_seqlens).float()  # (total tokens, dim)
-            owner = torch.repeat_interleave(torch.arange(len(batch), device=self.device), lengths)
-            sums = torch.zeros(len(batch), self.dim, device=self.device).index_add_(0, owner, hidden)
+            tokens, lengths = pack(batch)
+            mask = None
+            cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+            owner = torch.repeat_interleave(torch.arange(len(batch)), lengths)
         else:
-            tokens, mask = pad(batch, self.pad_id, self.device)
-            hidden = self.model(tokens, mask).float()  # (B, tokens, dim)
-            sums = (hidden * mask[:, :, None]).sum(1)
-        return (sums / lengths[:, None]).cpu()
+            tokens, mask = pad(batch, self.pad_id)
+            lengths, cu_seqlens, owner = mask.sum(1), None, None
+        tensors = [None if t is None else pinned(t, self.device) for t in (tokens, mask, cu_seqlens, owner)]
+        return PreparedBatch(*tensors, lengths=pinned(lengths.float(), self.device))
+
+    @torch.inference_mode()
+    def embed_prepared(self, prepared):
+        """Queue a prepared batch: its copy to the device, the model and the pooling -> PendingRows."""
+        return PendingRows(self.pooled(prepared))
+
+    @torch.inference_mode()
+    def pooled(self, prepared):
+        """(B, dim) float32 on the model's device, queued without reading anything back from it."""
+        inputs = prepared.to(self.device)
+        if inputs.cu_seqlens is not None:
+            hidden = self.model.forward_packed(inputs.tokens, inputs.cu_seqlens).float()  # (total tokens, dim)
+            sums = torch.zeros(len(inputs.lengths), self.dim, device=hidden.device).index_add_(0, inputs.owner, hidden)
+        else:
+            hidden = self.model(inputs.tokens, inputs.mask).float()  # (B, tokens, dim)
+            sums = (hidden * inputs.mask[:, :, None]).sum(1)
+        return sums / inputs.lengths[:, None]

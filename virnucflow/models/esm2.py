@@ -1,22 +1,26 @@
 """ESM-2 (Lin et al. 2022), the protein encoder, in plain PyTorch.
 
-The module tree mirrors fair-esm's state-dict names (`embed_tokens`, `layers.N.self_attn.q_proj`,
+The module tree mirrors fair-esm's state-dict names (`embed_tokens`, `layers.N.self_attn.out_proj`,
 `self_attn.rot_emb.inv_freq`, `self_attn_layer_norm`, `fc1`, `fc2`, `final_layer_norm`,
-`emb_layer_norm_after`), so a fair-esm checkpoint loads with a plain `load_state_dict` once its
-prefixes are stripped. Any size (8M .. 15B): the layer count, width and head count are arguments.
+`emb_layer_norm_after`) with one exception: fair-esm's `q_proj`, `k_proj` and `v_proj` are one
+Linear of 3x width here, `self_attn.qkv_proj` (rows [q | k | v]: one GEMM instead of three);
+esm2_pretrained concatenates them when it loads a checkpoint. Any size (8M .. 15B): the layer
+count, width and head count are arguments.
 
 Two attention paths give the same numbers:
 - padded: a (batch, tokens) matrix with a key-padding mask, through SDPA (CPU and GPU);
-- packed: the batch as one row of tokens with sequence boundaries (cu_seqlens), no padding;
+- packed: the batch as one row of tokens with sequence boundaries (a `Packing`), no padding;
   rotary positions restart at every sequence. On CUDA in fp16/bf16 the attention is
-  FlashAttention's variable-length kernel (torch >= 2.10; older torch chooses padded); everywhere
-  else the same segments go through SDPA one sequence at a time, so packing, positions and
-  boundaries are tested on CPU.
+  FlashAttention's variable-length kernel (torch >= 2.10, head sizes it takes); everywhere else
+  the same segments go through SDPA one sequence at a time, so packing, positions and boundaries
+  are tested on CPU.
+Neither reads a value back from the device: what depends on the lengths is built on the host.
+`compile_layers()` compiles the work around the attention kernel (LayerNorms, projections,
+rotary, GELU, residuals) into fused kernels, one graph shared by every layer and token count.
 """
 
 import functools
-import inspect
-import math
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +30,8 @@ MASK_RATIO_TRAIN = 0.15 * 0.8  # BERT-style masking: 15% of tokens chosen, 80% o
 
 
 def gelu(x):
-    """Exact (erf) GELU, as fair-esm."""
-    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    """Exact (erf) GELU, fair-esm's x * 0.5 * (1 + erf(x / sqrt(2))), in one kernel instead of five."""
+    return F.gelu(x)
 
 
 def rotary_frequencies(head_dim, base=10000.0):
@@ -35,17 +39,45 @@ def rotary_frequencies(head_dim, base=10000.0):
     return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
-def rotate_half(x):
+def apply_rotary(x, cos, sin):
+    """fair-esm's x * cos + rotate_half(x) * sin, written per half: [x1 | x2] -> [x1 cos - x2 sin | x2 cos + x1 sin].
+    x: (..., tokens, heads, head_dim); cos, sin: (tokens, 1, head_dim / 2). Eagerly two passes over x
+    instead of five; in a compiled graph the plain formula, which the compiler fuses into one."""
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    if torch.compiler.is_compiling():
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out1, out2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-1)
+    torch.mul(x2, cos, out=out2).addcmul_(x1, sin)
+    return out
 
 
-def packed_positions(cu_seqlens):
-    """(segment, position) of every packed token: which sequence it belongs to, and its index in it."""
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    segment = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
-    position = torch.arange(int(cu_seqlens[-1]), device=cu_seqlens.device) - cu_seqlens[:-1].long()[segment]
-    return segment, position
+@dataclass
+class Packing:
+    """Sequences back to back in one row: their boundaries, and each token's sequence and position.
+    Built on the host from the lengths (`of`), then copied to the device (`to`)."""
+
+    cu_seqlens: torch.Tensor  # (sequences + 1,) int32 offsets of the sequences
+    segment: torch.Tensor  # (tokens,) int64: the sequence of each token
+    positions: torch.Tensor  # (tokens,) int64: each token's index in its sequence (rotary restarts at 0)
+    max_len: int  # the longest sequence
+    bounds: tuple  # cu_seqlens as Python ints: attention one sequence at a time reads no device value
+
+    @classmethod
+    def of(cls, lengths):
+        lengths = torch.as_tensor(lengths, dtype=torch.int64)
+        cu = F.pad(lengths.cumsum(0), (1, 0))
+        segment = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        positions = torch.arange(len(segment)) - cu[:-1][segment]
+        return cls(cu.to(torch.int32), segment, positions, int(lengths.max()), tuple(cu.tolist()))
+
+    def to(self, device, non_blocking=False):
+        return replace(self, **{name: getattr(self, name).to(device, non_blocking=non_blocking)
+                                for name in ("cu_seqlens", "segment", "positions")})
+
+    def pin_memory(self):
+        return replace(self, **{name: getattr(self, name).pin_memory() for name in ("cu_seqlens", "segment", "positions")})
 
 
 class RotaryEmbedding(nn.Module):
@@ -53,7 +85,8 @@ class RotaryEmbedding(nn.Module):
 
     `inv_freq` is a buffer because the checkpoints carry it; it is used as loaded, as fair-esm
     does. Angles are computed in float32 whatever the model dtype: in bf16, position x frequency
-    would be off by whole radians past position ~256 (bf16 keeps 8 significant bits).
+    would be off by whole radians past position ~256 (bf16 keeps 8 significant bits). Their cos
+    and sin are then rounded to the model dtype, in which the rotation itself runs.
     """
 
     def __init__(self, head_dim, init=True):
@@ -63,36 +96,45 @@ class RotaryEmbedding(nn.Module):
     def forward(self, q, k, positions):
         # q, k: (..., tokens, heads, head_dim); positions: (tokens,)
         angles = positions.float()[:, None] * self.inv_freq.float()[None, :]  # (tokens, head_dim / 2)
-        angles = torch.cat((angles, angles), dim=-1)[:, None, :]  # (tokens, 1, head_dim)
-        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        cos, sin = angles.cos().to(q.dtype)[:, None], angles.sin().to(q.dtype)[:, None]  # (tokens, 1, head_dim / 2)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
 
 @functools.cache
 def flash_varlen():
     """torch's FlashAttention variable-length kernel (torch >= 2.10; CUDA, fp16/bf16) as
-    f(q, k, v, cu_seqlens, max_len) for a pre-scaled q, or None where torch has none."""
+    f(q, k, v, cu_seqlens, max_len), scaled by head_dim ** -0.5, or None where torch has none."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
-    if "scale" in inspect.signature(varlen_attn).parameters:
-        return lambda q, k, v, cu, max_len: varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=1.0)
-    # torch 2.10's varlen_attn has no `scale` and applies head_dim ** -0.5, which q already carries
-    return lambda q, k, v, cu, max_len: varlen_attn(q * q.shape[-1] ** 0.5, k, v, cu, cu, max_len, max_len)
+    return lambda q, k, v, cu, max_len: varlen_attn(q, k, v, cu, cu, max_len, max_len)
 
 
-def varlen_attention(q, k, v, cu_seqlens, max_len):
-    """Attention within each packed sequence [cu[i], cu[i+1]). q, k, v: (tokens, heads, head_dim), q pre-scaled."""
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and flash_varlen():
-        return flash_varlen()(q, k, v, cu_seqlens, max_len)
+def flash_varlen_runs(device, dtype, head_dim):
+    """Whether FlashAttention's variable-length kernel takes this work: CUDA, fp16/bf16, a torch that has
+    it, and a head size that is a multiple of 8 of at most 256 (it fails on others)."""
+    return (torch.device(device).type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+            and head_dim % 8 == 0 and head_dim <= 256 and flash_varlen() is not None)
+
+
+def varlen_attention(q, k, v, packing):
+    """Attention within each packed sequence. q, k, v: (tokens, heads, head_dim) -> (tokens, heads, head_dim)."""
+    if flash_varlen_runs(q.device, q.dtype, q.shape[-1]):
+        return flash_varlen()(q, k, v, packing.cu_seqlens, packing.max_len)
     # Reference path: the same segments through SDPA one sequence at a time.
-    bounds = cu_seqlens.tolist()
+    bounds = packing.bounds
     pieces = []
     for start, end in zip(bounds[:-1], bounds[1:]):
         qs, ks, vs = (t[start:end].transpose(0, 1) for t in (q, k, v))  # (heads, length, head_dim)
-        pieces.append(F.scaled_dot_product_attention(qs, ks, vs, scale=1.0).transpose(0, 1))
+        pieces.append(F.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1))
     return torch.cat(pieces, dim=0)
+
+
+def padded_attention(q, k, v, attend=None):
+    """q, k, v: (batch, tokens, heads, head_dim); attend: (batch, 1, 1, tokens) True at real keys, or None."""
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, heads, tokens, head_dim)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attend).transpose(1, 2)
 
 
 class MultiheadAttention(nn.Module):
@@ -100,28 +142,21 @@ class MultiheadAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
-        self.scaling = self.head_dim**-0.5
-        self.k_proj = nn.Linear(embed_dim, embed_dim)
-        self.v_proj = nn.Linear(embed_dim, embed_dim)
-        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim)  # fair-esm's q_proj, k_proj, v_proj stacked
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         self.rot_emb = RotaryEmbedding(self.head_dim, init)
 
-    def forward(self, x, positions, padding_mask=None, cu_seqlens=None, max_len=None):
-        """Padded: x (batch, tokens, dim), positions (tokens,), padding_mask (batch, tokens) True at
-        padding or None. Packed: x (tokens, dim), positions (tokens,), cu_seqlens (sequences + 1,)."""
-        # fair-esm scales q before the rotation; the rotation is linear, so only the order is copied.
-        q = self.q_proj(x) * self.scaling
-        k, v = self.k_proj(x), self.v_proj(x)
-        q, k, v = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k, v))  # (..., tokens, heads, head_dim)
+    def qkv(self, x, positions):
+        """Rotated queries and keys, and values, each (..., tokens, heads, head_dim), for x (..., tokens, dim).
+        fair-esm scales q by head_dim ** -0.5 before the rotation; the rotation is linear, so the attention
+        kernels' own default scale, the same factor, stands for it."""
+        q, k, v = self.qkv_proj(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)
         q, k = self.rot_emb(q, k, positions)
-        if cu_seqlens is not None:
-            out = varlen_attention(q, k, v, cu_seqlens, max_len)  # (tokens, heads, head_dim)
-        else:
-            mask = None if padding_mask is None else ~padding_mask[:, None, None, :]  # (batch, 1, 1, tokens), True = attend
-            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (batch, heads, tokens, head_dim)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0).transpose(1, 2)
-        return self.out_proj(out.flatten(-2))
+        return q, k, v
+
+    def forward(self, x, positions, attention):
+        """attention: f(q, k, v) -> (..., tokens, heads, head_dim), padded or packed (see ESM2)."""
+        return self.out_proj(attention(*self.qkv(x, positions)).flatten(-2))
 
 
 class TransformerLayer(nn.Module):
@@ -135,8 +170,15 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
         self.final_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
 
-    def forward(self, x, **attention):
-        x = x + self.self_attn(self.self_attn_layer_norm(x), **attention)
+    def forward(self, x, positions, attention):
+        return self.attention_output(x, attention(*self.attention_inputs(x, positions)))
+
+    # The layer around its attention kernel, in two steps that ESM2.compile_layers() can compile.
+    def attention_inputs(self, x, positions):
+        return self.self_attn.qkv(self.self_attn_layer_norm(x), positions)
+
+    def attention_output(self, x, attended):
+        x = x + self.self_attn.out_proj(attended.flatten(-2))
         return x + self.fc2(gelu(self.fc1(self.final_layer_norm(x))))
 
 
@@ -161,6 +203,18 @@ class ESM2(nn.Module):
              for _ in range(num_layers)]
         )
         self.emb_layer_norm_after = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.layer_steps = (TransformerLayer.attention_inputs, TransformerLayer.attention_output)
+
+    @property
+    def head_dim(self):
+        return self.embed_dim // self.attention_heads
+
+    def compile_layers(self, enable=True):
+        """The two steps of every layer through torch.compile with dynamic token counts (one graph each,
+        shared by all layers: the layer is an argument), or back to eager with enable=False. Compiling
+        happens at the first forward; a toolchain that cannot compile fails there."""
+        steps = (TransformerLayer.attention_inputs, TransformerLayer.attention_output)
+        self.layer_steps = tuple(torch.compile(step, dynamic=True) for step in steps) if enable else steps
 
     def _embed(self, tokens, masked_fraction):
         """Token embeddings; masked_fraction: the share of <mask> among each token's sequence, broadcastable to tokens."""
@@ -172,28 +226,33 @@ class ESM2(nn.Module):
             x = x * ((1 - MASK_RATIO_TRAIN) / (1 - masked_fraction)).unsqueeze(-1).to(x.dtype)
         return x
 
-    def _encode(self, x, repr_layer, **attention):
+    def _encode(self, x, repr_layer, positions, attention):
         repr_layer = self.num_layers if repr_layer is None else repr_layer
+        attention_inputs, attention_output = self.layer_steps
         for layer in self.layers[:repr_layer]:
-            x = layer(x, **attention)
+            x = attention_output(layer, x, attention(*attention_inputs(layer, x, positions)))
         # The last layer's representation is taken after the final LayerNorm; earlier ones are raw (as fair-esm's repr_layers).
         return self.emb_layer_norm_after(x) if repr_layer == self.num_layers else x
 
-    def forward(self, tokens, repr_layer=None):
+    def forward(self, tokens, repr_layer=None, padded=None):
         """Hidden states of `repr_layer` (0 = embeddings; default: the last layer, after the final
-        LayerNorm). tokens: (batch, tokens), padded with padding_idx -> (batch, tokens, dim)."""
+        LayerNorm). tokens: (batch, tokens), padded with padding_idx -> (batch, tokens, dim).
+        padded: whether any row has padding, where the caller knows (None: read from the device)."""
         padding_mask = tokens.eq(self.padding_idx)  # (batch, tokens)
+        if padded is None:
+            padded = bool(padding_mask.any())
         masked = tokens.eq(self.mask_idx).sum(-1) / (~padding_mask).sum(-1)  # (batch,)
         x = self._embed(tokens, masked[:, None])
         x = x * (~padding_mask).unsqueeze(-1).to(x.dtype)  # padding embeddings are zero, as fair-esm
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        return self._encode(x, repr_layer, positions=positions, padding_mask=padding_mask if padding_mask.any() else None)
+        attend = ~padding_mask[:, None, None, :] if padded else None  # (batch, 1, 1, tokens), True = attend
+        return self._encode(x, repr_layer, positions, functools.partial(padded_attention, attend=attend))
 
-    def forward_packed(self, tokens, cu_seqlens, max_len, repr_layer=None):
+    def forward_packed(self, tokens, packing, repr_layer=None):
         """The same for sequences packed back to back, no padding. tokens: (total,) -> (total, dim);
-        cu_seqlens: (sequences + 1,) int32 boundaries; max_len: the longest sequence."""
-        segment, positions = packed_positions(cu_seqlens)  # positions restart at 0 for every sequence
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        masked_count = torch.zeros(len(lengths), device=tokens.device).index_add_(0, segment, tokens.eq(self.mask_idx).float())
-        x = self._embed(tokens, (masked_count / lengths)[segment])
-        return self._encode(x, repr_layer, positions=positions, cu_seqlens=cu_seqlens, max_len=max_len)
+        packing: where the sequences are (a Packing on the tokens' device)."""
+        lengths = (packing.cu_seqlens[1:] - packing.cu_seqlens[:-1]).float()
+        masked_count = torch.zeros(len(lengths), device=tokens.device).index_add_(
+            0, packing.segment, tokens.eq(self.mask_idx).float())
+        x = self._embed(tokens, (masked_count / lengths)[packing.segment])
+        return self._encode(x, repr_layer, packing.positions, functools.partial(varlen_attention, packing=packing))

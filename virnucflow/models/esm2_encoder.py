@@ -1,69 +1,150 @@
-"""The protein encoder of the embed jobs: ESM-2 features the VirNucPro way, in token-budgeted batches."""
+"""The protein encoder of the embed jobs: ESM-2 features the VirNucPro way, in token-budgeted batches.
 
+`embed(batch)` is `embed_prepared(prepare(batch)).result()`; the three parts are there for a caller
+that overlaps the host's work with the GPU's: `prepare` (host only: packing, positions, pooling
+indices), `embed_prepared` (queues the copy, the forward and the pooling; on a GPU it returns before
+they ran), `result()` (waits for that batch's rows).
+"""
+
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import ModelError
-from .batches import pack, pad
-from .esm2 import flash_varlen, packed_positions
+from .batches import PendingRows, pack, pad, pinned
+from .esm2 import Packing, flash_varlen_runs
 from .esm2_alphabet import PAD, tokenize
 from .esm2_pretrained import load_esm2_module
 
+log = logging.getLogger(__name__)
 POOL_MAX_RESIDUES = 1024  # VirNucPro averages residues 1..min(L, 1024); the model still sees all of them
 
 
-def load_esm2(source, device="cpu", dtype=torch.float32, layer=None, attention="auto", name=None):
+def load_esm2(source, device="cpu", dtype=torch.float32, layer=None, attention="auto", name=None,
+              compile_layers=False):
     """An Esm2Encoder for a fair-esm .pt file or a Hugging Face ESM-2 folder."""
     model = load_esm2_module(source, dtype=dtype)
     source = Path(source)
     name = name or (source.stem if source.is_file() else source.name)
-    return Esm2Encoder(model, name, device=device, dtype=dtype, layer=layer, attention=attention)
+    return Esm2Encoder(model, name, device=device, dtype=dtype, layer=layer, attention=attention,
+                       compile_layers=compile_layers)
+
+
+def choose_attention(attention, device, dtype, head_dim):
+    """'auto' -> 'packed' where FlashAttention's variable-length kernel takes the work (CUDA, fp16/bf16, a
+    head size that is a multiple of 8 up to 256), else 'padded'. An explicit 'packed' stays: where that
+    kernel does not run, its attention goes one sequence at a time (right, but slow)."""
+    if attention == "auto":
+        return "packed" if flash_varlen_runs(device, dtype, head_dim) else "padded"
+    if attention not in ("padded", "packed"):
+        raise ValueError(f"attention must be 'auto', 'padded' or 'packed', not {attention!r}")
+    return attention
+
+
+@dataclass
+class PreparedBatch:
+    """A batch's model input and pooling indices, made on the host (see `Esm2Encoder.prepare`)."""
+
+    tokens: torch.Tensor  # int64: packed (total,) or padded (B, T)
+    packing: Packing | None  # packed: where the sequences are; None when padded
+    padded: bool  # padded: whether any row is shorter than the widest
+    pool_rows: torch.Tensor  # (kept,) rows of the model output (flattened) that the pooling averages
+    pool_cells: torch.Tensor  # (kept,) their cells in a (B * width) grid
+    residues: torch.Tensor  # (B,) float32: residues averaged per sequence, min(L - 2, 1024)
+    width: int  # the most residues averaged for one sequence
+
+    def to(self, device):
+        tensors = {name: getattr(self, name).to(device, non_blocking=True)
+                   for name in ("tokens", "pool_rows", "pool_cells", "residues")}
+        packing = None if self.packing is None else self.packing.to(device, non_blocking=True)
+        return replace(self, packing=packing, **tensors)
 
 
 class Esm2Encoder:
     """Embeds proteins the VirNucPro way: the representation of one layer (default: the last,
-    after the final LayerNorm), averaged over residues 1..min(L, 1024); BOS, EOS, padding excluded."""
+    after the final LayerNorm), averaged over residues 1..min(L, 1024); BOS, EOS, padding excluded.
+    compile_layers: torch.compile the layers (ESM2.compile_layers); without a working compiler the
+    encoder says so in the log and runs them eagerly (`.compiled` tells which)."""
 
-    def __init__(self, model, name, device="cpu", dtype=torch.float32, layer=None, attention="auto"):
+    def __init__(self, model, name, device="cpu", dtype=torch.float32, layer=None, attention="auto",
+                 compile_layers=False):
         self.name = str(name)
         self.revision = "unknown"  # set by models.resolve from the snapshot or the file digest
         self.dim = model.embed_dim
         self.layer = _resolve_layer(layer, model.num_layers)
         self.device = torch.device(device)
         self.dtype = dtype
-        if attention == "auto":
-            flash = self.device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and flash_varlen()
-            attention = "packed" if flash else "padded"
-        if attention not in ("padded", "packed"):
-            raise ValueError(f"attention must be 'auto', 'padded' or 'packed', not {attention!r}")
-        self.attention = attention
+        self.attention = choose_attention(attention, self.device, dtype, model.head_dim)
         for param in model.parameters():  # weights to `dtype`; the rotary buffers stay float32
             param.data = param.data.to(dtype)
         self.model = model.to(self.device).eval()
         self.pooling = f"mean of layer {self.layer} over residues 1..min(L,{POOL_MAX_RESIDUES})"
+        self.compiled = False
+        if compile_layers:
+            self._compile()
+
+    def _compile(self):
+        """Compile now, at several token counts (the later ones reuse the dynamic graph), so that a toolchain
+        without a working compiler falls back to eager layers before any row is made."""
+        self.model.compile_layers()
+        try:
+            self.embed([tokenize("MKTAYIAKQRQISFVK"), tokenize("GAVL")])
+            self.embed([tokenize("MKTAYIAKQRQISFVKSHFSRQ" * 3), tokenize("MW" * 9), tokenize("W")])
+            self.embed([tokenize("MKV")])  # padded: a batch of one is a graph of its own
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any compiler failure
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            log.warning("compiled layers (torch.compile) failed on %s: %s: %s; running them eagerly",
+                        self.device, type(exc).__name__, reason)
+            self.model.compile_layers(False)
+        else:
+            self.compiled = True
 
     def tokenize(self, sequence):
         return tokenize(sequence)
 
-    @torch.inference_mode()
     def embed(self, batch):
         """(B, dim) float32 on CPU for a list of token-id lists (from `tokenize`)."""
-        lengths = torch.tensor([len(ids) for ids in batch], device=self.device)
-        if bool((lengths < 3).any()):
+        return self.embed_prepared(self.prepare(batch)).result()
+
+    def prepare(self, batch):
+        """A PreparedBatch for a list of token-id lists: host work only (page-locked for a GPU)."""
+        lengths = [len(ids) for ids in batch]
+        if min(lengths) < 3:
             raise ValueError("a protein needs at least one residue between <cls> and <eos>")
-        residues = (lengths - 2).clamp(max=POOL_MAX_RESIDUES)
+        residues = (torch.tensor(lengths) - 2).clamp(max=POOL_MAX_RESIDUES)
         if self.attention == "packed":
-            tokens, cu_seqlens = pack(batch, self.device)
-            hidden = self.model.forward_packed(tokens, cu_seqlens, max(len(ids) for ids in batch), self.layer)
-            segment, position = packed_positions(cu_seqlens)  # (total,) each
+            tokens, _ = pack(batch)
+            packing = Packing.of(lengths)
+            offsets = torch.tensor(packing.bounds[:-1])
         else:
-            tokens, _ = pad(batch, PAD, self.device)
-            batch_size, width = tokens.shape
-            hidden = self.model(tokens, self.layer).flatten(0, 1)  # (batch * width, dim), row by row
-            segment = torch.arange(batch_size, device=self.device).repeat_interleave(width)
-            position = torch.arange(width, device=self.device).repeat(batch_size)
-        return _pool(hidden, segment, position, residues).cpu()
+            tokens, _ = pad(batch, PAD)
+            packing = None
+            offsets = torch.arange(len(batch)) * tokens.shape[1]
+        rows, cells, width = _pooling_indices(offsets, residues)
+        if self.device.type == "cuda" and packing is not None:
+            packing = packing.pin_memory()
+        tokens, rows, cells, residues = (pinned(t, self.device) for t in (tokens, rows, cells, residues.float()))
+        return PreparedBatch(tokens, packing, min(lengths) != max(lengths), rows, cells, residues, width)
+
+    @torch.inference_mode()
+    def embed_prepared(self, prepared):
+        """Queue a prepared batch: its copy to the device, the model and the pooling -> PendingRows."""
+        return PendingRows(self.pooled(prepared))
+
+    @torch.inference_mode()
+    def pooled(self, prepared):
+        """(B, dim) float32 on the model's device, queued without reading anything back from it."""
+        inputs = prepared.to(self.device)
+        if inputs.packing is not None:
+            hidden = self.model.forward_packed(inputs.tokens, inputs.packing, self.layer)  # (total, dim)
+        else:
+            hidden = self.model(inputs.tokens, self.layer, padded=inputs.padded).flatten(0, 1)  # (B * T, dim)
+        return _pool(hidden, inputs)
 
 
 def _resolve_layer(layer, num_layers):
@@ -76,16 +157,23 @@ def _resolve_layer(layer, num_layers):
     return resolved
 
 
-def _pool(hidden, segment, position, residues):
-    """VirNucPro's pooling: per sequence, the mean of its rows at positions 1..residues.
+def _pooling_indices(offsets, residues):
+    """For sequences whose rows start at `offsets` of the flattened output: the rows VirNucPro averages
+    (offset + 1 .. offset + residues) and their cells in a (B, width) grid, width = the most residues."""
+    sequence = torch.repeat_interleave(torch.arange(len(residues)), residues)  # (kept,)
+    within = torch.arange(len(sequence)) - F.pad(residues.cumsum(0), (1, 0))[sequence]  # 0 .. residues - 1
+    width = int(residues.max())
+    return offsets[sequence] + 1 + within, sequence * width + within, width
 
-    hidden (rows, dim); segment, position (rows,): the sequence of each row and its index in it;
-    residues (B,): min(L, 1024) per sequence -> (B, dim) float32. The kept rows are laid out as
-    (B, max residues, dim) and summed with torch's pairwise sum, as fair-esm's `.mean(0)`: a plain
-    running sum over 1024 similar rows drifts by 1e-5. Batches are token-budgeted, so the grid is
-    no larger than the batch itself.
+
+def _pool(hidden, inputs):
+    """VirNucPro's pooling: per sequence, the mean of its rows at positions 1..residues -> (B, dim) float32.
+
+    The kept rows are laid out as (B, width, dim) and summed with torch's pairwise sum, as fair-esm's
+    `.mean(0)`: a plain running sum over 1024 similar rows drifts by 1e-5. Batches are token-budgeted,
+    so the grid is no larger than the batch itself.
     """
-    keep = (position >= 1) & (position <= residues[segment])
-    grid = torch.zeros((len(residues), int(residues.max()), hidden.shape[-1]), device=hidden.device)
-    grid[segment[keep], position[keep] - 1] = hidden[keep].float()
-    return grid.sum(1) / residues[:, None]
+    sequences = len(inputs.residues)
+    grid = torch.zeros((sequences * inputs.width, hidden.shape[-1]), device=hidden.device)
+    grid.index_copy_(0, inputs.pool_cells, hidden.index_select(0, inputs.pool_rows).float())
+    return grid.view(sequences, inputs.width, -1).sum(1) / inputs.residues[:, None]

@@ -8,7 +8,8 @@ Layouts:
 - Hugging Face's `facebook/esm2_*` folder: config.json + model.safetensors or pytorch_model.bin
   (or their sharded index), keys `esm.encoder.layer.N.attention.self.query.weight` ...,
   with or without the `esm.` prefix, mapped to fair-esm's module names.
-Files are read by `checkpoints` (no code in them runs).
+Files are read by `checkpoints` (no code in them runs). Keys are checked in fair-esm's names;
+then each layer's q_proj, k_proj and v_proj are stacked into the model's qkv_proj (`fuse_qkv`).
 """
 
 import re
@@ -68,7 +69,7 @@ def load_esm2_module(source, dtype=torch.float32):
         model = ESM2(num_layers, embed_dim, heads, token_dropout=token_dropout, layer_norm_eps=hparams["layer_norm_eps"],
                      init=False)
 
-    expected = model.state_dict()
+    expected = checkpoint_shapes(model)
     head_dim = embed_dim // heads
     for key in expected:  # some Hugging Face files leave the (computable) rotary buffers out
         if key.endswith("rot_emb.inv_freq") and key not in state:
@@ -80,12 +81,37 @@ def load_esm2_module(source, dtype=torch.float32):
     unexpected = [k for k in state if k not in expected]
     if unexpected:
         raise ModelError(f"{where}: unexpected key {file_key(unexpected[0])}; not a {num_layers}-layer ESM-2 checkpoint")
-    for key, value in expected.items():
-        if state[key].shape != value.shape:
+    for key, shape in expected.items():
+        if state[key].shape != shape:
             raise ModelError(f"{where}: {file_key(key)} has shape {tuple(state[key].shape)}, "
-                             f"expected {tuple(value.shape)}; the checkpoint does not match its config")
-    model.load_state_dict(state, assign=True)
+                             f"expected {tuple(shape)}; the checkpoint does not match its config")
+    model.load_state_dict(fuse_qkv(state), assign=True)
     return model.eval()
+
+
+def checkpoint_shapes(model):
+    """fair-esm's key -> shape of each tensor of an ESM2 module, in fair-esm's order: each qkv_proj as
+    the k_proj, v_proj and q_proj it stacks (fair-esm's MultiheadAttention declares them in that order)."""
+    shapes = {}
+    for key, value in model.state_dict().items():
+        prefix, fused, leaf = key.partition("self_attn.qkv_proj.")
+        if not fused:
+            shapes[key] = value.shape
+        elif leaf == "weight":  # with the three biases, each after its weight
+            for name in ("k_proj", "v_proj", "q_proj"):
+                shapes[f"{prefix}self_attn.{name}.weight"] = torch.Size((value.shape[0] // 3, value.shape[1]))
+                shapes[f"{prefix}self_attn.{name}.bias"] = torch.Size((value.shape[0] // 3,))
+    return shapes
+
+
+def fuse_qkv(state):
+    """A fair-esm-named state dict -> the module's: per layer, q_proj, k_proj and v_proj (weight and bias)
+    concatenated into qkv_proj, rows [q | k | v]; one layer at a time, so the copies never coexist whole."""
+    for key in [k for k in state if ".self_attn.q_proj." in k]:
+        prefix, leaf = key.split("self_attn.q_proj.")
+        state[f"{prefix}self_attn.qkv_proj.{leaf}"] = torch.cat(
+            [state.pop(f"{prefix}self_attn.{name}.{leaf}") for name in ("q_proj", "k_proj", "v_proj")])
+    return state
 
 
 def esm2_width(source):

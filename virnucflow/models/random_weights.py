@@ -15,7 +15,7 @@ import torch
 from .dnabert_s import DNABERTS
 from .esm2 import ESM2, rotary_frequencies
 from .esm2_alphabet import MASK, PAD, TOKENS
-from .esm2_pretrained import hf_key
+from .esm2_pretrained import checkpoint_shapes, hf_key
 
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # ids 0..4, as DNABERT-2/S's tokenizer
 
@@ -69,20 +69,20 @@ def write_random_esm2(path, layout="fair-esm", num_layers=2, embed_dim=64, atten
 
 def _random_esm2_state(num_layers, embed_dim, attention_heads, seed):
     """fair-esm-named random weights (encoder + lm_head), the same on every run for the same arguments."""
-    with torch.device("meta"):  # shapes only
-        shapes = ESM2(num_layers, embed_dim, attention_heads, init=False).state_dict()
+    with torch.device("meta"):  # shapes only, in fair-esm's names and order
+        shapes = checkpoint_shapes(ESM2(num_layers, embed_dim, attention_heads, init=False))
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for name, meta in shapes.items():
+    for name, shape in shapes.items():
         if name.endswith("rot_emb.inv_freq"):
             state[name] = rotary_frequencies(embed_dim // attention_heads)
         elif "layer_norm" in name:  # near identity with some spread, like trained LayerNorms
-            noise = 0.1 * torch.randn(meta.shape, generator=generator)
+            noise = 0.1 * torch.randn(shape, generator=generator)
             state[name] = noise + (1.0 if name.endswith("weight") else 0.0)
-        elif meta.ndim > 1:  # scaled so activations neither vanish nor blow up through the layers
-            state[name] = torch.randn(meta.shape, generator=generator) * (0.5 / meta.shape[-1] ** 0.5)
+        elif len(shape) > 1:  # scaled so activations neither vanish nor blow up through the layers
+            state[name] = torch.randn(shape, generator=generator) * (0.5 / shape[-1] ** 0.5)
         else:
-            state[name] = 0.05 * torch.randn(meta.shape, generator=generator)
+            state[name] = 0.05 * torch.randn(shape, generator=generator)
     state["embed_tokens.weight"][PAD] = 0.0  # nn.Embedding's padding row
     # lm_head, as the published files carry it (fair-esm refuses a file without it); unused here
     state["lm_head.weight"] = state["embed_tokens.weight"]

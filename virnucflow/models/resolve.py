@@ -189,9 +189,10 @@ def _miss_message(spec, where):
             "compute nodes or point the config at the downloaded folder")
 
 
-def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="auto"):
+def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="auto", compile_layers=False):
     """The encoder of `kind` ('dna' = DNABERT-S, 'protein' = ESM-2) for a model spec, with
-    `.revision` set (see resolve_model) and `.name` the spec as the user wrote it."""
+    `.revision` set (see resolve_model) and `.name` the spec as the user wrote it. compile_layers:
+    torch.compile the layers (opt-in; eager where compiling fails, as `.compiled` says)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     import torch
@@ -203,11 +204,13 @@ def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="au
             raise ModelError(f"{path}: DNABERT-S is a folder (config.json, weights, tokenizer.json), not a file")
         from .dnabert_s_encoder import load_dnabert_s
 
-        encoder = load_dnabert_s(path, device=device, dtype=dtype, attention=attention, name=str(spec))
+        encoder = load_dnabert_s(path, device=device, dtype=dtype, attention=attention, name=str(spec),
+                                 compile_layers=compile_layers)
     else:
         from .esm2_encoder import load_esm2
 
-        encoder = load_esm2(path, device=device, dtype=dtype, layer=layer, attention=attention, name=str(spec))
+        encoder = load_esm2(path, device=device, dtype=dtype, layer=layer, attention=attention, name=str(spec),
+                            compile_layers=compile_layers)
     encoder.revision = revision
     return encoder
 
