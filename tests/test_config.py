@@ -56,3 +56,19 @@ def test_merge_keys_live_under_merge():
 def test_config_schema_yaml_is_the_package_schema():
     """config/schema.yaml, where workflow users look, is the package's file (one schema, not two)."""
     assert (CONFIG / "schema.yaml").resolve() == SCHEMA_PATH.resolve()
+
+
+@pytest.mark.parametrize("name", ["report", "Report", "report_plots.log", "demo_models.log"])
+def test_sample_names_the_workflow_uses_itself_are_refused(tmp_path, name):
+    from virnucflow.errors import InputError
+    from virnucflow.samples import read_sample_sheet
+
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(f"sample\tfasta\ngut_1\ta.fa\n{name}\tb.fa\n")
+    with pytest.raises(InputError) as error:
+        read_sample_sheet(sheet)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{sheet}: row 3: sample name {name!r} is reserved (")
+    assert f"rename the sample, e.g. {name}_1" in message
+    sheet.write_text("sample\tfasta\nreports\ta.fa\nmy_report\tb.fa\n")
+    assert read_sample_sheet(sheet) == {"reports": "a.fa", "my_report": "b.fa"}

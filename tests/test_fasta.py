@@ -8,7 +8,7 @@ import pytest
 
 from helpers import read_fasta
 from virnucflow.errors import InputError
-from virnucflow.fasta import read_batches
+from virnucflow.fasta import check_fasta_start, read_batches
 
 
 def write(tmp_path, name, content):
@@ -121,6 +121,21 @@ def test_missing_file_and_folder(tmp_path):
         list(read_fasta(tmp_path / "nope.fa"))
     with pytest.raises(InputError, match="is a folder"):
         list(read_fasta(tmp_path))
+
+
+def test_the_check_at_workflow_start_names_a_folder_as_a_folder(tmp_path):
+    """What preflight calls for every sample: a folder (also one named like a FASTA file, also through a
+    link) is 'is a folder', never 'file not found'."""
+    folder = tmp_path / "reads.fa.gz"
+    folder.mkdir()
+    (tmp_path / "link.fa").symlink_to(folder)
+    for path in (folder, tmp_path / "link.fa", f"{folder}/"):
+        with pytest.raises(InputError) as error:
+            check_fasta_start(path)
+        assert str(error.value) == (f"{path}: is a folder, not a FASTA file; point the sample sheet at the reads "
+                                    "file")
+    with pytest.raises(InputError, match="nope.fa: file not found"):
+        check_fasta_start(tmp_path / "nope.fa")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file, so permissions cannot be tested")

@@ -85,6 +85,7 @@ def test_a_bad_record_fails_prepare_with_a_one_line_error_and_no_output(demo_wor
         ("sample\tfasta\nbad/name\tconfig/example/coding.fa\n", "not a safe path component"),
         ("sample\tfasta\ns1\tconfig/example/nope.fa\n", "not found"),
         ("sample\tfasta\ns1\tconfig/example/coding.fa\ns1\tconfig/example/coding.fa\n", "listed twice"),
+        ("sample\tfasta\nreport\tconfig/example/coding.fa\n", "row 2: sample name 'report' is reserved"),
     ],
 )
 def test_sample_sheet_errors_stop_before_any_job(demo_workdir, sheet, message):

@@ -148,8 +148,10 @@ def load_classifier(path, input_dim=None, chunk_length=None, trained_chunk=None)
     trained = trained_chunk_length(path, trained_chunk)
     if chunk_length is not None and trained is not None and trained != int(chunk_length):
         raise ModelError(f"{path}: this classifier was trained on {trained} bp chunks but the run used "
-                         f"chunk_length {chunk_length}; use {chunk_length}_model.pth or rerun with chunk_length "
-                         f"{trained} (or state the classifier's chunk length explicitly if its name misleads)")
+                         f"chunk_length {chunk_length}; use VirNucPro's {chunk_length}_model.pth as `classifier`, or "
+                         f"set `chunk_length: {trained}` (the run starts again from prepare); if the file was in fact "
+                         f"trained on {chunk_length} bp chunks, rename it: the length is read from its name "
+                         f"('{trained}_model...')")
     return model
 
 

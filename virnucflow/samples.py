@@ -8,6 +8,11 @@ from pathlib import Path
 from .errors import InputError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Names the workflow uses beside the samples' folders: results/report/ (the report) and the files
+# logs/report_plots.log and logs/demo_models.log. Compared without case (case-insensitive file systems).
+RESERVED = {"report": "results/report/ holds the report",
+            "report_plots.log": "logs/report_plots.log is the report's log",
+            "demo_models.log": "logs/demo_models.log is the demo models' log"}
 
 
 def read_sample_sheet(path):
@@ -33,6 +38,9 @@ def read_sample_sheet(path):
                 f"{path}: row {line_no}: sample name {name!r} is not a safe path component; "
                 "use letters, digits, '.', '_' or '-' and start with a letter or digit"
             )
+        if name.lower() in RESERVED:
+            raise InputError(f"{path}: row {line_no}: sample name {name!r} is reserved ({RESERVED[name.lower()]}, and "
+                             f"the sample's files would mix with it); rename the sample, e.g. {name}_1")
         if name in samples:
             raise InputError(f"{path}: row {line_no}: sample {name!r} is listed twice; give each sample one row")
         samples[name] = fasta
