@@ -20,7 +20,8 @@ CODONS = dict(standard_dna_table.forward_table)
 CODONS.update({stop: "*" for stop in standard_dna_table.stop_codons})
 COMPLEMENT = str.maketrans("ACGT", "TGCA")
 FRAMES_HEADER = "frame_id\tread_id\tchunk\tstrand\tframe\tstart\tend\tresidues\tshard\n"
-READS_HEADER = "read_id\tlength\tchunks\tchunks_with_frames\tframes\n"
+READS_HEADER = "read_id\tlength\tchunks\tchunks_with_frames\tframes\tambiguous\n"
+UNAMBIGUOUS = "ACGTUacgtu"  # reads.tsv counts the other bases (N and the IUPAC ambiguity codes)
 
 
 def chunk_starts(length, cs, compat):
@@ -115,7 +116,8 @@ def main():
                     found += 1
                 with_frames += found > 0
                 kept += found
-            reads_out.write(f"{record.id}\t{len(seq)}\t{len(starts)}\t{with_frames}\t{kept}\n")
+            ambiguous = len(seq) - sum(seq.count(base) for base in UNAMBIGUOUS)
+            reads_out.write(f"{record.id}\t{len(seq)}\t{len(starts)}\t{with_frames}\t{kept}\t{ambiguous}\n")
     shards.fna.close()
     shards.faa.close()
 

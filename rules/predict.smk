@@ -10,6 +10,7 @@ rule predict:
     output:
         predictions="results/{sample}/predictions.tsv",
         chunk_calls="results/{sample}/chunk_calls.tsv",
+        chunk_scores="results/{sample}/chunk_scores.tsv",
         read_calls="results/{sample}/read_calls.tsv",
     log:
         "logs/{sample}/predict.log",
@@ -19,5 +20,6 @@ rule predict:
         "../envs/virnucflow.yaml"
     params:
         chunk_length=config["chunk_length"],
+        max_ambiguous_fraction=config["calls"]["max_ambiguous_fraction"],
     script:
         "../scripts/predict.py"

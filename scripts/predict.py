@@ -11,5 +11,7 @@ with job("predict", snakemake.log[0]):
         predictions_tsv=snakemake.output.predictions,
         chunk_calls_tsv=snakemake.output.chunk_calls,
         read_calls_tsv=snakemake.output.read_calls,
+        chunk_scores_tsv=snakemake.output.chunk_scores,
         chunk_length=snakemake.params.chunk_length,
+        max_ambiguous_fraction=snakemake.params.max_ambiguous_fraction,
     )

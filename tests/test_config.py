@@ -58,6 +58,18 @@ def test_config_schema_yaml_is_the_package_schema():
     assert (CONFIG / "schema.yaml").resolve() == SCHEMA_PATH.resolve()
 
 
+def test_calls_max_ambiguous_fraction_default_and_range():
+    config = config_with()
+    del config["calls"]
+    validate(config, str(SCHEMA_PATH))
+    assert config["calls"] == {"max_ambiguous_fraction": 0.2}
+    for value in (0, 0.5, 1):
+        validate({**config_with(), "calls": {"max_ambiguous_fraction": value}}, str(SCHEMA_PATH))
+    for value in (-0.1, 1.5, "0.2"):
+        with pytest.raises(WorkflowError):
+            validate({**config_with(), "calls": {"max_ambiguous_fraction": value}}, str(SCHEMA_PATH))
+
+
 @pytest.mark.parametrize("name", ["report", "Report", "report_plots.log", "demo_models.log"])
 def test_sample_names_the_workflow_uses_itself_are_refused(tmp_path, name):
     from virnucflow.errors import InputError

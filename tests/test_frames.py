@@ -226,7 +226,8 @@ def test_random_reads_match_the_rules_through_the_whole_stage(tmp_path, compat, 
                                       str(start + b), str(len(protein)), protein, nucleotide))
             with_frames += bool(found)
             frames += len(found)
-        expected_reads.append((read_id, str(len(seq)), str(len(starts)), str(with_frames), str(frames)))
+        ambiguous = sum(base not in "ACGTUacgtu" for base in seq)  # N and the other IUPAC codes
+        expected_reads.append((read_id, str(len(seq)), str(len(starts)), str(with_frames), str(frames), str(ambiguous)))
 
     rows = tsv(out / "frames.tsv")
     shards = sorted({int(r["shard"]) for r in rows})
@@ -239,6 +240,7 @@ def test_random_reads_match_the_rules_through_the_whole_stage(tmp_path, compat, 
     assert got == expected_rows
     assert [tuple(r.values()) for r in tsv(out / "reads.tsv")] == expected_reads
     assert len(expected_rows) > 200 and {r[3] for r in expected_rows} == {"+", "-"}  # the check says something
+    assert sum(int(r[-1]) > 0 for r in expected_reads) > 20
 
 
 def test_a_read_longer_than_a_translation_group_gives_the_same_frames(tmp_path, monkeypatch):

@@ -17,7 +17,8 @@ from helpers import write_embeddings
 from virnucflow.classifier import MLPClassifier, load_classifier
 from virnucflow.demo import write_demo_classifier
 from virnucflow.errors import InputError, ModelError
-from virnucflow.predict import predict_sample
+from virnucflow import predict
+from virnucflow.predict import chunk_calls_from_predictions, predict_sample
 from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
 # The class as VirNucPro's train.py defines it; the script is run as __main__, so torch.save of
@@ -106,7 +107,7 @@ def rows(path):
 
 def write_sample(tmp_path, ids, features, reads, attrs=None, frame_ids=None):
     """embeddings.h5 (rows `ids`), frames.tsv (`frame_ids`, default `ids`) and reads.tsv for `reads`:
-    {read_id: (length, chunks, chunks_with_frames)}."""
+    {read_id: (length, chunks, chunks_with_frames[, ambiguous bases])}."""
     write_embeddings(tmp_path / "emb.h5", ids, features, {"chunk_length": 500, **(attrs or {})})
     with open(tmp_path / "frames.tsv", "w") as handle:
         handle.write(FRAMES_HEADER)
@@ -115,7 +116,7 @@ def write_sample(tmp_path, ids, features, reads, attrs=None, frame_ids=None):
             handle.write(f"{sid}\t{read}\t{chunk}\t{'+' if sid[-2] == 'F' else '-'}\t{sid[-1]}\t0\t10\t3\t0\n")
     with open(tmp_path / "reads.tsv", "w") as handle:
         handle.write(READS_HEADER)
-        handle.writelines(f"{r}\t{n}\t{c}\t{w}\t0\n" for r, (n, c, w) in reads.items())
+        handle.writelines(f"{r}\t{n}\t{c}\t{w}\t0\t{a[0] if a else 0}\n" for r, (n, c, w, *a) in reads.items())
 
 
 def run_predict(tmp_path, classifier, **kwargs):
@@ -123,7 +124,19 @@ def run_predict(tmp_path, classifier, **kwargs):
     kwargs.setdefault("chunk_length", None)  # the one recorded in the embeddings file
     return predict_sample(tmp_path / "emb.h5", tmp_path / "frames.tsv", tmp_path / "reads.tsv", classifier,
                           predictions_tsv=tmp_path / "p.tsv", chunk_calls_tsv=tmp_path / "c.tsv",
-                          read_calls_tsv=tmp_path / "r.tsv", **kwargs)
+                          read_calls_tsv=tmp_path / "r.tsv", chunk_scores_tsv=tmp_path / "s.tsv", **kwargs)
+
+
+def the_originals_chunk_calls(predictions_tsv):
+    """prediction_results_highestscore.csv as VirNucPro's prediction.py makes it from a prediction_results.txt:
+    pandas reads it, Modified_ID is Sequence_ID without its last 2 characters, a groupby on Modified_ID (keys
+    sorted) tells whether max score2 >= max score1, to_csv(sep tab, no index) writes it."""
+    pd = pytest.importorskip("pandas", reason="pandas runs the original's groupby")
+    table = pd.read_csv(predictions_tsv, sep="\t")
+    table["Modified_ID"] = table["Sequence_ID"].str[:-2]
+    called = table.groupby("Modified_ID", group_keys=False).apply(
+        lambda chunk: pd.Series({"Is_Virus": chunk["score2"].max() >= chunk["score1"].max()}))
+    return called.reset_index().to_csv(sep="\t", index=False).encode()
 
 
 @pytest.mark.parametrize("folder", ["with_orfs", "fixed_500bp"])
@@ -149,20 +162,39 @@ def test_reference_features_scored_like_the_mlp_itself(tmp_path, reference_dir, 
             assert abs(sum(float(text) for text in numbers) - 1) < 1e-6
     assert (tmp_path / "p.tsv").read_bytes().count(b"\r") == 0
 
+    # chunk_calls.tsv: the original's file for our predictions, byte for byte; its layout is the reference's.
     chunks = rows(tmp_path / "c.tsv")
     highest = rows(reference_dir / folder / "prediction_results_highestscore.csv")
-    assert chunks[0] == highest[0] + ["max_score1", "max_score2", "frames"] == \
-        ["Modified_ID", "Is_Virus", "max_score1", "max_score2", "frames"]
+    assert chunks[0] == highest[0] == ["Modified_ID", "Is_Virus"]
     assert [r[0] for r in chunks[1:]] == [r[0] for r in highest[1:]]
+    assert (tmp_path / "c.tsv").read_bytes() == the_originals_chunk_calls(tmp_path / "p.tsv")
     for chunk, theirs in zip(chunks[1:], highest[1:]):
         of_chunk = scores[[r[0][:-2] == chunk[0] for r in predictions[1:]]]
         assert chunk[1] == str(of_chunk[:, 1].max() >= of_chunk[:, 0].max()) and theirs[1] in ("True", "False")
-        assert [float(chunk[2]), float(chunk[3]), int(chunk[4])] == [*of_chunk.max(axis=0), len(of_chunk)]
-        assert chunk[2] == str(np.float32(chunk[2])) and chunk[3] == str(np.float32(chunk[3]))
+    # chunk_scores.tsv: what each call rests on, in input order.
+    chunk_scores = rows(tmp_path / "s.tsv")
+    assert chunk_scores[0] == ["Modified_ID", "read_id", "frames", "max_score1", "max_score2", "Is_Virus"]
+    assert [r[0] for r in chunk_scores[1:]] == [r[0] for r in chunks[1:]]  # input order here, sorted already
+    for (chunk_id, read_id, n, max1, max2, is_virus), chunk in zip(chunk_scores[1:], chunks[1:]):
+        of_chunk = scores[[r[0][:-2] == chunk_id for r in predictions[1:]]]
+        assert [float(max1), float(max2), int(n)] == [*of_chunk.max(axis=0), len(of_chunk)]
+        assert max1 == str(np.float32(max1)) and max2 == str(np.float32(max2))
+        assert read_id == chunk_id.split("_chunk_")[0] and is_virus == chunk[1]
 
     calls = {r[0]: r for r in rows(tmp_path / "r.tsv")[1:]}
     assert set(calls) == set(reads) and calls["read_without_frames"][-1] == "no_frames"
-    assert all(r[5] == str(np.float32(r[5])) for r in calls.values() if r[5])
+    assert all(r[6] == str(np.float32(r[6])) for r in calls.values() if r[6])
+
+
+@pytest.mark.parametrize("folder", ["with_orfs", "fixed_500bp"])
+def test_chunk_calls_of_the_references_predictions_are_the_originals_file_byte_for_byte(tmp_path, reference_dir,
+                                                                                        folder):
+    assert chunk_calls_from_predictions(reference_dir / folder / "prediction_results.txt", tmp_path / "c.tsv") == 2
+    expected = (reference_dir / folder / "prediction_results_highestscore.csv").read_bytes()
+    assert (tmp_path / "c.tsv").read_bytes() == expected
+    # tab-separated, True/False, one final newline
+    assert expected.startswith(b"Modified_ID\tIs_Virus\n") and expected.endswith(b"\tTrue\n")
+    assert the_originals_chunk_calls(reference_dir / folder / "prediction_results.txt") == expected
 
 
 def test_original_pickle_loads_and_scores_like_the_original(original_files):
@@ -362,14 +394,15 @@ def test_every_read_gets_a_call_by_the_any_chunk_rule(tmp_path):
     assert np.abs(scores - direct).max() < 1e-6  # batches of 3 rows: same numbers as one batch
     chunk_max, virus_chunks = calls_from_scores(ids, scores)
     chunks = rows(tmp_path / "c.tsv")[1:]
-    assert [r[0] for r in chunks] == list(chunk_max)
-    assert [r[1] for r in chunks] == [str(m2 >= m1) for m1, m2 in chunk_max.values()]
+    assert [r[0] for r in chunks] == sorted(chunk_max) != list(chunk_max)  # read10 before read2, as pandas sorts
+    assert [r[1] for r in chunks] == [str(chunk_max[c][1] >= chunk_max[c][0]) for c in sorted(chunk_max)]
+    assert [r[0] for r in rows(tmp_path / "s.tsv")[1:]] == list(chunk_max)  # chunk_scores.tsv: input order
     calls = rows(tmp_path / "r.tsv")
-    assert calls[0] == ["read_id", "length", "chunks", "chunks_with_frames", "virus_chunks", "max_virus_score",
-                        "call"]
+    assert calls[0] == ["read_id", "length", "ambiguous_fraction", "chunks", "chunks_with_frames", "virus_chunks",
+                        "max_virus_score", "call"]
     assert [r[0] for r in calls[1:]] == list(reads)  # every read, in input order
-    for read_id, length, n_chunks, with_frames, n_virus, best, call in calls[1:]:
-        assert (int(length), int(n_chunks), int(with_frames)) == reads[read_id]
+    for read_id, length, ambiguous, n_chunks, with_frames, n_virus, best, call in calls[1:]:
+        assert (int(length), int(n_chunks), int(with_frames)) == reads[read_id] and ambiguous == "0.0000"
         if not reads[read_id][2]:
             assert (n_virus, best, call) == ("0", "", "no_frames")
             continue
@@ -378,7 +411,7 @@ def test_every_read_gets_a_call_by_the_any_chunk_rule(tmp_path):
         assert call == ("virus" if virus_chunks[read_id] else "others")
     assert {"virus", "others", "no_frames"} <= {r[-1] for r in calls[1:]}
     # Any chunk decides, even where the read's best other-score beats its best virus-score.
-    mixed = [r[0] for r in calls[1:] if 0 < int(r[4]) < int(r[3])]
+    mixed = [r[0] for r in calls[1:] if 0 < int(r[5]) < int(r[4])]
     assert mixed and all(calls_by_id(calls)[read] == "virus" for read in mixed)
     assert any(scores[[sid.startswith(f"{read}_chunk_") for sid in ids]].max(axis=0) @ [1, -1] > 0 for read in mixed)
     assert counts["virus"] + counts["others"] + counts["no_frames"] == len(reads) and counts["missing"] == 0
@@ -415,3 +448,105 @@ def test_a_sample_without_frames_gets_headers_and_no_frames_calls(tmp_path):
     assert len(rows(tmp_path / "out" / "chunk_calls.tsv")) == 1
     assert [r[-1] for r in rows(tmp_path / "out" / "read_calls.tsv")[1:]] == ["no_frames", "no_frames"]
     assert counts["no_frames"] == 2 and counts["frames"] == 0
+
+
+def exotic_order_sample(tmp_path):
+    """Reads whose chunk ids sort otherwise than they come (chunk_10 before chunk_2, read10 before read2,
+    upper case before lower case, non-ASCII last, a quote in an id), a few frames per chunk."""
+    rng = np.random.default_rng(11)
+    names = ["read2", "read1", "read10", "Read3", "réad4", 'q"uote', "read1.5", "a"]
+    reads, frame_ids = {}, []
+    for name in names:
+        chunks = 12 if name == "read1" else 1 + int(rng.integers(3))
+        for c in range(1, chunks + 1):
+            frame_ids += [f"{name}_chunk_{c}{f}" for f in rng.choice(["F1", "F2", "F3", "R1", "R2", "R3"],
+                                                                     size=1 + int(rng.integers(3)), replace=False)]
+        reads[name] = (chunks * 500, chunks, chunks)
+    features = rng.standard_normal((len(frame_ids), 16)).astype(np.float32)
+    write_sample(tmp_path, frame_ids, features, reads)
+    return frame_ids, write_demo_classifier(tmp_path / "cls.pth", input_dim=16, seed=3)
+
+
+def test_chunk_calls_are_sorted_as_the_originals_groupby_also_through_runs_on_disk(tmp_path, monkeypatch):
+    frame_ids, classifier = exotic_order_sample(tmp_path)
+    run_predict(tmp_path, classifier)
+    in_memory = (tmp_path / "c.tsv").read_bytes()
+    ids = [line.split(b"\t")[0].decode() for line in in_memory.splitlines()[1:]]
+    # Code point order: 'R' < 'a' < 'q' < 'r' < 'é'; after "read1", '.' < '0' < '_'; chunk_10 before chunk_2.
+    assert list(dict.fromkeys(i.rsplit("_chunk_", 1)[0] for i in ids)) == [
+        "Read3", "a", '"q""uote', "read1.5", "read10", "read1", "read2", "réad4"]  # a quote: quoted as to_csv does
+    assert [i for i in ids if i.startswith("read1_")] == [f"read1_chunk_{n}" for n in [1, 10, 11, 12, *range(2, 10)]]
+    assert {"True", "False"} == {line.split("\t")[1] for line in in_memory.decode().splitlines()[1:]}
+    assert in_memory == the_originals_chunk_calls(tmp_path / "p.tsv")
+    assert chunk_calls_from_predictions(tmp_path / "p.tsv", tmp_path / "again.tsv") == len(ids)
+    assert (tmp_path / "again.tsv").read_bytes() == in_memory
+
+    # Sorted runs of 3 rows on disk, merged 2 at a time (a cascade of merges): the same bytes, no runs left.
+    monkeypatch.setattr(predict, "MERGE_FILES", 2)
+    made = []
+    monkeypatch.setattr(predict._SortedChunkCalls, "_spill", lambda self, spill=predict._SortedChunkCalls._spill:
+                        (made.append(len(self.rows)), spill(self)))
+    run_predict(tmp_path, classifier, sort_rows=3)
+    assert (tmp_path / "c.tsv").read_bytes() == in_memory and len(made) > 4
+    chunk_calls_from_predictions(tmp_path / "p.tsv", tmp_path / "again.tsv", sort_rows=2)
+    assert (tmp_path / "again.tsv").read_bytes() == in_memory
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # run folders and temp files gone
+
+
+def test_chunk_calls_from_predictions_refuses_what_the_original_would_group_otherwise(tmp_path):
+    (tmp_path / "p.tsv").write_text("Sequence_ID\tPrediction\tscore1\tscore2\n"
+                                    "r_chunk_1F1\tvirus\t0.1\t0.9\nq_chunk_1F1\tothers\t0.6\t0.4\n"
+                                    "r_chunk_1R2\tothers\t0.7\t0.3\n")
+    for sort_rows in (100, 1):
+        with pytest.raises(InputError, match=r"p.tsv: the frames of chunk r_chunk_1 are not consecutive rows"):
+            chunk_calls_from_predictions(tmp_path / "p.tsv", tmp_path / "c.tsv", sort_rows=sort_rows)
+    (tmp_path / "p.tsv").write_text("id\tscore\n")
+    with pytest.raises(InputError, match="p.tsv: not a prediction_results.txt"):
+        chunk_calls_from_predictions(tmp_path / "p.tsv", tmp_path / "c.tsv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.tsv"]
+
+
+def test_ambiguity_dominated_reads_are_called_ambiguous_not_virus(tmp_path):
+    """Same frames and scores, other fractions of ambiguous bases: above max_ambiguous_fraction a read
+    that would be virus or others is `ambiguous`; predictions.tsv and chunk_calls.tsv do not change."""
+    ids = [f"r{i}_chunk_1{f}" for i in range(6) for f in ("F1", "R2")]
+    rng = np.random.default_rng(2)
+    features = rng.standard_normal((len(ids), 16)).astype(np.float32)
+    # r0 clean, r1 at the limit exactly (not above), r2 just above, r3 mostly N, r4 and r5 all N (r5 no frames)
+    ambiguous = {"r0": 0, "r1": 100, "r2": 101, "r3": 400, "r4": 500, "r5": 500}
+    reads = {r: (500, 1, 0 if r == "r5" else 1, n) for r, n in ambiguous.items()}
+    write_sample(tmp_path, [i for i in ids if not i.startswith("r5")], features[:10], reads,
+                 frame_ids=[i for i in ids if not i.startswith("r5")])
+    classifier = write_demo_classifier(tmp_path / "cls.pth", input_dim=16, seed=3)
+    counts = run_predict(tmp_path, classifier, max_ambiguous_fraction=0.2)
+    calls = {r[0]: r for r in rows(tmp_path / "r.tsv")[1:]}
+    assert {r: calls[r][2] for r in calls} == {"r0": "0.0000", "r1": "0.2000", "r2": "0.2020", "r3": "0.8000",
+                                              "r4": "1.0000", "r5": "1.0000"}
+    assert [calls[r][-1] for r in ("r2", "r3", "r4")] == ["ambiguous"] * 3 and calls["r5"][-1] == "no_frames"
+    assert calls["r0"][-1] in ("virus", "others") and calls["r1"][-1] in ("virus", "others")
+    assert counts["ambiguous"] == 3 and sum(counts[c] for c in predict.CALLS) == 6
+    assert all(calls[r][6] for r in ("r2", "r3", "r4"))  # their scores are still there to see
+    outputs = {name: (tmp_path / name).read_bytes() for name in ("p.tsv", "c.tsv", "s.tsv")}
+
+    run_predict(tmp_path, classifier, max_ambiguous_fraction=1)  # the rule off
+    off = {r[0]: r for r in rows(tmp_path / "r.tsv")[1:]}
+    assert "ambiguous" not in {r[-1] for r in off.values()} and off["r5"][-1] == "no_frames"
+    assert {r: row[:-1] for r, row in off.items()} == {r: row[:-1] for r, row in calls.items()}
+    assert {name: (tmp_path / name).read_bytes() for name in outputs} == outputs  # VirNucPro's files untouched
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        run_predict(tmp_path, classifier, max_ambiguous_fraction=1.5)
+
+
+def test_the_default_ambiguity_limit_is_the_schemas():
+    from virnucflow.schema import defaults
+
+    assert defaults()["calls"]["max_ambiguous_fraction"] == predict.MAX_AMBIGUOUS_FRACTION == 0.2
+
+
+def test_reads_tsv_from_another_prepare_run_is_an_input_error(tmp_path):
+    reads, _, _, _, classifier = multi_chunk_sample(tmp_path)
+    lines = (tmp_path / "reads.tsv").read_text().splitlines(keepends=True)
+    (tmp_path / "reads.tsv").write_text("".join(lines[:3] + lines[4:]))  # read2 left out
+    with pytest.raises(InputError, match=r"reads.tsv: read read2 has scored frames but is not listed .*rerun prepare"):
+        run_predict(tmp_path, classifier)
+    assert not any((tmp_path / name).exists() for name in ("p.tsv", "c.tsv", "r.tsv", "s.tsv"))

@@ -6,11 +6,13 @@ import json
 import logging
 import random
 
+import numpy as np
 import pytest
 
 from helpers import run_prepare
 from virnucflow import prepare
 from virnucflow.errors import InputError
+from virnucflow.fasta import ReadBatch
 from virnucflow.synthetic import synthetic_reads, write_fasta
 from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
@@ -105,7 +107,38 @@ def test_no_surviving_frame_gives_one_empty_shard_pair(tmp_path):
     assert (tmp_path / "w/shards/00000.faa").read_text() == (tmp_path / "w/shards/00000.fna").read_text() == ""
     assert tsv(tmp_path / "w/frames.tsv") == []
     assert tsv(tmp_path / "w/reads.tsv") == [{"read_id": "r1", "length": "400", "chunks": "1",
-                                              "chunks_with_frames": "0", "frames": "0"}]
+                                              "chunks_with_frames": "0", "frames": "0", "ambiguous": "0"}]
+
+
+def test_reads_tsv_counts_the_ambiguous_bases_of_every_read(tmp_path):
+    """Anything but A, C, G, T, U in either case counts, across batch edges; such codons are dropped,
+    so a read made mostly of N keeps frames of a few residues (what read_calls' `ambiguous` is for)."""
+    rng = random.Random(3)
+    coding = "".join(rng.choice(["GCT", "AAA", "CTG", "GGC", "TTC", "CAG"]) for _ in range(200))[:500]
+    mostly_n = "".join(base if rng.random() < 0.3 else "N" for base in coding)
+    reads = [("clean", coding), ("rna", coding.replace("T", "U").lower()), ("codes", "ACGTRYSWKMBDHVNryswkmbdhvn" * 3),
+             ("mostly_n", mostly_n), ("all_n", "N" * 700), ("long", ("ACGTN" * 2000))]
+    path = tmp_path / "reads.fa"
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in reads))
+    summary = run_prepare(path, tmp_path / "w", sample="s", batch_bytes=1000)  # many batches
+    counts = {r["read_id"]: int(r["ambiguous"]) for r in tsv(tmp_path / "w/reads.tsv")}
+    assert counts == {"clean": 0, "rna": 0, "codes": 66, "mostly_n": mostly_n.count("N"), "all_n": 700, "long": 2000}
+    assert summary["ambiguous_bases"] == sum(counts.values())
+    frames = [f for f in tsv(tmp_path / "w/frames.tsv") if f["read_id"] == "mostly_n"]
+    assert frames and max(int(f["residues"]) for f in frames) < 20 < 0.3 * 166  # (1 - 0.7)^3 of 166 codons: ~4
+
+
+@pytest.mark.parametrize("ambiguous", [0, 3, 40, 3000])  # none, sparse (binned), dense (summed per read)
+def test_ambiguous_bases_are_counted_per_read_however_many_there_are(ambiguous):
+    rng = random.Random(ambiguous)
+    bases = [rng.choice("ACGTUacgtu") for _ in range(6000)]
+    for at in rng.sample(range(6000), ambiguous):
+        bases[at] = rng.choice("NRYKMSWBDHVnrykmswbdhv")
+    lengths = [1, 2999, 1, 1000, 1999]
+    cuts = np.cumsum([0, *lengths])
+    batch = ReadBatch(1, [b"r%d" % i for i in range(5)], "".join(bases).encode(), np.array(lengths), 6000)
+    expected = [sum(b not in "ACGTUacgtu" for b in bases[a:z]) for a, z in zip(cuts[:-1], cuts[1:])]
+    assert prepare._ambiguous_bases(batch).tolist() == expected and sum(expected) == ambiguous
 
 
 BAD_INPUTS = {

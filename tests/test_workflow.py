@@ -35,11 +35,18 @@ def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
             assert merged.dim == 48 + 64  # tiny DNABERT-S block then tiny ESM-2 block
             assert np.isfinite(merged.embeddings[:]).all()
         validation = json.loads((demo_workdir / f"results/{sample}/validation.json").read_text())
-        assert validation["missing"] == 0 and validation["duplicates"] == 0
+        assert validation["missing"] == 0 and validation["ok"] and "duplicates" not in validation
         read_calls = read_tsv(demo_workdir / f"results/{sample}/read_calls.tsv")
         assert [row["read_id"] for row in read_calls] == fasta_ids(demo_workdir / fasta)
         predictions = read_tsv(demo_workdir / f"results/{sample}/predictions.tsv")
         assert [row["Sequence_ID"] for row in predictions] == frames
+        assert {row["call"] for row in read_calls} <= {"virus", "others", "ambiguous", "no_frames"}
+        assert all(0 <= float(row["ambiguous_fraction"]) <= 1 for row in read_calls)
+        chunk_scores = read_tsv(demo_workdir / f"results/{sample}/chunk_scores.tsv")
+        assert [row["Modified_ID"] for row in chunk_scores] == list(dict.fromkeys(f[:-2] for f in frames))
+        chunk_calls = read_tsv(demo_workdir / f"results/{sample}/chunk_calls.tsv")  # VirNucPro's, sorted by id
+        assert [(r["Modified_ID"], r["Is_Virus"]) for r in chunk_calls] == sorted(
+            (r["Modified_ID"], r["Is_Virus"]) for r in chunk_scores)
     assert (demo_workdir / "results/report/summary.tsv").stat().st_size > 0
     page = (demo_workdir / "results/report/summary.html").read_text()
     assert all(f"<td>{sample}</td>" in page for sample in ("coding", "mixed"))

@@ -22,6 +22,9 @@ GROUP_BASES = 8 << 20  # a read longer than this is translated a few chunks at a
 _SUFFIX = [name.encode() for name in FRAME_NAMES]
 _STRAND = [b"+", b"+", b"+", b"-", b"-", b"-"]
 _PHASE = [1, 2, 3, 1, 2, 3]
+# Bases that are not A, C, G, T or U (either case): N and the other IUPAC ambiguity codes. VirNucPro
+# drops every codon that holds one, so a read made mostly of them shows the protein model little.
+_AMBIGUOUS = bytes(0 if byte in b"ACGTUacgtu" else 1 for byte in range(256))  # a bytes.translate table
 
 
 def _chunk_batches(batches, chunk_length, compat):
@@ -61,7 +64,8 @@ def prepare_sample(fasta, out_dir, *, sample, chunk_length, compat, shard_residu
         raise ValueError(f"shard_residues must be positive, not {shard_residues!r}")
     chunk_length = int(chunk_length)
     started = last_report = time.monotonic()
-    totals = dict(reads=0, bases=0, chunks=0, chunks_with_frames=0, frames=0, residues=0, fasta_bytes=0)
+    totals = dict(reads=0, bases=0, ambiguous_bases=0, chunks=0, chunks_with_frames=0, frames=0, residues=0,
+                  fasta_bytes=0)
     with WorkFolderWriter(out_dir, shard_residues) as work:
         for batch, chunk_table, frames in _chunk_batches(read_batches(fasta, batch_bytes), chunk_length, compat):
             _write_batch(batch, chunk_table, frames, chunk_length, work, totals)
@@ -113,11 +117,29 @@ def _write_batch(batch, chunk_table, frames, chunk_length, work, totals):
     frames_per_read = np.bincount(reads_of_frames, minlength=n_reads)
     chunks_with = np.bincount(np.array([read_of[c] for c in kept_chunks], dtype=np.int64), minlength=n_reads)
     chunks = -(-batch.lengths // chunk_length)
-    work.write_reads(zip(ids, batch.lengths.tolist(), chunks.tolist(), chunks_with.tolist(), frames_per_read.tolist()))
+    ambiguous = _ambiguous_bases(batch)
+    work.write_reads(zip(ids, batch.lengths.tolist(), chunks.tolist(), chunks_with.tolist(), frames_per_read.tolist(),
+                         ambiguous.tolist()))
     totals["reads"] += n_reads
     totals["fasta_bytes"] += batch.size
     totals["bases"] += int(batch.lengths.sum())
+    totals["ambiguous_bases"] += int(ambiguous.sum())
     totals["chunks"] += int(chunks.sum())
     totals["chunks_with_frames"] += len(kept_chunks)
     totals["frames"] += len(frame_ids)
     totals["residues"] += sum(residues)
+
+
+def _ambiguous_bases(batch):
+    """Bases of each read of the batch that are not A, C, G, T or U (either case). Usually there are
+    none or a few: then their positions are binned by read (half the cost of a sum over every read);
+    otherwise a sum per read (memory: one byte per base whatever their number)."""
+    reads = len(batch.lengths)
+    flags = np.frombuffer(batch.sequence.translate(_AMBIGUOUS), dtype=bool)  # True per ambiguous base
+    count = np.count_nonzero(flags)
+    if not count:
+        return np.zeros(reads, dtype=np.int64)
+    ends = np.cumsum(batch.lengths)
+    if count <= len(flags) >> 6:
+        return np.bincount(np.searchsorted(ends, np.flatnonzero(flags), side="right"), minlength=reads)
+    return np.add.reduceat(flags.view(np.uint8), ends - batch.lengths, dtype=np.int64)  # reads are never empty

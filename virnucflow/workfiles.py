@@ -1,7 +1,9 @@
 """The work folder of a sample: written by prepare, read by embed, merge, predict and the report.
 
     work/{sample}/frames.tsv      one row per kept frame, in input order (FRAME_COLUMNS)
-    work/{sample}/reads.tsv       one row per input read, in input order (READ_COLUMNS)
+    work/{sample}/reads.tsv       one row per input read, in input order (READ_COLUMNS); `ambiguous`:
+                                  its bases other than A, C, G, T, U (either case): N and the other
+                                  IUPAC ambiguity codes
     work/{sample}/summary.json    prepare's counts, settings and rates
     work/{sample}/shards/{i:05d}.fna, .faa
                                   shard i: a contiguous run of frames.tsv's rows (its `shard` column),
@@ -23,11 +25,11 @@ from pathlib import Path
 from .errors import InputError
 
 FRAME_COLUMNS = ("frame_id", "read_id", "chunk", "strand", "frame", "start", "end", "residues", "shard")
-READ_COLUMNS = ("read_id", "length", "chunks", "chunks_with_frames", "frames")
+READ_COLUMNS = ("read_id", "length", "chunks", "chunks_with_frames", "frames", "ambiguous")
 FRAMES_HEADER = "\t".join(FRAME_COLUMNS) + "\n"
 READS_HEADER = "\t".join(READ_COLUMNS) + "\n"
 _FRAME_ROW = b"%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n"
-_READ_ROW = b"%s\t%d\t%d\t%d\t%d\n"
+_READ_ROW = b"%s\t%d\t%d\t%d\t%d\t%d\n"
 
 Frame = collections.namedtuple("Frame", FRAME_COLUMNS)  # a row of frames.tsv: ids str, numbers int
 Read = collections.namedtuple("Read", READ_COLUMNS)  # a row of reads.tsv: id str, numbers int
@@ -123,7 +125,7 @@ class WorkFolderWriter:
         self._frames.write(b"".join([_FRAME_ROW % row for row in rows]))
 
     def write_reads(self, rows):
-        """Rows of reads.tsv: (read_id bytes, length, chunks, chunks_with_frames, frames)."""
+        """Rows of reads.tsv: (read_id bytes, length, chunks, chunks_with_frames, frames, ambiguous)."""
         self._reads.write(b"".join([_READ_ROW % row for row in rows]))
 
     def finish(self, summary):
