@@ -1,11 +1,14 @@
-"""The HDF5 embedding file: atomic, complete-flagged, readable only when whole."""
+"""The HDF5 embedding file: atomic, complete-flagged, readable only when whole, with checksums."""
+
+import hashlib
+import zlib
 
 import h5py
 import numpy as np
 import pytest
 
 from helpers import write_embeddings
-from virnucflow.embeddings import EmbeddingWriter, open_embeddings
+from virnucflow.embeddings import EmbeddingWriter, RowsChecksum, open_embeddings, verify_checksums
 from virnucflow.errors import InputError
 
 
@@ -89,3 +92,42 @@ def test_a_writer_that_fails_to_start_leaves_nothing(tmp_path):
         EmbeddingWriter(tmp_path / "bad.h5", dim=2, attrs={"model": object()})  # not storable in HDF5
     # Still nothing while the error (and its traceback) is alive, not only once it is collected.
     assert error.value is not None and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dim", [4, 5])
+def test_every_file_carries_checksums_of_its_ids_and_rows(tmp_path, dim):
+    """ids_sha256 and embeddings_crc32 as documented, and embeddings_sum64, which verify_checksums checks
+    (odd widths included: their rows end in a zero-padded word)."""
+    rows = np.random.default_rng(dim).standard_normal((7, dim)).astype(np.float32)
+    ids = [f"r{i}_chunk_1F1" for i in range(6)] + ["é"]
+    with EmbeddingWriter(tmp_path / "c.h5", dim) as writer:
+        writer.append(ids[:3], rows[:3])
+        writer.append(ids[3:], rows[3:])
+    with open_embeddings(tmp_path / "c.h5") as shard:
+        attrs = dict(shard.attrs)
+        assert verify_checksums(shard) == []
+    assert attrs["ids_sha256"] == hashlib.sha256("".join(f"{i}\n" for i in ids).encode()).hexdigest()
+    assert attrs["embeddings_crc32"] == zlib.crc32(rows.astype("<f4").tobytes())
+    words = np.zeros((7, dim + dim % 2), dtype="<u4")
+    words[:, :dim] = rows.view("<u4")
+    sums = [sum(int(w) for w in row.view("<u8")) % 2**64 for row in words]
+    s1, s2 = sum(sums) % 2**64, sum((i + 1) * r for i, r in enumerate(sums)) % 2**64
+    assert attrs["embeddings_sum64"] == f"{s1:016x} {s2:016x}"
+    with h5py.File(tmp_path / "c.h5", "r+") as handle:
+        handle["embeddings"][2, 1] = np.nextafter(handle["embeddings"][2, 1], np.float32(9))  # one bit
+        first, second = handle["sequence_ids"][0], handle["sequence_ids"][1]
+        handle["sequence_ids"][0], handle["sequence_ids"][1] = second, first
+    with open_embeddings(tmp_path / "c.h5") as shard:
+        problems = verify_checksums(shard)
+    assert len(problems) == 2 and "sequence_ids do not match" in problems[0] and "embeddings" in problems[1]
+
+
+def test_rows_checksum_is_the_same_in_any_order_and_layout():
+    rows = np.random.default_rng(3).standard_normal((9, 6)).astype(np.float32)
+    wide = np.zeros((9, 11), dtype=np.float32)
+    wide[:, 5:] = rows  # a column block starting at an odd offset (not 8-byte aligned)
+    whole, parts = RowsChecksum(), RowsChecksum()
+    whole.add(np.arange(9), rows)
+    parts.add([8, 1, 4], wide[[8, 1, 4], 5:])
+    parts.add(np.array([0, 2, 3, 5, 6, 7]), wide[[0, 2, 3, 5, 6, 7], 5:])
+    assert whole.value() == parts.value()

@@ -1,12 +1,98 @@
-"""Write-then-rename, so that a killed job never leaves a file that looks finished.
+"""Write-then-rename, so that a killed job never leaves a file that looks finished; and a full disk
+reported in one line.
 
 Snakemake does not notice half-written outputs of jobs downstream of a checkpoint after a kill,
 so every output of this package goes through `atomic_path`.
+
+A write that fails because the file system is full (ENOSPC) or the user's quota is used up (EDQUOT)
+raises `DiskFull`: one line naming the file, about how much was being written, and the free space
+of its file system. h5py reports these as OSError or RuntimeError with `errno = 28` in the message
+(no `errno` attribute), so both forms are recognised (`disk_full_errno`).
 """
 
 import contextlib
+import errno
 import os
+import re
 from pathlib import Path
+
+from .errors import VirnucflowError
+
+FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}
+_H5_ERRNO = re.compile(r"errno = (\d+)")
+
+
+class DiskFull(VirnucflowError):
+    """A write failed for lack of space (ENOSPC) or quota (EDQUOT); nothing half-written is left."""
+
+    def __init__(self, path, needed_bytes, number=errno.ENOSPC):
+        self.path, self.needed, self.number = Path(path), needed_bytes, number
+        super().__init__(self._message())
+
+    def _message(self):
+        mount = mount_of(self.path.parent)
+        try:
+            stat = os.statvfs(mount)
+            free = _size(stat.f_bavail * stat.f_frsize)
+        except OSError:
+            free = "unknown"
+        return (f"{self.path}: {FULL.get(self.number, FULL[errno.ENOSPC])} (needed about {_size(self.needed)}, "
+                f"{free} free on {mount}); free space or point work/ or results/ elsewhere")
+
+    def update_free(self):
+        """Say the free space again, once the failed write's temporary file is gone."""
+        self.args = (self._message(),)
+
+
+def disk_full_errno(error):
+    """ENOSPC or EDQUOT when `error` (or what caused it) is a write that found no space, else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in FULL:
+            return error.errno
+        if isinstance(error, (OSError, RuntimeError)):
+            for number in _H5_ERRNO.findall(str(error)):
+                if int(number) in FULL:
+                    return int(number)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _size(nbytes):
+    mb = max(nbytes, 0) / 1e6
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB" if mb >= 0.1 else f"{mb:.3f} MB"
+
+
+def mount_of(path):
+    """The mount point of the file system that holds `path` (or would hold it)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_full(path, needed_bytes, number=errno.ENOSPC):
+    """The one-line `DiskFull` for a write of about `needed_bytes` to `path` that found no space."""
+    return DiskFull(path, needed_bytes, number)
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path, needed_bytes):
+    """Turn a full disk inside the block into `DiskFull` for `path`; `needed_bytes`: a number, or a
+    function called only on failure (what the whole write needs, e.g. rows x dim x 4)."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except (OSError, RuntimeError) as error:
+        number = disk_full_errno(error)
+        if number is None:
+            raise
+        needed = needed_bytes() if callable(needed_bytes) else needed_bytes
+        raise disk_full(path, needed, number) from error
 
 
 @contextlib.contextmanager
@@ -26,6 +112,21 @@ def atomic_path(path):
 
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
-    """Open a temporary file for writing that becomes `path` only if the block completes."""
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
-        yield handle
+    """Open a temporary file for writing that becomes `path` only if the block completes. A full disk
+    is a `DiskFull` naming `path` (needed: what had reached the file, plus a block)."""
+    needed = [4096]
+    try:
+        with reporting_disk_full(path, lambda: needed[0]), atomic_path(path) as tmp:
+            handle = open(tmp, mode, **kwargs)
+            try:
+                yield handle
+                handle.close()  # inside: a failing final flush is this write's failure
+            except BaseException:
+                with contextlib.suppress(OSError, ValueError):
+                    needed[0] += os.fstat(handle.fileno()).st_size
+                with contextlib.suppress(OSError):
+                    handle.close()
+                raise
+    except DiskFull as error:
+        error.update_free()  # the temporary file is gone now
+        raise

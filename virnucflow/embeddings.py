@@ -5,58 +5,174 @@ rows, plus attributes (model, dim, pooling, precision, package version ...). `co
 written last and the file is renamed into place, so a reader that finds `complete` has a whole file.
 `skipped_ids` / `skipped_reasons` list the sequences an embed job left out (on_error: skip).
 
+Checksums, written by `EmbeddingWriter` into every file (shards and merged results) from the rows it
+was given, so that damage after writing is found by whoever reads the file:
+- `ids_sha256`: SHA-256 of the ids in row order, each followed by "\\n" (UTF-8).
+- `embeddings_crc32`: CRC-32 (zlib) of the float32 little-endian bytes of `embeddings` in row order
+  (`zlib.crc32(f["embeddings"][:].tobytes())`); the standard check of a copy.
+- `embeddings_sum64`: two unsigned 64-bit sums (`RowsChecksum`), position-weighted, that the merge
+  verifies while it reads rows in any order at memory speed (a CRC costs a second pass of ~1 s per GB).
+  Each row's bytes are read as little-endian uint64 words (a row with an odd number of columns ends
+  in a word padded with zero bytes); r_i = the sum of row i's words; the attribute is the text
+  "<sum_i r_i> <sum_i (i + 1) * r_i>", both mod 2**64 as 16 hexadecimal digits. Any change within one 8-byte word (a flipped bit or
+  byte) changes the first sum; rows moved or swapped change the second.
+
 Writer (`EmbeddingWriter`), reader (`open_embeddings`) and a fast row reader (`RowReader`) that
 relies on the writer's layout live here together.
 """
 
 import contextlib
+import errno
+import hashlib
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import DiskFull, atomic_path, disk_full_errno, reporting_disk_full
 from .errors import InputError
 
 ID_DTYPE = h5py.string_dtype(encoding="utf-8")
 ROWS_PER_CHUNK = 1024  # HDF5 chunk of `embeddings`: whole rows, at most this many and about 1 MiB
 IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+ID_CHUNK = 4096  # ids per chunk of `sequence_ids` (16-byte references to the text)
+ID_BYTES = 128  # what an id's text may cost in the file (heap object and its text), generously
+_FALLOC_FL_KEEP_SIZE = 1
+UNCLOSED = []  # files HDF5 could not close after a full disk (a job then ends without finalising HDF5)
+
+
+def _reserve(h5file, nbytes):
+    """Reserve `nbytes` on disk for an HDF5 file being written (Linux fallocate, keeping the file's size):
+    a disk too full for the whole file fails here, before HDF5 has anything it cannot write later. A
+    file system without fallocate (NFSv3 ...) is written without a reservation."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        fd = h5file.id.get_vfd_handle()
+    except (AttributeError, OSError, ValueError, RuntimeError):
+        return
+    if fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, int(nbytes)) != 0:
+        number = ctypes.get_errno()
+        if number in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(number, os.strerror(number))
+
+
+def _release_reservation(path):
+    """Give back the reserved blocks HDF5 did not use (those past the end of the file)."""
+    with contextlib.suppress(OSError):
+        os.truncate(path, os.path.getsize(path))
+
+
+def _write_to_memory(h5file):
+    """After a write failed for lack of space, point the file's descriptor at an anonymous memory file: the
+    writes HDF5 still does when it closes the file (which is then deleted) succeed instead of failing again,
+    which leaves HDF5 in a state that crashes the process at exit."""
+    with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
+        fd = h5file.id.get_vfd_handle()
+        spare = os.memfd_create("virnucflow-discarded")
+        os.dup2(spare, fd)
+        os.close(spare)
+
+
+def id_lines(ids):
+    """The bytes `ids_sha256` hashes: each id (str or UTF-8 bytes) followed by a newline."""
+    return b"".join((sid.encode() if isinstance(sid, str) else bytes(sid)) + b"\n" for sid in ids)
+
+
+def row_sums64(block):
+    """Sum mod 2**64 of each row's bytes read as little-endian uint64 words (odd widths padded with zero
+    bytes): the r_i of `embeddings_sum64`. `block`: (n, d) float32 whose rows are contiguous (any row stride)."""
+    block = np.asarray(block)
+    if block.shape[0] == 0 or block.shape[1] == 0:
+        return np.zeros(block.shape[0], dtype=np.uint64)
+    words = block.view("<u4")
+    if words.shape[1] % 2 == 0:
+        with contextlib.suppress(ValueError):  # rows not 8-byte aligned: the pairwise sums below
+            return words.view("<u8").sum(axis=1)
+    # word k of a row = its uint32 2k + (its uint32 2k + 1) * 2**32: the sum of all low halves plus the
+    # sum of all high halves shifted by 32 bits (mod 2**64 either way).
+    low = words[:, 0::2].sum(axis=1, dtype=np.uint64)
+    high = words[:, 1::2].sum(axis=1, dtype=np.uint64)
+    return low + (high << np.uint64(32))
+
+
+class RowsChecksum:
+    """`embeddings_sum64` of a file, fed rows in any order with their row numbers (each row once)."""
+
+    def __init__(self):
+        self.sums = np.zeros(2, dtype=np.uint64)
+
+    def add(self, positions, block):
+        """Rows `block` (n, d) that are rows `positions` (n,) of the file."""
+        sums = row_sums64(block)
+        weights = np.asarray(positions, dtype=np.uint64) + np.uint64(1)
+        self.sums += np.array([sums.sum(dtype=np.uint64), (sums * weights).sum(dtype=np.uint64)], dtype=np.uint64)
+
+    def value(self):
+        """The attribute's text: both sums as 16 hexadecimal digits."""
+        return " ".join(f"{int(v):016x}" for v in self.sums)
 
 
 class EmbeddingWriter:
     """Append rows to a new embedding file; it appears at `path` only after `close()` succeeds.
 
-    Use as a context manager: on an exception nothing is left at `path`.
+    Use as a context manager: on an exception nothing is left at `path`. `expected_rows`: how many rows
+    the file will have: reserved on disk when the file is made (else as rows come), so that a disk too
+    full fails early, as a `DiskFull` naming the size, and never inside HDF5's close.
     """
 
-    def __init__(self, path, dim, attrs=None):
+    def __init__(self, path, dim, attrs=None, expected_rows=None):
         self.path = Path(path)
         self.dim = int(dim)
         self.rows = 0
+        self.expected_rows = expected_rows
         self.skipped = []  # (id, reason) of sequences left out with on_error: skip
-        with contextlib.ExitStack() as stack:  # a failure here closes and removes the temporary file
+        self._extra = {}  # more id datasets, written at close
+        self._ids_sha256, self._crc32, self._sum64 = hashlib.sha256(), 0, RowsChecksum()
+        self._row_chunk = max(1, min(ROWS_PER_CHUNK, (1 << 20) // max(4 * self.dim, 1)))
+        with reporting_disk_full(self.path, self._needed), contextlib.ExitStack() as stack:
+            # a failure here closes and removes the temporary file
             tmp = stack.enter_context(atomic_path(self.path))
+            stack.callback(_release_reservation, tmp)  # after HDF5 closed the file, before the rename
             self._file = stack.enter_context(h5py.File(tmp, "w"))
-            rows_per_chunk = max(1, min(ROWS_PER_CHUNK, (1 << 20) // max(4 * self.dim, 1)))
-            self._ids = self._file.create_dataset(
-                "sequence_ids", shape=(0,), maxshape=(None,), dtype=ID_DTYPE, chunks=(4096,)
-            )
-            self._emb = self._file.create_dataset(
-                "embeddings",
-                shape=(0, self.dim),
-                maxshape=(None, self.dim) if self.dim else None,
-                dtype="float32",
-                chunks=(rows_per_chunk, self.dim) if self.dim else None,  # width 0 (no frame at all): contiguous
-            )
-            self.attrs = self._file.attrs  # more attributes may be added before close()
-            self.attrs["dim"] = self.dim
-            self.attrs["package_version"] = __version__
-            for key, value in (attrs or {}).items():
-                self.attrs[key] = value
+            try:
+                self._ids = self._file.create_dataset(
+                    "sequence_ids", shape=(0,), maxshape=(None,), dtype=ID_DTYPE, chunks=(ID_CHUNK,)
+                )
+                self._emb = self._file.create_dataset(
+                    "embeddings",
+                    shape=(0, self.dim),
+                    maxshape=(None, self.dim) if self.dim else None,
+                    dtype="float32",
+                    chunks=(self._row_chunk, self.dim) if self.dim else None,  # width 0 (no frame): contiguous
+                )
+                self.attrs = self._file.attrs  # more attributes may be added before close()
+                self.attrs["dim"] = self.dim
+                self.attrs["package_version"] = __version__
+                for key, value in (attrs or {}).items():
+                    self.attrs[key] = value
+                if expected_rows is not None:
+                    _reserve(self._file, self._needed())
+            except BaseException as error:
+                if disk_full_errno(error):
+                    _write_to_memory(self._file)
+                raise
             self._stack = stack.pop_all()
+
+    def _needed(self, adding=0):
+        """Bytes the whole file takes, generously, for its rows (expected, or written so far): whole chunks of
+        rows and of id references, the ids' text, and 64 KiB of HDF5's own structures. Reserved on disk."""
+        rows = max(self.expected_rows or 0, self.rows + adding)
+        row_chunk = self._row_chunk if self.dim else max(rows, 1)
+        return (-(-rows // row_chunk) * row_chunk * 4 * self.dim + -(-rows // ID_CHUNK) * ID_CHUNK * 16
+                + rows * ID_BYTES + (64 << 10))
 
     def append(self, ids, embeddings):
         """Append rows: `ids` (n,) strings and `embeddings` (n, dim)."""
@@ -69,35 +185,67 @@ class EmbeddingWriter:
         if n == 0:
             return
         start, end = self.rows, self.rows + n
-        self._ids.resize((end,))
-        self._emb.resize((end, self.dim))
-        self._ids[start:end] = list(ids)
-        self._emb[start:end] = embeddings
+        with reporting_disk_full(self.path, lambda: self._needed(n)):
+            # Reserved before HDF5 holds anything it may fail to write (a failure at close is not recoverable).
+            _reserve(self._file, self._needed(n))
+            self._ids.resize((end,))
+            self._emb.resize((end, self.dim))
+            self._ids[start:end] = list(ids)
+            self._emb[start:end] = embeddings
+        # The checksums of what was handed over, in row order (a numpy view is hashed without a copy).
+        self._ids_sha256.update(id_lines(ids))
+        if not embeddings.flags.c_contiguous or embeddings.dtype.byteorder == ">":
+            embeddings = np.ascontiguousarray(embeddings, dtype="<f4")
+        self._crc32 = zlib.crc32(embeddings, self._crc32)
+        self._sum64.add(np.arange(start, end), embeddings)
         self.rows = end
 
     def skip(self, sequence_id, reason):
         """Record a sequence that could not be embedded, so that validation reports it."""
         self.skipped.append((str(sequence_id), str(reason)))
 
+    def add_ids(self, name, ids):
+        """A dataset of ids besides the rows (e.g. `oom_split_ids`), written at close."""
+        self._extra[name] = [str(sid) for sid in ids]
+
+    def checksums(self):
+        """{ids_sha256, embeddings_crc32, embeddings_sum64} of the rows appended so far."""
+        return {"ids_sha256": self._ids_sha256.hexdigest(), "embeddings_crc32": self._crc32,
+                "embeddings_sum64": self._sum64.value()}
+
     def close(self):
-        """Write the skipped ids and `complete`, close the file and rename it into place."""
-        try:
-            ids = [sid for sid, _ in self.skipped]
-            reasons = [why for _, why in self.skipped]
-            self._file.create_dataset("skipped_ids", data=ids, dtype=ID_DTYPE, shape=(len(ids),))
-            self._file.create_dataset("skipped_reasons", data=reasons, dtype=ID_DTYPE, shape=(len(ids),))
-            self.attrs["rows"] = self.rows
-            self.attrs["complete"] = True
-        except BaseException:
-            self.abort(sys.exc_info())
-            raise
-        self._stack.close()
+        """Write the skipped ids, the checksums and `complete`, close the file and rename it into place."""
+        with reporting_disk_full(self.path, self._needed):
+            try:
+                ids = [sid for sid, _ in self.skipped]
+                reasons = [why for _, why in self.skipped]
+                self._file.create_dataset("skipped_ids", data=ids, dtype=ID_DTYPE, shape=(len(ids),))
+                self._file.create_dataset("skipped_reasons", data=reasons, dtype=ID_DTYPE, shape=(len(ids),))
+                for name, values in self._extra.items():
+                    self._file.create_dataset(name, data=values, dtype=ID_DTYPE, shape=(len(values),))
+                self.attrs["rows"] = self.rows
+                for key, value in self.checksums().items():
+                    self.attrs[key] = value
+                self.attrs["complete"] = True
+            except BaseException:
+                self.abort(sys.exc_info())
+                raise
+            try:
+                self._stack.close()
+            except BaseException as error:
+                if disk_full_errno(error):  # HDF5 could not write at close: its state is not recoverable
+                    UNCLOSED.append(str(self.path))
+                raise
 
     def abort(self, exc_info=(None, None, None)):
         """Close and remove the temporary file; nothing appears at `path`."""
         exc_type, exc, tb = exc_info
+        if disk_full_errno(exc):
+            _write_to_memory(self._file)
         with contextlib.suppress(BaseException):
             self._stack.__exit__(exc_type or RuntimeError, exc or RuntimeError("aborted"), tb)
+        if isinstance(exc, DiskFull):
+            exc.update_free()
 
     def __enter__(self):
         return self
@@ -140,6 +288,30 @@ class EmbeddingFile:
         """All ids as a fixed-width bytes array (compact, sortable)."""
         raw = self.file["sequence_ids"][()]
         return raw.astype("S") if len(raw) else np.empty(0, dtype="S1")
+
+
+CHECKSUMS = ("ids_sha256", "embeddings_sum64")  # what a reader verifies (embeddings_crc32: for copies)
+
+
+def verify_checksums(shard, block_rows=4096):
+    """Read a whole file and check its ids and rows against the checksums written with them; returns the
+    problems found (empty: intact). A file without checksums (another tool's, an older virnucflow's)
+    is a problem too: it cannot be vouched for."""
+    missing = [key for key in CHECKSUMS if key not in shard.attrs]
+    if missing:
+        return [f"it has no {' or '.join(missing)} (written by another tool or an older virnucflow)"]
+    problems = []
+    ids_sha256 = hashlib.sha256(id_lines(shard.file["sequence_ids"][()].tolist())).hexdigest()
+    if ids_sha256 != shard.attrs["ids_sha256"]:
+        problems.append(f"its sequence_ids do not match their ids_sha256 ({ids_sha256[:12]}.. != "
+                        f"{str(shard.attrs['ids_sha256'])[:12]}..)")
+    checksum = RowsChecksum()
+    for start in range(0, len(shard), block_rows):
+        block = shard.embeddings[start : start + block_rows]
+        checksum.add(np.arange(start, start + len(block)), block)
+    if checksum.value() != shard.attrs["embeddings_sum64"]:
+        problems.append("its embeddings do not match their embeddings_sum64")
+    return problems
 
 
 @contextlib.contextmanager

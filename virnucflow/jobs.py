@@ -18,6 +18,30 @@ PACKAGE = "virnucflow"
 FORMAT = logging.Formatter("%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
 
 
+class _LogFile(logging.FileHandler):
+    """The job's log file; when it cannot be written (a full disk), a line on stderr once instead of a
+    traceback per record: the job's own error, if any, still reaches the terminal."""
+
+    failed = False
+
+    def handleError(self, record):
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            print(f"virnucflow: cannot write the log file {self.baseFilename} ({error}); logging to the terminal "
+                  "only", file=sys.stderr, flush=True)
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def flush(self):
+        try:
+            super().flush()
+        except OSError:
+            self.handleError(None)
+
+
 class _ForTheTerminal(logging.Filter):
     """The terminal gets progress and warnings; an error is printed there once, by `job`, and the
     host line is for the log file (auditing a cluster run)."""
@@ -41,7 +65,7 @@ def job(name, log_path=None):
     terminal.addFilter(_ForTheTerminal())
     handlers = [terminal]
     if log_path:
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        handlers.append(_LogFile(log_path, mode="w"))
     for handler in handlers:
         handler.setFormatter(FORMAT)
         logger.addHandler(handler)
@@ -61,6 +85,12 @@ def job(name, log_path=None):
         for handler in handlers:
             handler.flush()
         print(f"virnucflow {name}: error: {error}", file=sys.stderr, flush=True)
+        embeddings = sys.modules.get(f"{PACKAGE}.embeddings")
+        if embeddings is not None and embeddings.UNCLOSED:
+            # HDF5 could not close a file on the full disk; finalising it at exit would crash the process.
+            for handler in handlers:
+                handler.close()
+            os._exit(1)
         sys.exit(1)
     finally:
         for handler in handlers:
