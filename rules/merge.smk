@@ -1,4 +1,5 @@
-# All shards of a sample -> one HDF5, joined by id in frames.tsv order; fails the DAG on missing ids.
+# All shards of a sample -> one HDF5, joined by id in frames.tsv order; fails the DAG on missing ids,
+# and on a shard computed from another version of its shard FASTA (input_sha256) or damaged since.
 
 
 rule merge:
@@ -7,6 +8,17 @@ rule merge:
         summary="work/{sample}/summary.json",
         dna=dna_shards,
         protein=protein_shards,
+        # the shard FASTA each shard was computed from, in the same order (shard_ids)
+        dna_fasta=lambda wildcards: expand(
+            "work/{sample}/shards/{shard}.fna",
+            sample=wildcards.sample,
+            shard=shard_ids(wildcards.sample),
+        ),
+        protein_fasta=lambda wildcards: expand(
+            "work/{sample}/shards/{shard}.faa",
+            sample=wildcards.sample,
+            shard=shard_ids(wildcards.sample),
+        ),
     output:
         h5="results/{sample}/embeddings.h5",
         validation="results/{sample}/validation.json",

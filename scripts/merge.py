@@ -14,4 +14,6 @@ with job("merge", snakemake.log[0]):
         allow_missing=snakemake.params.allow_missing,
         chunk_length=snakemake.params.chunk_length,
         compat=snakemake.params.compat,
+        dna_fasta=list(snakemake.input.dna_fasta),
+        protein_fasta=list(snakemake.input.protein_fasta),
     )

@@ -1,6 +1,7 @@
 """`virnucflow <stage>`: the commands take their defaults from the configuration schema and call the
 stage functions as the workflow's scripts do."""
 
+import hashlib
 import subprocess
 import sys
 
@@ -60,3 +61,26 @@ def test_an_error_is_one_line_naming_the_command(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [f"virnucflow prepare: error: {tmp_path / 'absent.fa'}: file not found; "
                                         "check the path in the sample sheet"]
+
+
+def test_merge_checks_the_shards_against_their_fasta_and_says_so_in_one_line(tmp_path):
+    ids = ["r1_chunk_1F1"]
+    (tmp_path / "frames.tsv").write_text(FRAMES_HEADER + "r1_chunk_1F1\tr1\t1\t+\t1\t0\t3\t1\t0\n")
+    (tmp_path / "0.fna").write_text(">r1_chunk_1F1\nACGTAC\n")
+    (tmp_path / "0.faa").write_text(">r1_chunk_1F1\nMK\n")
+    sha = {ext: hashlib.sha256((tmp_path / f"0.{ext}").read_bytes()).hexdigest() for ext in ("fna", "faa")}
+    write_embeddings(tmp_path / "d.h5", ids, np.ones((1, 3)), {"kind": "dna", "input_sha256": sha["fna"]})
+    write_embeddings(tmp_path / "p.h5", ids, np.ones((1, 2)), {"kind": "protein", "input_sha256": sha["faa"]})
+    command = [sys.executable, "-m", "virnucflow", "merge", str(tmp_path / "frames.tsv"), str(tmp_path / "out.h5"),
+               "--dna", str(tmp_path / "d.h5"), "--protein", str(tmp_path / "p.h5"),
+               "--dna-fasta", str(tmp_path / "0.fna"), "--protein-fasta", str(tmp_path / "0.faa"),
+               "--validation", str(tmp_path / "v.json"), "--missing", str(tmp_path / "m.txt"),
+               "--chunk-length", "500", "--compat", "virnucpro"]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    (tmp_path / "0.faa").write_text(">r1_chunk_1F1\nMR\n")  # prepare rewrote the shard FASTA since
+    proc = subprocess.run(command, capture_output=True, text=True)
+    now = hashlib.sha256(b">r1_chunk_1F1\nMR\n").hexdigest()
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"virnucflow merge: error: {tmp_path / 'p.h5'} was computed from another "
+                                        f"{tmp_path / '0.faa'} (sha256 {sha['faa'][:12]}.. != {now[:12]}.. now): "
+                                        "delete it and rerun"]

@@ -129,7 +129,7 @@ def test_rows_follow_frames_tsv_whatever_the_order_in_the_shards(tmp_path):
     assert ids == shards[0] + shards[2] + shards[3]
     assert np.array_equal(rows, np.stack([truth[s] for s in ids]))
     assert report["ok"] and report["present"] == report["expected"] == 13
-    assert report["missing"] == report["extra"] == report["skipped"] == report["duplicates"] == 0
+    assert report["missing"] == report["extra"] == report["skipped"] == 0 and "duplicates" not in report
     assert (tmp_path / "missing.txt").read_text() == ""  # always written: a Snakemake output
     assert json.loads((tmp_path / "validation.json").read_text()) == json.loads(json.dumps(report))
 
@@ -324,3 +324,125 @@ def test_ids_skipped_by_an_embed_job_are_reported_with_reasons(tmp_path):
     assert ids == ["a_chunk_1F1", "c_chunk_1F1"]
     assert np.array_equal(rows, np.stack([truth[s] for s in ids]))
     assert json.loads((tmp_path / "validation.json").read_text())["skipped_ids"][0]["id"] == "b_chunk_1F1"
+
+
+# --- provenance: stale and damaged shards ---------------------------------------------------------
+
+def write_fasta_of(path, ids, seed):
+    rng = np.random.default_rng(seed)
+    path.write_text("".join(f">{sid}\n{''.join(rng.choice(list('ACGT'), 30))}\n" for sid in ids))
+    return path
+
+
+def sample_with_fasta(folder):
+    """Two shards whose files record the sha256 of their shard FASTA, as the embed jobs write them."""
+    shards = {0: [f"r{i}_chunk_1F1" for i in range(5)], 1: [f"s{i}_chunk_1R1" for i in range(4)]}
+    dna, protein, truth = make_sample(folder, shards)
+    fastas = {"dna": [], "protein": []}
+    for index, ids in shards.items():
+        for kind, ext, path in (("dna", "fna", dna[index]), ("protein", "faa", protein[index])):
+            fasta = write_fasta_of(folder / f"{index:05d}.{ext}", ids, seed=index)
+            with open_embeddings(path) as shard:
+                rows = shard.embeddings[:]
+            write_shard(path, ids, rows, kind, input_sha256=hashlib.sha256(fasta.read_bytes()).hexdigest())
+            fastas[kind].append(fasta)
+    return dna, protein, truth, fastas
+
+
+def test_shards_matching_their_fasta_merge(tmp_path):
+    dna, protein, truth, fastas = sample_with_fasta(tmp_path)
+    report = merge(tmp_path, dna, protein, dna_fasta=fastas["dna"], protein_fasta=fastas["protein"])
+    ids, rows, _ = read_result(tmp_path)
+    assert report["ok"] and np.array_equal(rows, np.stack([truth[s] for s in ids]))
+
+
+def test_a_shard_left_from_an_earlier_run_of_other_sequences_is_named(tmp_path):
+    """Same ids, other sequences: prepare was rerun on another input and an old shard file stayed."""
+    dna, protein, _, fastas = sample_with_fasta(tmp_path)
+    old = hashlib.sha256(fastas["dna"][1].read_bytes()).hexdigest()
+    write_fasta_of(fastas["dna"][1], [f"s{i}_chunk_1R1" for i in range(4)], seed=99)  # the new shard FASTA
+    new = hashlib.sha256(fastas["dna"][1].read_bytes()).hexdigest()
+    with pytest.raises(ValidationError) as error:
+        merge(tmp_path, dna, protein, dna_fasta=fastas["dna"], protein_fasta=fastas["protein"])
+    assert str(error.value) == (f"{dna[1]} was computed from another {fastas['dna'][1]} (sha256 {old[:12]}.. != "
+                                f"{new[:12]}.. now): delete it and rerun")
+    assert no_outputs(tmp_path)
+
+
+def test_a_shard_without_a_record_of_its_fasta_is_refused_when_fasta_are_given(tmp_path):
+    dna, protein, _, fastas = sample_with_fasta(tmp_path)
+    write_shard(protein[0], [f"r{i}_chunk_1F1" for i in range(5)], np.zeros((5, PROTEIN_DIM)), "protein")
+    with pytest.raises(ValidationError, match=r"00000.protein.h5 does not record the sha256 of the FASTA it was "
+                                              r"computed from .*: delete it and rerun"):
+        merge(tmp_path, dna, protein, dna_fasta=fastas["dna"], protein_fasta=fastas["protein"])
+
+
+def test_ids_swapped_between_two_rows_are_named(tmp_path):
+    dna, protein, _ = make_sample(tmp_path, {0: ["a_chunk_1F1", "b_chunk_1F1", "c_chunk_1F1"]})
+    with h5py.File(protein[0], "r+") as handle:
+        ids = handle["sequence_ids"][()]
+        handle["sequence_ids"][0], handle["sequence_ids"][2] = ids[2], ids[0]
+    with pytest.raises(ValidationError, match=r"^\S*00000.protein.h5: its sequence_ids do not match the ids_sha256 "
+                                              r"written with them \(\w+\.\. != \w+\.\.\): the file was changed after "
+                                              r"its embed job wrote it; delete it and rerun$"):
+        merge(tmp_path, dna, protein)
+    assert no_outputs(tmp_path)
+
+
+def flip_a_byte(path, row, column):
+    """One bit of one float of a finished file's embeddings, changed on disk."""
+    with h5py.File(path, "r") as handle:
+        dataset = handle["embeddings"]
+        chunk_rows = dataset.chunks[0]
+        info = dataset.id.get_chunk_info(row // chunk_rows)
+        offset = info.byte_offset + ((row % chunk_rows) * dataset.shape[1] + column) * 4 + 1
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x04]))
+
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_one_flipped_byte_in_a_finished_shard_is_named(tmp_path, extra):
+    """Found in a row the result holds, and in a row it does not need (an id frames.tsv does not list)."""
+    shards = {0: ["a_chunk_1F1", "b_chunk_1F1"], 1: [f"c{i}_chunk_1F1" for i in range(6)]}
+    dna, protein, _ = make_sample(tmp_path, shards, shuffle=True)
+    if extra:
+        write_frames(tmp_path / "frames.tsv", {0: shards[0], 1: shards[1][1:]})
+        with open_embeddings(dna[1]) as shard:
+            row = shard.read_ids().index("c0_chunk_1F1")
+    else:
+        row = 3
+    flip_a_byte(dna[1], row, 2)
+    with pytest.raises(ValidationError) as error:
+        merge(tmp_path, dna, protein, buffer_rows=4)
+    assert str(error.value) == (f"{dna[1]}: its embeddings do not match the embeddings_sum64 written with them: the "
+                                "file was damaged after its embed job wrote it; delete it and rerun")
+    assert no_outputs(tmp_path)
+
+
+def test_rows_moved_within_a_shard_are_found():
+    from virnucflow.embeddings import RowsChecksum
+
+    rows = np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32)
+    whole, moved = RowsChecksum(), RowsChecksum()
+    whole.add(np.arange(5), rows)
+    moved.add(np.arange(5), rows[[1, 0, 2, 3, 4]])
+    assert whole.value() != moved.value()
+    in_parts = RowsChecksum()  # any order, in parts: the same value
+    in_parts.add([4, 0], rows[[4, 0]])
+    in_parts.add([2, 1, 3], rows[[2, 1, 3]])
+    assert in_parts.value() == whole.value()
+
+
+def test_shards_without_checksums_merge_with_a_warning(tmp_path, caplog):
+    """Another tool's files (no checksums) are merged when no FASTA is given, and said to be unverified."""
+    shards = {0: ["a_chunk_1F1", "b_chunk_1F1"]}
+    dna, protein, truth = make_sample(tmp_path, shards)
+    with h5py.File(protein[0], "w") as handle:
+        handle.create_dataset("sequence_ids", data=shards[0], dtype=h5py.string_dtype())
+        handle.create_dataset("embeddings", data=np.stack([truth[s][DNA_DIM:] for s in shards[0]]))
+        handle.attrs["complete"] = True
+    report = merge(tmp_path, dna, protein)
+    assert report["ok"] and "1 shard files have no checksums" in caplog.text

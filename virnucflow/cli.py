@@ -36,7 +36,8 @@ def _merge(args):
     with job("merge", args.log):
         merge_sample(args.frames, args.dna, args.protein, args.out, validation_json=args.validation,
                      missing_ids_txt=args.missing, buffer_rows=args.buffer_rows, allow_missing=args.allow_missing,
-                     chunk_length=args.chunk_length, compat=args.compat)
+                     chunk_length=args.chunk_length, compat=args.compat, dna_fasta=args.dna_fasta,
+                     protein_fasta=args.protein_fasta)
 
 
 def _export_pt(args):
@@ -111,6 +112,11 @@ def build_parser():
     p.add_argument("out", help="output embeddings.h5")
     p.add_argument("--dna", nargs="+", required=True, help="DNA shard files in shard order (the i-th is shard i)")
     p.add_argument("--protein", nargs="+", required=True, help="protein shard files, in the same order")
+    p.add_argument("--dna-fasta", nargs="+", default=None,
+                   help="the shard FASTA (.fna) each DNA shard was computed from, in the same order: each shard's "
+                        "recorded input sha256 is checked against it (default: not checked)")
+    p.add_argument("--protein-fasta", nargs="+", default=None,
+                   help="the shard FASTA (.faa) of each protein shard, in the same order (default: not checked)")
     p.add_argument("--validation", required=True, help="validation.json to write")
     p.add_argument("--missing", required=True, help="missing_ids.txt to write")
     p.add_argument("--chunk-length", type=int, required=True, help="chunk length of the prepare run (recorded)")

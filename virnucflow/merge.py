@@ -1,11 +1,15 @@
 """The merge: every shard of a sample -> one HDF5, DNABERT-S block then ESM-2 block, joined by id
 in frames.tsv order, validated on the way.
 
-One streaming pass, shard by shard in frames.tsv order. For each shard the ids of both files are
-read, checked (no id twice, both models hold the same ids, every expected id there) and joined
-to the expected ids by id; then its rows are copied `buffer_rows` at a time into the output. Memory
-is one buffer of rows plus one shard's ids, whatever the size of the sample. The checks are
-virnucflow.validation's; the shard files are read and written by virnucflow.embeddings.
+One streaming pass, shard by shard in frames.tsv order. Before any row is copied, every shard file
+is opened and, when the shard FASTA files are given (the workflow gives them), matched to the FASTA it
+was computed from (its `input_sha256` against the FASTA's sha256 now). For each shard the ids of both
+files are read, checked (the ids the embed job wrote, no id twice, both models hold the same ids,
+every expected id there) and joined to the expected ids by id; then its rows are copied `buffer_rows`
+at a time into the output, and checked against the checksum written with them on the way (rows the
+result does not need are read for the check too). Memory is one buffer of rows plus one shard's ids,
+whatever the size of the sample. The checks are virnucflow.validation's; the shard files are read and
+written by virnucflow.embeddings.
 
 Everything is written under temporary names and renamed only when the whole sample is valid, so
 a failed merge leaves no embeddings.h5, validation.json or missing_ids.txt behind. A missing id
@@ -19,10 +23,13 @@ Result attributes (besides those of every embedding file: dim, rows, package_ver
   layer; a precision that differs between shards is kept as a comma-separated list, with a warning.
 - `expected`, `missing`, `skipped`: counts, as in validation.json; `compat`, `chunk_length`: of the
   prepare run (a classifier trained on another chunk length is refused by predict).
-- Checksums: `ids_sha256` = SHA-256 of the ids in row order, each followed by "\\n" (UTF-8);
-  `embeddings_crc32` = CRC-32 (zlib) of the float32 little-endian bytes of `embeddings` in row
-  order. Check a copy with `zlib.crc32(f["embeddings"][:].tobytes())` (or chunk-wise, feeding each
-  value into the next call). CRC-32 runs at several GB/s; a SHA-256 of 13 GB would add seconds.
+- `dna_oom_split_rows`, `protein_oom_split_rows`: rows the embed jobs computed in smaller batches after
+  running out of memory (they can differ from an unsplit run in the last bits).
+- Checksums, as in every embedding file (virnucflow.embeddings): `ids_sha256` = SHA-256 of the ids in
+  row order, each followed by "\\n" (UTF-8); `embeddings_crc32` = CRC-32 (zlib) of the float32
+  little-endian bytes of `embeddings` in row order. Check a copy with
+  `zlib.crc32(f["embeddings"][:].tobytes())` (or chunk-wise, feeding each value into the next call);
+  `embeddings_sum64`, which `virnucflow.embeddings.verify_checksums` checks.
 """
 
 import contextlib
@@ -35,7 +42,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_open
 from .embeddings import EmbeddingWriter, RowReader, open_embeddings
-from .validation import Tally, inspect_shards, join
+from .validation import RowsCheck, Tally, inspect_shards, join
 from .workfiles import frames_by_shard
 
 log = logging.getLogger(__name__)
@@ -43,25 +50,33 @@ PROGRESS_SECONDS = 30
 
 
 def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_json, missing_ids_txt, buffer_rows,
-                 allow_missing, chunk_length, compat):
+                 allow_missing, chunk_length, compat, dna_fasta=None, protein_fasta=None):
     """Write the merged embeddings.h5, validation.json and missing_ids.txt of one sample; return the
     validation report. `dna_shards`, `protein_shards`: the shard files in shard order (the i-th of each
-    is shard i of frames.tsv). Raises ValidationError / InputError (and writes nothing) when the shards
-    do not account for every expected id exactly once (missing ids are allowed with `allow_missing`)."""
+    is shard i of frames.tsv); `dna_fasta`, `protein_fasta`: the shard FASTA files they were computed
+    from, in the same order (None: not checked). Raises ValidationError / InputError (and writes
+    nothing) when the shards do not account for every expected id exactly once (missing ids are
+    allowed with `allow_missing`), or a shard is stale or damaged."""
     started = time.monotonic()
-    shards = inspect_shards(dna_shards, protein_shards)
+    shards = inspect_shards(dna_shards, protein_shards, dna_fasta, protein_fasta)
+    if dna_fasta is None or protein_fasta is None:
+        log.info("no shard FASTA given for %s: the shards are not matched to the FASTA they were computed from",
+                 ", ".join(kind for kind, given in (("dna", dna_fasta), ("protein", protein_fasta)) if given is None))
     dims = shards.dims
     width = dims["dna"] + dims["protein"]
     out_attrs = {"dna_columns": [0, dims["dna"]], "protein_columns": [dims["dna"], width]}
     for kind in ("dna", "protein"):
         out_attrs.update({f"{kind}_{key}": value for key, value in shards.meta[kind].items()})
     out_attrs.update(chunk_length=int(chunk_length), compat=str(compat))
+    # The result is about as large as its shards: what a full disk's message names.
+    expected_rows = max(shards.rows.values())
 
     # One thread: a reader thread filling a second buffer while this one wrote did not make the
     # merge faster (1.37 GB in the page cache, 2 idle cores: 1.10 s median in one thread, 1.14 s
     # with the reader), and posix_fadvise already has the kernel read the shards ahead (see RowReader).
     buffer = np.empty((max(1, int(buffer_rows)), width), dtype=np.float32)  # one output block, reused
-    with atomic_open(missing_ids_txt) as missing_out, EmbeddingWriter(out_h5, width, out_attrs) as writer:
+    with atomic_open(missing_ids_txt) as missing_out, \
+            EmbeddingWriter(out_h5, width, out_attrs, expected_rows=expected_rows) as writer:
         tally = Tally(frames_tsv, shards.pairs, missing_out, allow_missing)
         last_report = time.monotonic()
         # closing(): on an error the shard files are closed before the outputs are removed.
@@ -73,18 +88,19 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
                     log.info("merge: %d rows written (%.0f MB/s)", writer.rows,
                              writer.rows * width * 4 / 1e6 / (last_report - started))
         tally.finish()
-        writer.attrs["ids_sha256"] = tally.ids_sha256.hexdigest()
-        writer.attrs["embeddings_crc32"] = tally.crc32
         for key in ("expected", "missing", "skipped"):
             writer.attrs[key] = getattr(tally, key)
+        checksums = writer.checksums()  # of every row now written; the writer stores them at close
+        # No duplicates count: an id twice is an error (the merge fails and writes no validation.json).
         report = {
-            "expected": tally.expected, "present": writer.rows, "missing": tally.missing, "duplicates": 0,
+            "expected": tally.expected, "present": writer.rows, "missing": tally.missing,
             "extra": tally.extra, "skipped": tally.skipped, "allow_missing": bool(allow_missing),
             "ok": writer.rows == tally.expected,
             "missing_first": tally.missing_first, "extra_first": tally.extra_first,
             "skipped_ids": tally.skipped_entries,
             "shards": len(shards.pairs), "dna_dim": dims["dna"], "protein_dim": dims["protein"],
-            "ids_sha256": tally.ids_sha256.hexdigest(), "embeddings_crc32": tally.crc32, "version": __version__,
+            "ids_sha256": checksums["ids_sha256"], "embeddings_crc32": checksums["embeddings_crc32"],
+            "version": __version__,
         }
         # Inside the writer's block: a failure here leaves no embeddings.h5 either.
         with atomic_open(validation_json) as handle:
@@ -126,7 +142,8 @@ def _shards_in_order(frames_tsv, pairs):
 
 def _blocks(frames_tsv, shards, tally, buffer):
     """(ids, rows) blocks of the result in frames.tsv order, each filled into `buffer` (the caller
-    writes a block before asking for the next)."""
+    writes a block before asking for the next). Each shard file's rows are checked against their
+    checksum once the shard is done."""
     dims = shards.dims
     dna_columns, protein_columns = slice(0, dims["dna"]), slice(dims["dna"], dims["dna"] + dims["protein"])
     filled, ids = 0, []
@@ -141,21 +158,24 @@ def _blocks(frames_tsv, shards, tally, buffer):
             if tally.doomed:  # the merge will fail: only count what else is missing
                 continue
             dna_rows, protein_rows = readers
+            checks = RowsCheck(dna), RowsCheck(protein)
             done = 0
             while done < len(own):
                 take = min(len(buffer) - filled, len(own) - done)
                 part = slice(done, done + take)
-                dna_rows.read(dna_at[part], buffer[filled : filled + take], dna_columns)
-                protein_rows.read(protein_at[part], buffer[filled : filled + take], protein_columns)
+                block = buffer[filled : filled + take]
+                dna_rows.read(dna_at[part], block, dna_columns)
+                protein_rows.read(protein_at[part], block, protein_columns)
+                checks[0].add(dna_at[part], block[:, dna_columns])
+                checks[1].add(protein_at[part], block[:, protein_columns])
                 ids += own[part].tolist()
                 filled += take
                 done += take
                 if filled == len(buffer):
-                    tally.checksum(ids, buffer)
                     yield ids, buffer
                     filled, ids = 0, []
+            # Rows of this shard the result does not hold (extra or skipped ids): read for the check only.
+            for check, reader, shard in zip(checks, readers, (dna, protein)):
+                check.finish(reader, np.empty((min(len(buffer), max(len(shard), 1)), shard.dim), dtype=np.float32))
     if filled and not tally.doomed:
-        tally.checksum(ids, buffer[:filled])
         yield ids, buffer[:filled]
-
-

@@ -1,23 +1,28 @@
 """Validation of a sample's embedding shards against its frames.tsv: every expected id embedded by
-both models exactly once, in the shard prepare put it in, by one model per kind.
+both models exactly once, in the shard prepare put it in, by one model per kind, from the shard FASTA
+that is there now, and intact since its embed job wrote it.
 
 - `inspect_shards`: pairs the files (the i-th DNA and the i-th protein file are shard i of frames.tsv)
-  and opens each once before any work: complete files, one width and one model per kind.
-- `join`: one shard pair's ids checked (no id twice, both models hold the same ids) and joined to
-  the shard's expected ids by id.
+  and opens each once before any work: complete files, one width and one model per kind, and (when
+  the shard FASTA files are given) each computed from its FASTA as it is now: the `input_sha256` the
+  embed job recorded against the file's sha256 (a stale shard of an earlier run fails here, before
+  any row is copied).
+- `join`: one shard pair's ids checked (no id twice, both models hold the same ids, the ids those the
+  embed job wrote: `ids_sha256`) and joined to the shard's expected ids by id.
+- `RowsCheck`: the rows of one shard file checked against the `embeddings_sum64` written with them,
+  from the rows the merge reads anyway (in any order), plus any it does not need.
 - `Tally`: the counts of validation.json, the missing ids (streamed to missing_ids.txt) and the ids
   found outside their shard, placed once frames.tsv has been read.
 """
 
 import hashlib
 import logging
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .embeddings import open_embeddings
+from .embeddings import RowsChecksum, id_lines, open_embeddings
 from .errors import InputError, ValidationError
 from .workfiles import frames_by_shard
 
@@ -33,12 +38,34 @@ KINDS = ("dna", "protein")
 class ShardSet:
     """A sample's shard files, checked: `pairs` {shard index: {"dna": path, "protein": path}}, `dims`
     {kind: columns}, `meta` {kind: attributes for the result}, `skipped` {shard index: [(id, kind,
-    reason, path)]} of the ids the embed jobs skipped."""
+    reason, path)]} of the ids the embed jobs skipped, `unverified` the files without checksums, `rows`
+    {kind: rows in all its files}."""
 
     pairs: dict
     dims: dict
     meta: dict
     skipped: dict
+    unverified: set
+    rows: dict
+
+
+def file_sha256(path, block=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_input(path, recorded, fasta, actual):
+    """A shard file computed from another version of its FASTA (or with no record of it) is an error."""
+    if recorded is None:
+        raise ValidationError(f"{path} does not record the sha256 of the FASTA it was computed from (written by an "
+                              f"older virnucflow or another tool), so it cannot be matched to {fasta}: delete it and "
+                              "rerun")
+    if recorded != actual:
+        raise ValidationError(f"{path} was computed from another {fasta} (sha256 {recorded[:12]}.. != "
+                              f"{actual[:12]}.. now): delete it and rerun")
 
 
 def pair_shards(dna_shards, protein_shards):
@@ -58,10 +85,20 @@ def pair_shards(dna_shards, protein_shards):
     return {index: {"dna": d, "protein": p} for index, (d, p) in enumerate(zip(dna, protein))}
 
 
-def inspect_shards(dna_shards, protein_shards):
-    """The checked `ShardSet` of the given files; a file of the wrong kind, width or model is an error."""
+def inspect_shards(dna_shards, protein_shards, dna_fasta=None, protein_fasta=None):
+    """The checked `ShardSet` of the given files; a file of the wrong kind, width or model, or computed
+    from another version of its shard FASTA (`dna_fasta`, `protein_fasta`: in the same order, when
+    given), is an error."""
     pairs = pair_shards(dna_shards, protein_shards)
-    dims, meta, first, seen, skipped = {}, {kind: {} for kind in KINDS}, {}, {}, {}
+    fastas = {}
+    for kind, given in (("dna", dna_fasta), ("protein", protein_fasta)):
+        if given is not None:
+            if len(given) != len(pairs):
+                raise InputError(f"{len(given)} {kind} shard FASTA files for {len(pairs)} shards; pass one per "
+                                 "shard, in the same order")
+            fastas[kind] = [Path(f) for f in given]
+    dims, meta, first, seen, skipped, unverified = {}, {kind: {} for kind in KINDS}, {}, {}, {}, set()
+    rows, in_pieces = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
     for index, pair in pairs.items():
         for kind in KINDS:
             path = pair[kind]
@@ -69,6 +106,16 @@ def inspect_shards(dna_shards, protein_shards):
                 if shard.attrs.get("kind", kind) != kind:
                     raise InputError(f"{path}: holds {shard.attrs['kind']} embeddings but was passed as a {kind} "
                                      "shard; check the file names")
+                if kind in fastas:
+                    fasta = fastas[kind][index]
+                    if not fasta.is_file():
+                        raise InputError(f"{fasta}: shard FASTA not found; rerun prepare for this sample")
+                    recorded = shard.attrs.get("input_sha256")
+                    check_input(path, None if recorded is None else str(recorded), fasta, file_sha256(fasta))
+                if any(key not in shard.attrs for key in ("ids_sha256", "embeddings_sum64")):
+                    unverified.add(str(path))
+                rows[kind] += len(shard)
+                in_pieces[kind] += int(shard.attrs.get("oom_split_rows", 0))
                 # A shard with no rows proves nothing about the width: (0, 0) from an idle worker is fine.
                 if len(shard) or shard.dim:
                     if dims.setdefault(kind, shard.dim) != shard.dim:
@@ -99,7 +146,15 @@ def inspect_shards(dna_shards, protein_shards):
     for kind in KINDS:
         dims.setdefault(kind, 0)  # no rows anywhere: an empty result still has a width, 0 if unknown
         meta[kind]["dim"] = dims[kind]
-    return ShardSet(pairs, dims, meta, skipped)
+        meta[kind]["oom_split_rows"] = in_pieces[kind]
+        if in_pieces[kind]:
+            log.warning("%d %s rows were computed in smaller batches after running out of memory (shard attribute "
+                        "oom_split_rows, ids in oom_split_ids): they can differ from an unsplit run in the last bits",
+                        in_pieces[kind], kind)
+    if unverified:
+        log.warning("%d shard files have no checksums (written by another tool or an older virnucflow): their ids "
+                    "and rows cannot be verified, e.g. %s", len(unverified), sorted(unverified)[0])
+    return ShardSet(pairs, dims, meta, skipped, unverified, rows)
 
 
 def _sorted_unique(ids, path):
@@ -131,11 +186,6 @@ class Tally:
         self.missing_first, self.extra_first, self.skipped_entries = [], [], []
         self.missing_shards = set()
         self.strays = {}  # id -> shard file, for ids not expected in the shard that holds them
-        self.ids_sha256, self.crc32 = hashlib.sha256(), 0  # of the result, block by block
-
-    def checksum(self, ids, rows):
-        self.ids_sha256.update(b"\n".join(ids) + b"\n")
-        self.crc32 = zlib.crc32(rows, self.crc32)
 
     @property
     def doomed(self):
@@ -199,13 +249,58 @@ class Tally:
         self.check_missing()
 
 
+def check_ids(shard, ids):
+    """The ids of a shard file (in file order) are those its embed job wrote (`ids_sha256`)."""
+    recorded = shard.attrs.get("ids_sha256")
+    if recorded is None:
+        return
+    actual = hashlib.sha256(id_lines(ids.tolist())).hexdigest()
+    if actual != recorded:
+        raise ValidationError(f"{shard.path}: its sequence_ids do not match the ids_sha256 written with them "
+                              f"({actual[:12]}.. != {str(recorded)[:12]}..): the file was changed after its embed job "
+                              "wrote it; delete it and rerun")
+
+
+class RowsCheck:
+    """The rows of one shard file against its `embeddings_sum64`: `add` the rows the merge reads (any
+    order, each once), then `finish` reads the rows it did not need and compares."""
+
+    def __init__(self, shard):
+        self.shard = shard
+        recorded = shard.attrs.get("embeddings_sum64")
+        self.recorded = None if recorded is None else str(recorded)
+        self.checksum = RowsChecksum()
+        self.seen = np.zeros(len(shard), dtype=bool)
+
+    def add(self, positions, block):
+        if self.recorded is not None:
+            self.checksum.add(positions, block)
+            self.seen[positions] = True
+
+    def finish(self, reader, scratch):
+        """Read the rows not seen yet (with `reader`, through `scratch` (k, dim)) and compare."""
+        if self.recorded is None:
+            return
+        rest = np.flatnonzero(~self.seen)
+        for start in range(0, len(rest), len(scratch)):
+            part = rest[start : start + len(scratch)]
+            reader.read(part, scratch[: len(part)], slice(None))
+            self.checksum.add(part, scratch[: len(part)])
+        if self.checksum.value() != self.recorded:
+            raise ValidationError(f"{self.shard.path}: its embeddings do not match the embeddings_sum64 written with "
+                                  "them: the file was damaged after its embed job wrote it; delete it and rerun")
+
+
 def join(index, expected, pair, dna, protein, skipped, tally):
     """Check one shard pair's ids and join them to the shard's expected ids (in frames.tsv order).
 
     Returns (ids, dna rows, protein rows) of the expected ids that both files hold.
     """
-    dna_order, dna_sorted = _sorted_unique(dna.id_bytes(), pair["dna"])
-    protein_order, protein_sorted = _sorted_unique(protein.id_bytes(), pair["protein"])
+    dna_ids, protein_ids = dna.id_bytes(), protein.id_bytes()
+    for shard, ids in ((dna, dna_ids), (protein, protein_ids)):
+        check_ids(shard, ids)
+    dna_order, dna_sorted = _sorted_unique(dna_ids, pair["dna"])
+    protein_order, protein_sorted = _sorted_unique(protein_ids, pair["protein"])
     skipped_ids = np.array(sorted({sid.encode() for sid, *_ in skipped}), dtype="S") if skipped else None
     dna_kept, protein_kept = dna_sorted, protein_sorted
     if skipped_ids is not None:  # an id one model skipped may be in the other file: not a disagreement
