@@ -1,5 +1,6 @@
 """Kill the whole workflow (Snakemake and its jobs, SIGKILL) at several points, resume with
-`--unlock` + `--rerun-incomplete`, and check that nothing was lost, duplicated or redone.
+`--unlock` + `--rerun-incomplete`, and check that nothing was lost, duplicated or redone; and kill only
+Snakemake, so that its embed jobs go on as orphans beside the rerun's jobs for the same shards.
 
 Slow (several full runs): `make test-slow`.
 """
@@ -125,3 +126,72 @@ def test_kill_and_rerun_incomplete_is_lossless(tmp_path, demo_models_dir, baseli
     assert all(after.get(name) == mtime for name, mtime in before.items()), "a finished shard was recomputed"
     print(f"kill during {point}: {len(before)} shard files kept, "
           f"{reembedded(workdir, killed_at)} sequences embedded after the kill")
+
+
+def session_processes(sid):
+    """Pids of the live processes of session `sid` (a background snakemake and the jobs it started)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def signal_all(pids, sig):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def test_orphaned_embed_jobs_beside_a_rerun_give_the_clean_result(tmp_path, demo_models_dir, baseline):
+    """Issue 13: the Snakemake master SIGKILLed (its login shell died) while its embed jobs keep running,
+    `--unlock`, `--rerun-incomplete` while the orphans still run. The orphans are paused (SIGSTOP) until the
+    rerun's jobs for their shards have started, so that both are alive at once every time; the rerun's
+    jobs wait for the orphans' locks and reuse what they write. Before the lock: exit 0 with thousands of
+    wrong rows that passed validation."""
+    workdir = make_run(tmp_path / "run", demo_models_dir)
+    master = snakemake(workdir, background=True)
+    rerun = None
+    try:
+        reached = wait_for(lambda: KILL_POINTS["embed"](workdir), master)
+        assert reached, "the run finished before its embed jobs could be caught"
+        os.kill(master.pid, signal.SIGKILL)  # only Snakemake: its jobs go on
+        master.wait()
+        orphans = session_processes(master.pid)
+        signal_all(orphans, signal.SIGSTOP)
+        assert orphans and list((workdir / f"work/{SAMPLE}/embed").glob("*.partial")), \
+            "no embed job was running when Snakemake was killed"
+
+        snakemake(workdir, "--unlock")
+        rerun = snakemake(workdir, "--rerun-incomplete", background=True)
+        logs = workdir / f"logs/{SAMPLE}"
+        met = wait_for(lambda: any("is locked by another job" in log.read_text(errors="replace")
+                                   for log in logs.glob("embed_*/*.log")), rerun)
+        assert met, "the rerun ended without meeting an orphan's lock"
+        signal_all(orphans, signal.SIGCONT)
+        assert rerun.wait(600) == 0
+    finally:
+        for group in (master.pid, rerun.pid if rerun else None):
+            if group:
+                signal_all(session_processes(group), signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while session_processes(master.pid) and time.monotonic() < deadline:  # the orphans finish on their own
+        time.sleep(0.1)
+
+    ids, rows, predictions, read_calls = results(workdir)
+    base_ids, base_rows, base_predictions, base_read_calls = baseline
+    assert ids == base_ids and np.array_equal(rows, base_rows)  # bitwise
+    assert predictions == base_predictions and read_calls == base_read_calls
+    validation = json.loads((workdir / f"results/{SAMPLE}/validation.json").read_text())
+    assert validation["ok"] and validation["present"] == validation["expected"] == len(base_ids)
+    stats = [json.loads(p.read_text()) for p in (workdir / f"work/{SAMPLE}/embed").glob("*.json")]
+    waited = [s for s in stats if s.get("waited_seconds")]
+    assert waited, "no rerun job met an orphan"
+    print(f"{len(orphans)} orphan processes; {len(waited)} rerun jobs waited for one "
+          f"({sum(1 for s in waited if s.get('reused'))} reused its file)")
