@@ -24,7 +24,8 @@ from .workfiles import read_summary  # noqa: E402
 log = logging.getLogger(__name__)
 
 MODELS = {"dna": ("DNABERT-S", "#1b9e77"), "protein": ("ESM-2", "#7570b3")}
-CALLS = {"virus": "#d95f02", "others": "#7570b3", "no_frames": "#bdbdbd", "not_scored": "#e7298a"}
+CALLS = {"virus": "#d95f02", "others": "#7570b3", "ambiguous": "#e6ab02", "no_frames": "#bdbdbd",
+         "not_scored": "#e7298a"}
 COUNTS = [("reads", "reads", "#4c72b0"), ("chunks", "chunks", "#8da0cb"),
           ("chunks_with_frames", "chunks with a kept frame", "#66c2a5"), ("frames", "frames kept", "#1b9e77")]
 MANY = 8  # more samples than this: the score histograms become one heat map
@@ -409,8 +410,8 @@ def plot_calls(samples, calls, path):
         left = np.zeros(n)
         for call, color in CALLS.items():
             counts = np.array([c.get(call, 0) for c in calls])
-            if call == "not_scored" and not counts.any():
-                continue  # only with allow_missing
+            if call in ("not_scored", "ambiguous") and not counts.any():
+                continue  # only with merge.allow_missing, or reads mostly of N
             ax.barh(y, counts, left=left, color=color, label=call.replace("_", " "), height=0.7)
             left += counts
         side = blended_transform_factory(ax.transAxes, ax.transData)
