@@ -11,7 +11,13 @@ rule predict:
         predictions="results/{sample}/predictions.tsv",
         chunk_calls="results/{sample}/chunk_calls.tsv",
         chunk_scores="results/{sample}/chunk_scores.tsv",
-        read_calls="results/{sample}/read_calls.tsv",
+        read_calls=report(
+            "results/{sample}/read_calls.tsv",
+            caption="../report/read_calls.rst",
+            category="Calls",
+            subcategory="Read calls per sample",
+            labels={"sample": "{sample}"},
+        ),
     log:
         "logs/{sample}/predict.log",
     benchmark:
