@@ -1,21 +1,29 @@
 """merge vs `cp` of the same bytes, and the merge's peak memory at two sizes.
 
 Writes N rows of DNABERT-S (768) and ESM-2 (2560) float32 features in 20+ shard pairs (seeded; the
-rows come from a small random pool, so writing is disk-bound), then in the same run times
-`cp` of all shard files and `merge_sample` on them, each in its own subprocess and each ending in
-`sync`, and spot-checks the result (every row carries its frame number in its first column of
-each block). Peak RSS is the merge subprocess's ru_maxrss; CPU is its user + system time, which,
-unlike the wall time, does not change when other jobs share the machine.
+rows come from a small random pool, so writing is disk-bound) with their shard FASTA (500 bp and
+166 aa per frame, as prepare writes them; each shard records their sha256 as an embed job does),
+then in the same run times `cp` of all shard files and `merge_sample` on them as the workflow runs
+it (shard FASTA given: their sha256 checked, and every shard's ids and rows checked against their
+checksums), each in its own subprocess and each ending in `sync`, and spot-checks the result (every
+row carries its frame number in its first column of each block). Peak RSS is the merge subprocess's
+ru_maxrss; CPU is its user + system time, which, unlike the wall time, does not change when other
+jobs share the machine. Runs are interleaved (cp, merge, [merge of --against], cp, ...) and the
+medians reported.
 
     .venv/bin/python benchmarks/merge.py                          # 100k rows, 1.4 GB
     .venv/bin/python benchmarks/merge.py --rows 100000 1000000    # + 13.4 GB: needs ~30 GB free
     .venv/bin/python benchmarks/merge.py --shuffle                # rows in random order in each shard
+    git worktree add /tmp/old <rev> && .venv/bin/python benchmarks/merge.py --against /tmp/old
+                                                                  # + the merge of another revision
 """
 
 import argparse
+import hashlib
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,15 +42,19 @@ DIMS = {"dna": 768, "protein": 2560}
 POOL = 4096  # distinct random rows per model; each written row also carries its frame number
 
 MERGE = """
-import glob, sys
-sys.path.insert(0, {repo!r})
+import glob, inspect, sys
+sys.path.insert(0, sys.argv[4])
 from virnucflow.merge import merge_sample
 folder, out, buffer_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fasta = {}
+if "dna_fasta" in inspect.signature(merge_sample).parameters:  # revisions before issue 13 do not check them
+    fasta = dict(dna_fasta=sorted(glob.glob(folder + "/*.fna")), protein_fasta=sorted(glob.glob(folder + "/*.faa")))
 merge_sample(folder + "/frames.tsv", sorted(glob.glob(folder + "/*.dna.h5")),
              sorted(glob.glob(folder + "/*.protein.h5")), out + "/embeddings.h5",
              validation_json=out + "/validation.json", missing_ids_txt=out + "/missing_ids.txt",
-             buffer_rows=buffer_rows, allow_missing=False, chunk_length=500, compat="virnucpro")
+             buffer_rows=buffer_rows, allow_missing=False, chunk_length=500, compat="virnucpro", **fasta)
 """
+FASTA = {"dna": ("fna", 500, b"ACGT"), "protein": ("faa", 166, b"ACDEFGHIKLMNPQRSTVWY")}
 
 
 def frame_id(number):
@@ -61,8 +73,14 @@ def make_shards(folder, rows, shards, shuffle, seed=1):
             numbers = np.arange(first, max(first, stop))
             frames.writelines(f"{frame_id(k)}\tread{k}\t1\t+\t1\t0\t3\t1\t{index}\n" for k in numbers.tolist())
             for kind, dim in DIMS.items():
+                ext, length, letters = FASTA[kind]
+                residues = np.frombuffer(letters, dtype=np.uint8)[rng.integers(0, len(letters), length)].tobytes()
+                fasta = folder / f"{index:05d}.{ext}"
+                with open(fasta, "wb") as handle:
+                    handle.writelines(b">%s\n%s\n" % (frame_id(k).encode(), residues) for k in numbers.tolist())
+                attrs = {"model": kind, "kind": kind, "input_sha256": hashlib.sha256(fasta.read_bytes()).hexdigest()}
                 order = rng.permutation(numbers) if shuffle else numbers
-                with EmbeddingWriter(folder / f"{index:05d}.{kind}.h5", dim, {"model": kind, "kind": kind}) as writer:
+                with EmbeddingWriter(folder / f"{index:05d}.{kind}.h5", dim, attrs) as writer:
                     for start in range(0, len(order), 8192):
                         part = order[start : start + 8192]
                         block = pools[kind][part % POOL]
@@ -97,12 +115,15 @@ def main():
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--shards", type=int, default=20)
     parser.add_argument("--buffer-rows", type=int, default=10_000, help="merge.buffer_rows")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of cp and merge; the best of each")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved runs of cp and merge; the median of each")
     parser.add_argument("--shuffle", action="store_true",
                         help="rows in random order within each shard (the embed jobs write shard order)")
+    parser.add_argument("--against", default=None,
+                        help="a checkout of another revision (git worktree): its merge is timed too, interleaved")
     parser.add_argument("--dir", default=None, help="scratch folder (default: the system temp folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/merge.md"))
     args = parser.parse_args()
+    sources = {"merge": str(REPO)} | ({"against": str(Path(args.against).resolve())} if args.against else {})
     results = []
     for rows in args.rows:
         need = rows * sum(DIMS.values()) * 4 * 2.2  # shards + their copy (deleted before the merge writes)
@@ -117,40 +138,61 @@ def main():
             size = sum(p.stat().st_size for p in folder.glob("*.h5"))
             print(f"{rows} rows: {size / 1e9:.2f} GB of shards written in {time.perf_counter() - started:.0f} s",
                   flush=True)
-            (folder / "merge.py").write_text(MERGE.format(repo=str(REPO)))
-            # Interleaved repeats, best of each: other jobs on the machine only ever slow a run down.
-            cp_s, merge_s, rss, cpu = float("inf"), float("inf"), 0.0, float("inf")
+            (folder / "merge.py").write_text(MERGE)
+            # Interleaved repeats: other jobs on the machine slow every kind of run alike.
+            times = {"cp": [], **{name: [] for name in sources}}
+            cpu = {name: [] for name in sources}
+            rss = 0.0
             for _ in range(args.repeat):
                 (folder / "copy").mkdir()
                 subprocess.run(["sync"], check=True)
-                cp_s = min(cp_s, timed(["sh", "-c", f"cp {folder}/*.h5 {folder}/copy/ && sync"])[0])
+                times["cp"].append(timed(["sh", "-c", f"cp {folder}/*.h5 {folder}/copy/ && sync"])[0])
                 shutil.rmtree(folder / "copy")
-                out = folder / "out"
-                out.mkdir()
-                subprocess.run(["sync"], check=True)
-                seconds, peak, cpu_s = timed(["sh", "-c", f"{sys.executable} {folder}/merge.py {folder} {out} "
-                                              f"{args.buffer_rows} && sync"])
-                check_result(out / "embeddings.h5", rows)
-                shutil.rmtree(out)
-                merge_s, rss, cpu = min(merge_s, seconds), max(rss, peak), min(cpu, cpu_s)
-            results.append((rows, size / 1e6, cp_s, merge_s, cpu, rss))
-            print(f"{rows} rows ({size / 1e9:.2f} GB): cp {size / 1e6 / cp_s:.0f} MB/s, merge "
-                  f"{size / 1e6 / merge_s:.0f} MB/s = {cp_s / merge_s:.2f}x cp, {cpu:.1f} s CPU, "
-                  f"peak RSS {rss:.0f} MB", flush=True)
+                for name, source in sources.items():
+                    out = folder / "out"
+                    out.mkdir()
+                    subprocess.run(["sync"], check=True)
+                    seconds, peak, cpu_s = timed(["sh", "-c", f"{sys.executable} {folder}/merge.py {folder} {out} "
+                                                  f"{args.buffer_rows} {source} && sync"])
+                    check_result(out / "embeddings.h5", rows)
+                    shutil.rmtree(out)
+                    times[name].append(seconds)
+                    cpu[name].append(cpu_s)
+                    if name == "merge":
+                        rss = max(rss, peak)
+            median = {name: statistics.median(values) for name, values in times.items()}
+            cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
+            results.append((rows, size / 1e6, median, cpu_median, rss))
+            line = (f"{rows} rows ({size / 1e9:.2f} GB): cp {size / 1e6 / median['cp']:.0f} MB/s, merge "
+                    f"{size / 1e6 / median['merge']:.0f} MB/s = {median['cp'] / median['merge']:.2f}x cp, "
+                    f"{cpu_median['merge']:.1f} s CPU, peak RSS {rss:.0f} MB")
+            if args.against:
+                line += (f"; --against: {median['cp'] / median['against']:.2f}x cp, {cpu_median['against']:.1f} s CPU; "
+                         f"new/old wall {median['merge'] / median['against']:.2f}, CPU "
+                         f"{cpu_median['merge'] / cpu_median['against']:.2f}")
+            print(line, flush=True)
+    against = f" --against {args.against}" if args.against else ""
     lines = [
         f"# merge vs cp ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
         f"Command: `.venv/bin/python benchmarks/merge.py --rows {' '.join(map(str, args.rows))} "
-        f"--repeat {args.repeat}"
-        f"{' --shuffle' if args.shuffle else ''}`", "",
+        f"--repeat {args.repeat}{' --shuffle' if args.shuffle else ''}{against}`", "",
         f"{args.shards} shard pairs of 768 + 2560 float32 columns (rows "
-        f"{'shuffled within each shard' if args.shuffle else 'in shard order, as the embed jobs write them'}); "
-        f"merge.buffer_rows {args.buffer_rows}; both timings end in `sync`; MB/s are shard bytes per second; best of "
-        f"{args.repeat} interleaved runs. CPU: the merge's user + system seconds (least); RSS: its peak (most).", "",
-        "| rows | GB | cp MB/s | merge MB/s | merge / cp | merge CPU s | merge peak RSS MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"{'shuffled within each shard' if args.shuffle else 'in shard order, as the embed jobs write them'}), "
+        f"with their shard FASTA (checked by sha256), every shard's ids and rows checked against their checksums; "
+        f"merge.buffer_rows {args.buffer_rows}; both timings end in `sync`; MB/s are shard bytes per second; "
+        f"medians of {args.repeat} interleaved runs. CPU: the merge's user + system seconds (median); RSS: its "
+        f"peak (most).", "",
+        "| rows | GB | cp MB/s | merge MB/s | merge / cp | merge CPU s | merge peak RSS MB |"
+        + (" against: merge / cp | against: CPU s | new / old wall | new / old CPU |" if args.against else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if args.against else ""),
     ]
-    lines += [f"| {r} | {mb / 1e3:.2f} | {mb / c:.0f} | {mb / m:.0f} | {c / m:.2f}x | {cpu:.1f} | {rss:.0f} |"
-              for r, mb, c, m, cpu, rss in results]
+    for r, mb, m, c, peak in results:
+        row = (f"| {r} | {mb / 1e3:.2f} | {mb / m['cp']:.0f} | {mb / m['merge']:.0f} | {m['cp'] / m['merge']:.2f}x | "
+               f"{c['merge']:.1f} | {peak:.0f} |")
+        if args.against:
+            row += (f" {m['cp'] / m['against']:.2f}x | {c['against']:.1f} | {m['merge'] / m['against']:.2f} | "
+                    f"{c['merge'] / c['against']:.2f} |")
+        lines.append(row)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

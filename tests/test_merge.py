@@ -13,7 +13,7 @@ import torch
 
 from helpers import write_embeddings
 from virnucflow import __version__
-from virnucflow.embeddings import EmbeddingWriter, open_embeddings
+from virnucflow.embeddings import EmbeddingWriter, open_embeddings, verify_checksums
 from virnucflow.errors import InputError, ValidationError
 from virnucflow.merge import merge_sample
 from virnucflow.virnucpro_pt import export_virnucpro_pt
@@ -141,6 +141,19 @@ def test_checksums_in_the_result_verify_its_ids_and_rows(tmp_path):
     assert attrs["ids_sha256"] == hashlib.sha256("".join(f"{s}\n" for s in ids).encode()).hexdigest()
     assert attrs["embeddings_crc32"] == zlib.crc32(rows.astype("<f4").tobytes())
     assert attrs["expected"] == 3 and attrs["missing"] == 0
+    with open_embeddings(tmp_path / "out.h5") as result:  # embeddings_sum64 (from the shards' row sums) too
+        assert verify_checksums(result) == []
+
+
+def test_a_dna_block_of_odd_width_gives_a_verifiable_result(tmp_path):
+    ids = ["a_chunk_1F1", "b_chunk_1F1", "c_chunk_1F1"]
+    write_frames(tmp_path / "frames.tsv", {0: ids})
+    rng = np.random.default_rng(5)
+    write_shard(tmp_path / "d.h5", ids, rng.standard_normal((3, 3)), "dna")
+    write_shard(tmp_path / "p.h5", ids[::-1], rng.standard_normal((3, 5)), "protein")
+    merge(tmp_path, [tmp_path / "d.h5"], [tmp_path / "p.h5"], buffer_rows=2)
+    with open_embeddings(tmp_path / "out.h5") as result:
+        assert result.dim == 8 and verify_checksums(result) == []
 
 
 def test_empty_shards_including_an_idle_workers_0_by_0_file(tmp_path):

@@ -82,8 +82,13 @@ def _write_to_memory(h5file):
 
 
 def id_lines(ids):
-    """The bytes `ids_sha256` hashes: each id (str or UTF-8 bytes) followed by a newline."""
-    return b"".join((sid.encode() if isinstance(sid, str) else bytes(sid)) + b"\n" for sid in ids)
+    """The bytes `ids_sha256` hashes: each id (str or UTF-8 bytes, all of one kind) followed by a newline."""
+    ids = list(ids)
+    if not ids:
+        return b""
+    if isinstance(ids[0], str):
+        return ("\n".join(ids) + "\n").encode()
+    return b"\n".join(ids) + b"\n"
 
 
 def row_sums64(block):
@@ -109,11 +114,13 @@ class RowsChecksum:
     def __init__(self):
         self.sums = np.zeros(2, dtype=np.uint64)
 
-    def add(self, positions, block):
-        """Rows `block` (n, d) that are rows `positions` (n,) of the file."""
-        sums = row_sums64(block)
+    def add(self, positions, block=None, sums=None):
+        """Rows `block` (n, d) that are rows `positions` (n,) of the file, or their `row_sums64` if known;
+        returns those row sums."""
+        sums = row_sums64(block) if sums is None else sums
         weights = np.asarray(positions, dtype=np.uint64) + np.uint64(1)
         self.sums += np.array([sums.sum(dtype=np.uint64), (sums * weights).sum(dtype=np.uint64)], dtype=np.uint64)
+        return sums
 
     def value(self):
         """The attribute's text: both sums as 16 hexadecimal digits."""
@@ -174,8 +181,9 @@ class EmbeddingWriter:
         return (-(-rows // row_chunk) * row_chunk * 4 * self.dim + -(-rows // ID_CHUNK) * ID_CHUNK * 16
                 + rows * ID_BYTES + (64 << 10))
 
-    def append(self, ids, embeddings):
-        """Append rows: `ids` (n,) strings and `embeddings` (n, dim)."""
+    def append(self, ids, embeddings, row_sums=None):
+        """Append rows: `ids` (n,) strings and `embeddings` (n, dim); `row_sums`: their `row_sums64` when
+        the caller has them (the merge adds up the shards' while it checks them)."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim or len(ids) != embeddings.shape[0]:
             raise ValueError(
@@ -197,7 +205,7 @@ class EmbeddingWriter:
         if not embeddings.flags.c_contiguous or embeddings.dtype.byteorder == ">":
             embeddings = np.ascontiguousarray(embeddings, dtype="<f4")
         self._crc32 = zlib.crc32(embeddings, self._crc32)
-        self._sum64.add(np.arange(start, end), embeddings)
+        self._sum64.add(np.arange(start, end), embeddings, row_sums)
         self.rows = end
 
     def skip(self, sequence_id, reason):

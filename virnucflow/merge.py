@@ -81,8 +81,8 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
         last_report = time.monotonic()
         # closing(): on an error the shard files are closed before the outputs are removed.
         with contextlib.closing(_blocks(frames_tsv, shards, tally, buffer)) as blocks:
-            for ids, rows in blocks:
-                writer.append(ids, rows)  # UTF-8 bytes, stored as they are
+            for ids, rows, row_sums in blocks:
+                writer.append(ids, rows, row_sums)  # ids: UTF-8 bytes, stored as they are
                 if time.monotonic() - last_report > PROGRESS_SECONDS:
                     last_report = time.monotonic()
                     log.info("merge: %d rows written (%.0f MB/s)", writer.rows,
@@ -141,11 +141,13 @@ def _shards_in_order(frames_tsv, pairs):
 
 
 def _blocks(frames_tsv, shards, tally, buffer):
-    """(ids, rows) blocks of the result in frames.tsv order, each filled into `buffer` (the caller
-    writes a block before asking for the next). Each shard file's rows are checked against their
-    checksum once the shard is done."""
+    """(ids, rows, their row_sums64 or None) blocks of the result in frames.tsv order, each filled into
+    `buffer` (the caller writes a block before asking for the next). Each shard file's rows are checked
+    against their checksum once the shard is done; the row sums of that check add up to the result's
+    when the DNA block is a whole number of 8-byte words (so the result is not summed again)."""
     dims = shards.dims
     dna_columns, protein_columns = slice(0, dims["dna"]), slice(dims["dna"], dims["dna"] + dims["protein"])
+    sums = np.zeros(len(buffer), dtype=np.uint64) if dims["dna"] % 2 == 0 else None
     filled, ids = 0, []
     for index, expected in _shards_in_order(frames_tsv, shards.pairs):
         pair = shards.pairs.get(index)
@@ -166,16 +168,18 @@ def _blocks(frames_tsv, shards, tally, buffer):
                 block = buffer[filled : filled + take]
                 dna_rows.read(dna_at[part], block, dna_columns)
                 protein_rows.read(protein_at[part], block, protein_columns)
-                checks[0].add(dna_at[part], block[:, dna_columns])
-                checks[1].add(protein_at[part], block[:, protein_columns])
+                dna_sums = checks[0].add(dna_at[part], block[:, dna_columns])
+                protein_sums = checks[1].add(protein_at[part], block[:, protein_columns])
+                if sums is not None:
+                    np.add(dna_sums, protein_sums, out=sums[filled : filled + take])
                 ids += own[part].tolist()
                 filled += take
                 done += take
                 if filled == len(buffer):
-                    yield ids, buffer
+                    yield ids, buffer, sums
                     filled, ids = 0, []
             # Rows of this shard the result does not hold (extra or skipped ids): read for the check only.
             for check, reader, shard in zip(checks, readers, (dna, protein)):
                 check.finish(reader, np.empty((min(len(buffer), max(len(shard), 1)), shard.dim), dtype=np.float32))
     if filled and not tally.doomed:
-        yield ids, buffer[:filled]
+        yield ids, buffer[:filled], None if sums is None else sums[:filled]

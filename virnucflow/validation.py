@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embeddings import RowsChecksum, id_lines, open_embeddings
+from .embeddings import RowsChecksum, id_lines, open_embeddings, row_sums64
 from .errors import InputError, ValidationError
 from .workfiles import frames_by_shard
 
@@ -273,9 +273,12 @@ class RowsCheck:
         self.seen = np.zeros(len(shard), dtype=bool)
 
     def add(self, positions, block):
+        """Rows `block` of the file at `positions`; returns their `row_sums64`."""
+        sums = row_sums64(block)
         if self.recorded is not None:
-            self.checksum.add(positions, block)
+            self.checksum.add(positions, sums=sums)
             self.seen[positions] = True
+        return sums
 
     def finish(self, reader, scratch):
         """Read the rows not seen yet (with `reader`, through `scratch` (k, dim)) and compare."""
