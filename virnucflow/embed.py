@@ -69,7 +69,7 @@ def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, 
     with SidecarLock(sidecar_dir or f"{out_h5}.partial") as lock:
         _remove_stale_temporaries(out_h5)  # under the lock: no other job is writing this output
         with claim_device(device, log=log, cpu_fallback=cpu_fallback) as claimed:
-            plan = _plan(seqs, input_sha256, lock.folder, kind=kind, model=model, device=computes_on(claimed),
+            plan = _plan(seqs, input_sha256, kind=kind, model=model, device=computes_on(claimed),
                          precision=precision, token_budget=int(token_budget), layer=layer, attention=attention)
             earlier = _reusable(out_h5, plan.attrs, ids)
             if earlier is not None:
@@ -128,7 +128,7 @@ class _Plan:
     batches: list = None  # of input indices, the planned batches the sidecar does not hold
 
 
-def _plan(seqs, input_sha256, folder, *, kind, model, device, precision, token_budget, layer, attention):
+def _plan(seqs, input_sha256, *, kind, model, device, precision, token_budget, layer, attention):
     """Load the model and tokenize; what the output's attributes will be."""
     dtype = dtype_for(precision, device)
     encoder = load_encoder(kind, model, device=device, dtype=dtype, layer=layer, attention=attention)
