@@ -29,6 +29,9 @@ def test_option_defaults_are_the_schemas():
                    "--missing", "m.txt", "--chunk-length", "300", "--compat", "fixed"])
     assert (merge.buffer_rows, merge.allow_missing) == (config["merge"]["buffer_rows"], config["merge"]["allow_missing"])
     assert parse(["download-models"]).models == list(config["models"].values())
+    predict = parse(["predict", "e.h5", "frames.tsv", "reads.tsv", "c.pth", "--predictions", "p.tsv",
+                     "--chunk-calls", "c.tsv", "--read-calls", "r.tsv"])
+    assert predict.max_ambiguous_fraction == config["calls"]["max_ambiguous_fraction"] and predict.chunk_scores is None
 
 
 def test_merge_needs_the_chunk_length_and_compat_it_records(capsys):

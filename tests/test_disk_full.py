@@ -195,3 +195,18 @@ def test_embed_on_a_full_disk_stops_in_one_line_and_resumes_identically(tmp_path
     with open_embeddings(out) as got, open_embeddings(clean) as want:
         assert got.read_ids() == want.read_ids() and np.array_equal(got.embeddings[:], want.embeddings[:])
         assert dict(got.attrs) == dict(want.attrs)
+
+
+# --- predict: the chunk-call sort's runs on a full disk ------------------------------------------------
+
+def test_the_chunk_call_sort_on_a_full_disk_names_its_run_file_and_leaves_nothing(small_disk):
+    from virnucflow.predict import _SortedChunkCalls
+
+    disk = small_disk("64k")
+    with pytest.raises(DiskFull) as error:
+        with _SortedChunkCalls(disk / "chunk_calls.tsv", 100, "predictions.tsv") as calls:
+            for i in range(5000):
+                calls.add(f"read_{i:06d}_with_a_long_name_chunk_1", i % 2 == 0)
+    assert re.fullmatch(f"{disk}/\\.chunk_calls\\.tsv\\.sort\\.[^/]+/\\d+\\.tsv: " + FULL_LINE.format(mount=disk),
+                        str(error.value)), str(error.value)
+    assert files_in(disk) == []

@@ -74,6 +74,7 @@ def test_rows_in_input_order_equal_one_at_a_time(models, shard, kind, ext):
     assert attrs["ids_sha256"] == hashlib.sha256("".join(f"{i}\n" for i in ids).encode()).hexdigest()
     assert attrs["embeddings_crc32"] == zlib.crc32(rows.astype("<f4").tobytes())
     assert attrs["oom_split_batches"] == attrs["oom_split_rows"] == 0
+    assert attrs["untrained"]  # random weights: the report warns
     with open_embeddings(out) as written_file:
         assert verify_checksums(written_file) == []
     written = json.loads((shard / "stats.json").read_text())

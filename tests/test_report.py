@@ -159,6 +159,23 @@ def test_the_summary_warns_about_embed_jobs_that_ran_on_the_cpu_with_a_gpu(tmp_p
     assert '<td class="bad">2</td>' in outputs["summary_html"].read_text()
 
 
+def test_the_summary_warns_first_when_the_models_are_untrained(tmp_path):
+    """The demo's random-weight models: a warning above the table, in the log, and a red count per sample."""
+    run = synthetic_run(tmp_path / "in", 2)
+    for stats in run["stats"]:
+        data = json.loads(stats.read_text())
+        data["untrained"] = stats.name.startswith("sample_01.")
+        stats.write_text(json.dumps(data))
+    outputs = render(run, tmp_path / "out")
+    with open(outputs["summary"], newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["untrained_model_jobs"] for r in rows] == ["0", "4"]
+    page = outputs["summary_html"].read_text()
+    assert page.index("UNTRAINED MODELS: the embeddings of sample_01 were computed") < page.index("<table>")
+    trained = synthetic_run(tmp_path / "in2", 1)
+    assert "UNTRAINED" not in render(trained, tmp_path / "out2")["summary_html"].read_text()
+
+
 def test_an_empty_sample_still_renders(tmp_path):
     run = synthetic_run(tmp_path / "in", 2)
     run["predictions"][1].write_text("Sequence_ID\tPrediction\tscore1\tscore2\n")

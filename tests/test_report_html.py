@@ -19,3 +19,4 @@ def test_the_html_report_tells_how_the_samples_were_validated(demo_workdir):
                          if name.endswith((".html", ".js", ".rst")))
     assert "merge.allow_missing: true" in text and "Every sample was validated" not in text
     assert "read_calls.tsv" in text  # each sample's read calls are in the report
+    assert "UNTRAINED MODELS: the embeddings of coding, mixed were computed with random-weight models" in text

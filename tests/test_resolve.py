@@ -163,3 +163,23 @@ def test_wrong_or_missing_local_models_are_named(tmp_path):
     checkpoint = write_random_esm2(tmp_path / "esm.pt", num_layers=1, embed_dim=16, attention_heads=2)
     with pytest.raises(ModelError, match="DNABERT-S is a folder"):
         load_encoder("dna", str(checkpoint))
+
+
+def test_random_weight_models_are_known_as_untrained_in_every_layout(tmp_path):
+    """The report's demo warning rests on this: each writer marks its files, a published-looking
+    model without the mark (or with it removed) is trained."""
+    dna = write_random_dnabert_s(tmp_path / "dnabert", seed=1)
+    esm_pt = write_random_esm2(tmp_path / "esm.pt", "fair-esm", num_layers=1, embed_dim=16, attention_heads=2)
+    esm_hf = write_random_esm2(tmp_path / "esm_hf", "hf", num_layers=1, embed_dim=16, attention_heads=2)
+    for kind, path in (("dna", dna), ("protein", esm_pt), ("protein", esm_hf)):
+        assert load_encoder(kind, str(path)).untrained is True
+    config = json.loads((dna / "config.json").read_text())
+    config["_name_or_path"] = "zhihan1996/DNABERT-S"
+    (dna / "config.json").write_text(json.dumps(config))
+    assert load_encoder("dna", str(dna)).untrained is False
+    import torch
+
+    checkpoint = torch.load(esm_pt, weights_only=False)  # our own file: the Namespace of its cfg is safe
+    del checkpoint["virnucflow"]
+    torch.save(checkpoint, tmp_path / "published.pt")
+    assert load_encoder("protein", str(tmp_path / "published.pt")).untrained is False

@@ -53,7 +53,8 @@ def _predict(args):
     with job("predict", args.log):
         predict_sample(args.embeddings, args.frames, args.reads, args.classifier,
                        predictions_tsv=args.predictions, chunk_calls_tsv=args.chunk_calls,
-                       read_calls_tsv=args.read_calls, chunk_length=args.chunk_length)
+                       read_calls_tsv=args.read_calls, chunk_scores_tsv=args.chunk_scores,
+                       chunk_length=args.chunk_length, max_ambiguous_fraction=args.max_ambiguous_fraction)
 
 
 def _demo_models(args):
@@ -139,6 +140,10 @@ def build_parser():
     p.add_argument("--predictions", required=True)
     p.add_argument("--chunk-calls", required=True)
     p.add_argument("--read-calls", required=True)
+    p.add_argument("--chunk-scores", help="also write chunk_scores.tsv here (each chunk's frames and max scores)")
+    p.add_argument("--max-ambiguous-fraction", type=float, default=config["calls"]["max_ambiguous_fraction"],
+                   help="reads with a larger fraction of N and other ambiguity codes are called `ambiguous` "
+                        "(default %(default)s; 1 turns the rule off)")
     p.add_argument("--chunk-length", type=int, default=None,
                    help="chunk length of the run, checked against the classifier's (None: as recorded in the "
                         "embeddings file)")

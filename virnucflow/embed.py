@@ -13,7 +13,8 @@ assembled from the sidecar in input order after every batch's CRC is checked aga
 is removed once the file is in place.
 
 Output attributes besides the embedding file's own (virnucflow.embeddings): `model`,
-`model_revision`, `kind`, `pooling`, `precision`, `device`, `attention`, `layer` (ESM-2),
+`model_revision`, `untrained` (the model is one of the demo's random-weight ones), `kind`, `pooling`,
+`precision`, `device`, `attention`, `layer` (ESM-2),
 `input_sha256` (of the shard FASTA, which the merge checks), `tokens`, `token_budget` and `batches`
 (of the plan the rows were computed in), `oom_split_batches` / `oom_split_rows` (planned batches,
 and their rows, that ran out of memory and were computed in smaller pieces; their ids are in the
@@ -93,7 +94,8 @@ def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, 
             "sequences": len(seqs), "tokens": sum(plan.lengths), "padded_tokens": run.padded_tokens,
             "seconds": round(time.monotonic() - started, 3), "device": plan.device, "claimed_device": claimed,
             "gpu_expected": gpu_expected(), "precision": plan.attrs["precision"], "model": plan.attrs["model"],
-            "model_revision": plan.attrs["model_revision"], "resumed": plan.resumed, "skipped": skipped,
+            "model_revision": plan.attrs["model_revision"], "untrained": plan.attrs["untrained"],
+            "resumed": plan.resumed, "skipped": skipped,
             "kind": kind, "batches": plan.attrs["batches"], "oom_splits": run.splits,
             "load_seconds": round(loaded - started, 3), "embed_seconds": round(embedded - loaded, 3),
             "device_name": plan.device_name, "peak_gpu_memory_bytes": run.peak_memory,
@@ -141,7 +143,7 @@ def _plan(seqs, input_sha256, *, kind, model, device, precision, token_budget, l
         "model": str(encoder.name), "model_revision": encoder.revision, "kind": kind,
         "pooling": encoder.pooling, "precision": precision_name(dtype), "device": device_type,
         "attention": encoder.attention, "tokens": sum(lengths), "token_budget": token_budget,
-        "input_sha256": input_sha256,
+        "input_sha256": input_sha256, "untrained": bool(encoder.untrained),
     }
     key = {"input_sha256": input_sha256, "sequences": len(seqs), **{k: attrs[k] for k in SIDECAR_KEY}}
     if kind == "protein":
@@ -214,7 +216,7 @@ def _reuse(out_h5, attrs, plan, lock, stats_json, started, fasta):
         stats = {"sequences": sequences, "tokens": attrs.get("tokens"), "padded_tokens": None,
                  "device": attrs.get("device"), "claimed_device": None, "gpu_expected": gpu_expected(),
                  "precision": attrs["precision"], "model": attrs["model"], "model_revision": attrs["model_revision"],
-                 "resumed": sequences, "skipped": attrs["skipped"], "kind": attrs["kind"],
+                 "untrained": bool(attrs.get("untrained", False)), "resumed": sequences, "skipped": attrs["skipped"], "kind": attrs["kind"],
                  "batches": attrs.get("batches"), "oom_splits": None, "load_seconds": None, "embed_seconds": None,
                  "device_name": None, "peak_gpu_memory_bytes": None, "input_sha256": attrs["input_sha256"]}
     stats.update(reused=True, waited_seconds=round(lock.waited, 3), seconds=round(time.monotonic() - started, 3))

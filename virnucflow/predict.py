@@ -43,7 +43,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .atomic import atomic_open
+from .atomic import atomic_open, reporting_disk_full
 from .classifier import load_classifier, score
 from .embeddings import open_embeddings
 from .errors import InputError
@@ -269,8 +269,15 @@ class _SortedChunkCalls:
             self.folder = tempfile.mkdtemp(prefix=f".{self.path.name}.sort.", dir=self.path.parent)
         self.made += 1
         path = Path(self.folder) / f"{self.made}.tsv"
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
+        written = [0]
+
+        def counted(rows):
+            for row in rows:
+                written[0] += len(row)
+                yield row
+
+        with reporting_disk_full(path, lambda: written[0]), open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(counted(lines))  # a full disk names the sort's run file, not a traceback
         return path
 
     def _merged(self, runs):

@@ -130,11 +130,13 @@ def _where_embedded(jobs):
         "embed_devices": tally(j["device_name"] or j["device"] for j in jobs),
         "embed_precision": tally(j["precision"] for j in jobs if j["precision"]),
         "cpu_jobs_given_a_gpu": sum(1 for j in jobs if j["gpu_expected"] and j["device"] == "cpu"),
+        "untrained_model_jobs": sum(1 for j in jobs if j.get("untrained") == "True"),
     }
 
 
+WARNING_COLUMNS = {"cpu_jobs_given_a_gpu", "untrained_model_jobs"}  # red in the HTML table when not 0
 EMBED_JOB_COLUMNS = ["kind", "shard", "sequences", "tokens", "padded_tokens", "skipped", "resumed", "oom_splits",
-                     "device", "device_name", "gpu_expected", "precision", "model", "model_revision", "load_seconds",
+                     "device", "device_name", "gpu_expected", "precision", "model", "model_revision", "untrained", "load_seconds",
                      "embed_seconds", "seconds", "job_seconds", "max_rss_mb", "peak_gpu_memory_bytes"]
 NUMBERS = {"sequences", "tokens", "padded_tokens", "skipped", "resumed", "oom_splits", "load_seconds",
            "embed_seconds", "seconds", "job_seconds", "max_rss_mb", "peak_gpu_memory_bytes"}
@@ -212,7 +214,7 @@ def _html_table(rows):
         for column in columns:
             value = row[column]
             number = isinstance(value, int) and not isinstance(value, bool)
-            bad = value == "partial" or (column == "cpu_jobs_given_a_gpu" and value)
+            bad = value == "partial" or (column in WARNING_COLUMNS and value)
             style = ' class="bad"' if bad else (' class="num"' if number else "")
             cells.append(f"<td{style}>{html.escape(_fmt(value) if number else str(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -220,9 +222,10 @@ def _html_table(rows):
 
 
 def write_summary_html(rows, path, models=None, versions=None):
-    """The summary as a self-contained HTML page: the per-sample table, then the models and software
-    that made the results (the Snakemake report shows HTML inline, a TSV only as a download)."""
-    sections = [_html_table(rows)]
+    """The summary as a self-contained HTML page: warnings, the per-sample table, then the models and
+    software that made the results (the Snakemake report shows HTML inline, a TSV only as a download)."""
+    sections = [f'<p class="warning">{html.escape(warning)}</p>' for warning in warnings(rows)]
+    sections.append(_html_table(rows))
     if models:
         sections.append("<h3>Models</h3>\n" + _html_table(models))
     if versions:
@@ -231,7 +234,7 @@ def write_summary_html(rows, path, models=None, versions=None):
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>virnucflow summary</title><style>"
         "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin-bottom:12px}"
         "th,td{border:1px solid #ccc;padding:3px 7px}th{background:#f0f0f0}td.num{text-align:right}"
-        "td.bad{color:#b30000;font-weight:bold}tr:nth-child(even){background:#fafafa}"
+        "td.bad,p.warning{color:#b30000;font-weight:bold}tr:nth-child(even){background:#fafafa}"
         "</style></head><body>\n" + "\n".join(sections) + "</body></html>\n"
     )
     with atomic_open(path) as handle:
@@ -454,7 +457,20 @@ def write_report_plots(samples, summaries, validations, embed_jobs, predictions,
     plot_scores(samples, predictions or [], outputs["scores"])
     plot_calls(samples, calls, outputs["calls"])
     log.info("report plots for %d samples written", len(samples))
+    for warning in warnings(rows):
+        log.warning("%s", warning)
+
+
+def warnings(rows):
+    """What the report says above everything else: results that must not be taken at face value."""
+    found = []
+    untrained = [row["sample"] for row in rows if row.get("untrained_model_jobs")]
+    if untrained:
+        found.append(f"UNTRAINED MODELS: the embeddings of {', '.join(untrained)} were computed with random-weight "
+                     "models (the demo's): features, predictions and calls mean nothing. Set models: to the "
+                     "published DNABERT-S and ESM-2 and classifier: to a trained VirNucPro model.")
     for row in rows:
         if row.get("cpu_jobs_given_a_gpu"):
-            log.warning("sample %s: %d embed jobs ran on the CPU although they had a GPU (embed.cpu_fallback: "
-                        "torch could not use it)", row["sample"], row["cpu_jobs_given_a_gpu"])
+            found.append(f"sample {row['sample']}: {row['cpu_jobs_given_a_gpu']} embed jobs ran on the CPU although "
+                         "they had a GPU (embed.cpu_fallback: torch could not use it)")
+    return found

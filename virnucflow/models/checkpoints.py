@@ -36,6 +36,20 @@ def read_config(folder):
     return config
 
 
+def is_untrained(path):
+    """True for a model written by `random_weights` (its marker: "UNTRAINED" in config.json's
+    `_name_or_path`, or in the pickle of a .pt file, read without unpickling)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return "UNTRAINED" in str(read_config(path).get("_name_or_path", ""))
+        with zipfile.ZipFile(path) as archive:  # torch.save's format: the pickle is small, tensors apart
+            pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") or name == "data.pkl"]
+            return any(b"UNTRAINED" in archive.read(name) for name in pickles)
+    except (ModelError, OSError, zipfile.BadZipFile):
+        return False
+
+
 def weight_files(folder):
     """The weight files of a Hugging Face folder: model.safetensors, pytorch_model.bin, or the shards
     their index names (all present); a ModelError when there are none or a shard is missing."""

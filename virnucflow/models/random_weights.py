@@ -18,6 +18,8 @@ from .esm2_alphabet import MASK, PAD, TOKENS
 from .esm2_pretrained import checkpoint_shapes, hf_key
 
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # ids 0..4, as DNABERT-2/S's tokenizer
+# Written into every model made here, where `checkpoints.is_untrained` finds it: the report warns.
+UNTRAINED = "virnucflow random weights (UNTRAINED, for tests and demos)"
 
 
 # --- ESM-2 ------------------------------------------------------------------------------------
@@ -39,7 +41,7 @@ def write_random_esm2(path, layout="fair-esm", num_layers=2, embed_dim=64, atten
         model = {("encoder." if k.startswith("lm_head.") else "encoder.sentence_encoder.") + k: v
                  for k, v in state.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model, "cfg": {"model": cfg}}, path)
+        torch.save({"model": model, "cfg": {"model": cfg}, "virnucflow": UNTRAINED}, path)
         return path
 
     from safetensors.torch import save_file
@@ -54,7 +56,7 @@ def write_random_esm2(path, layout="fair-esm", num_layers=2, embed_dim=64, atten
     save_file({k: v.contiguous() for k, v in sorted(weights.items())}, str(path / "model.safetensors"),
               metadata={"format": "pt"})
     config = {  # the keys of facebook/esm2_*'s config.json
-        "architectures": ["EsmForMaskedLM"], "attention_probs_dropout_prob": 0.0, "classifier_dropout": None,
+        "_name_or_path": UNTRAINED, "architectures": ["EsmForMaskedLM"], "attention_probs_dropout_prob": 0.0, "classifier_dropout": None,
         "emb_layer_norm_before": False, "esmfold_config": None, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
         "hidden_size": embed_dim, "initializer_range": 0.02, "intermediate_size": 4 * embed_dim,
         "is_folding_model": False, "layer_norm_eps": 1e-05, "mask_token_id": MASK, "max_position_embeddings": 1026,
@@ -145,7 +147,7 @@ def dnabert_s_config(hidden, layers, heads, intermediate, vocab_size):
     """config.json with the keys of the published DNABERT-S config (less its auto_map, which
     points at remote code that this layout does not ship)."""
     return {
-        "_name_or_path": "virnucflow random-weight DNABERT-S (UNTRAINED, for tests and demos)",
+        "_name_or_path": UNTRAINED,
         "alibi_starting_size": 512, "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.0,
         "classifier_dropout": None, "gradient_checkpointing": False, "hidden_act": "gelu",
         "hidden_dropout_prob": 0.1, "hidden_size": hidden, "initializer_range": 0.02,

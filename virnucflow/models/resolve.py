@@ -212,6 +212,9 @@ def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="au
         encoder = load_esm2(path, device=device, dtype=dtype, layer=layer, attention=attention, name=str(spec),
                             compile_layers=compile_layers)
     encoder.revision = revision
+    from .checkpoints import is_untrained
+
+    encoder.untrained = is_untrained(path)  # the demo's random weights: the report says so
     return encoder
 
 
