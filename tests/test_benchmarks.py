@@ -73,3 +73,11 @@ def test_preflight_benchmark(tmp_path):
                          out=tmp_path / "pf.md")
     rows = table_rows(text)
     assert len(rows) == 5 and rows[-1].startswith("| 4 |")
+
+
+def test_batching_benchmark(tmp_path):
+    text = run_benchmark("batching.py", "--sequences", "8", "--dna-layers", "1", "--budgets", "4000", "0",
+                         out=tmp_path / "b.md")
+    rows = table_rows(text)
+    assert [row.split(" | ")[1] for row in rows] == ["4000 (reference)", "1 sequence per batch"] * 2
+    assert all(float(row.split(" | ")[4]) < 1e-5 for row in rows if "reference" not in row)  # max abs diff
