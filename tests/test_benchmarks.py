@@ -81,3 +81,11 @@ def test_batching_benchmark(tmp_path):
     rows = table_rows(text)
     assert [row.split(" | ")[1] for row in rows] == ["4000 (reference)", "1 sequence per batch"] * 2
     assert all(float(row.split(" | ")[4]) < 1e-5 for row in rows if "reference" not in row)  # max abs diff
+
+
+def test_samples_benchmark_runs_the_parts_recipe_of_the_readme(tmp_path):
+    """README "Many samples": a sample sheet per part (`--config samples=...`), then the whole sheet."""
+    text = run_benchmark("samples.py", "--samples", "4", "--batch-size", "2", "--jobs", "real", "--tmp",
+                         str(tmp_path), out=tmp_path / "s.md")  # real jobs: the final report must list all 4
+    first = table_rows(text)[0].split(" | ")
+    assert first[0] == "| 4" and first[2] == "3"  # 4 samples in 3 snakemake runs: 2 parts, then the whole sheet
