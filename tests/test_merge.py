@@ -145,6 +145,21 @@ def test_checksums_in_the_result_verify_its_ids_and_rows(tmp_path):
         assert verify_checksums(result) == []
 
 
+def test_rows_split_after_running_out_of_memory_are_counted_in_the_result(tmp_path, caplog):
+    """README "Resuming": the shards' oom_split_rows add up in the result's attributes, with a warning."""
+    shards = {0: ["a_chunk_1F1", "b_chunk_1F1"], 1: ["c_chunk_1R1"]}
+    dna, protein, _ = make_sample(tmp_path, shards)
+    with h5py.File(dna[0], "a") as shard:  # as an embed job that split a batch records it
+        shard.attrs["oom_split_rows"] = 2
+    with h5py.File(protein[1], "a") as shard:
+        shard.attrs["oom_split_rows"] = 1
+    with caplog.at_level(logging.WARNING):
+        merge(tmp_path, dna, protein)
+    attrs = read_result(tmp_path)[2]
+    assert (attrs["dna_oom_split_rows"], attrs["protein_oom_split_rows"]) == (2, 1)
+    assert "2 dna rows were computed in smaller batches after running out of memory" in caplog.text
+
+
 def test_a_dna_block_of_odd_width_gives_a_verifiable_result(tmp_path):
     ids = ["a_chunk_1F1", "b_chunk_1F1", "c_chunk_1F1"]
     write_frames(tmp_path / "frames.tsv", {0: ids})
