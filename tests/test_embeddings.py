@@ -122,6 +122,26 @@ def test_every_file_carries_checksums_of_its_ids_and_rows(tmp_path, dim):
     assert len(problems) == 2 and "sequence_ids do not match" in problems[0] and "embeddings" in problems[1]
 
 
+def test_large_blocks_are_checksummed_beside_the_write_with_the_same_result(tmp_path):
+    """Blocks of 1 MiB and more are checksummed in a second thread while HDF5 writes them: the same
+    attributes as small appends, and the caller's buffer is free again when append returns."""
+    rows = np.random.default_rng(3).standard_normal((1200, 768)).astype(np.float32)  # 3.7 MB
+    ids = [f"r{i}" for i in range(1200)]
+    buffer = np.empty((600, 768), dtype=np.float32)
+    with EmbeddingWriter(tmp_path / "big.h5", 768) as writer:
+        for start in (0, 600):  # one reused buffer, as the merge does
+            buffer[:] = rows[start : start + 600]
+            writer.append(ids[start : start + 600], buffer)
+            buffer[:] = 0
+    with EmbeddingWriter(tmp_path / "small.h5", 768) as writer:
+        for start in range(0, 1200, 50):
+            writer.append(ids[start : start + 50], rows[start : start + 50])
+    with open_embeddings(tmp_path / "big.h5") as big, open_embeddings(tmp_path / "small.h5") as small:
+        assert np.array_equal(big.embeddings[:], rows) and verify_checksums(big) == []
+        keys = ("ids_sha256", "embeddings_crc32", "embeddings_sum64")
+        assert {k: big.attrs[k] for k in keys} == {k: small.attrs[k] for k in keys}
+
+
 def test_rows_checksum_is_the_same_in_any_order_and_layout():
     rows = np.random.default_rng(3).standard_normal((9, 6)).astype(np.float32)
     wide = np.zeros((9, 11), dtype=np.float32)

@@ -21,6 +21,7 @@ Writer (`EmbeddingWriter`), reader (`open_embeddings`) and a fast row reader (`R
 relies on the writer's layout live here together.
 """
 
+import concurrent.futures
 import contextlib
 import errno
 import hashlib
@@ -42,6 +43,9 @@ IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024
 ID_CHUNK = 4096  # ids per chunk of `sequence_ids` (16-byte references to the text)
 ID_BYTES = 128  # what an id's text may cost in the file (heap object and its text), generously
 _FALLOC_FL_KEEP_SIZE = 1
+THREADED_CHECKSUM_BYTES = 1 << 20  # blocks from this size are checksummed beside the HDF5 write
+_checksum_threads = []  # the one worker, made on first use; a forked child makes its own
+os.register_at_fork(after_in_child=_checksum_threads.clear)
 UNCLOSED = []  # files HDF5 could not close after a full disk (a job then ends without finalising HDF5)
 
 
@@ -193,20 +197,32 @@ class EmbeddingWriter:
         if n == 0:
             return
         start, end = self.rows, self.rows + n
-        with reporting_disk_full(self.path, lambda: self._needed(n)):
-            # Reserved before HDF5 holds anything it may fail to write (a failure at close is not recoverable).
-            _reserve(self._file, self._needed(n))
-            self._ids.resize((end,))
-            self._emb.resize((end, self.dim))
-            self._ids[start:end] = list(ids)
-            self._emb[start:end] = embeddings
-        # The checksums of what was handed over, in row order (a numpy view is hashed without a copy).
+        # The checksums of what was handed over, in row order, computed while HDF5 writes the same rows
+        # (both release the GIL: a merge's CRC-32 and sums cost no wall time); done before returning,
+        # so the caller may reuse its buffer.
+        checksums = (_checksum_thread().submit(self._add_checksums, ids, embeddings, start, end, row_sums)
+                     if embeddings.nbytes >= THREADED_CHECKSUM_BYTES else None)
+        try:
+            with reporting_disk_full(self.path, lambda: self._needed(n)):
+                # Reserved before HDF5 holds anything it may fail to write (a failure at close is not recoverable).
+                _reserve(self._file, self._needed(n))
+                self._ids.resize((end,))
+                self._emb.resize((end, self.dim))
+                self._ids[start:end] = list(ids)
+                self._emb[start:end] = embeddings
+        finally:
+            if checksums is not None:
+                checksums.result()
+        if checksums is None:
+            self._add_checksums(ids, embeddings, start, end, row_sums)
+        self.rows = end
+
+    def _add_checksums(self, ids, embeddings, start, end, row_sums):
         self._ids_sha256.update(id_lines(ids))
         if not embeddings.flags.c_contiguous or embeddings.dtype.byteorder == ">":
-            embeddings = np.ascontiguousarray(embeddings, dtype="<f4")
+            embeddings = np.ascontiguousarray(embeddings, dtype="<f4")  # a numpy view is hashed without a copy
         self._crc32 = zlib.crc32(embeddings, self._crc32)
         self._sum64.add(np.arange(start, end), embeddings, row_sums)
-        self.rows = end
 
     def skip(self, sequence_id, reason):
         """Record a sequence that could not be embedded, so that validation reports it."""
@@ -264,6 +280,12 @@ class EmbeddingWriter:
         else:
             self.abort((exc_type, exc, tb))
         return False
+
+
+def _checksum_thread():
+    if not _checksum_threads:
+        _checksum_threads.append(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checksums"))
+    return _checksum_threads[0]
 
 
 class EmbeddingFile:
