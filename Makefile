@@ -11,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: help setup setup-gpu check-gpu demo test test-slow lint bench slurm-test download-models clean
+.PHONY: help setup setup-gpu check-gpu demo test test-slow lint bench gpu-wheels slurm-test download-models clean
 
 help:
 	@echo "make demo             set up .venv and run the workflow on config/example with tiny models"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-slow        kill-and-resume matrix, the GPU checks on the CPU, other long checks"
 	@echo "make slurm-test       run the demo on a real single-node Slurm (installs Debian packages)"
 	@echo "make bench            run the benchmarks (results in benchmarks/results/, summary in BENCHMARKS.md)"
+	@echo "make gpu-wheels       snakemake and its needs as wheels in .whl/ for the project's GPU machine"
 	@echo "make download-models  fetch the published models into the local caches (login node, needs internet)"
 
 setup: $(VENV)/.installed
@@ -64,6 +65,10 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# For the project's GPU machine (no package index there): see benchmarks/gpu_workflow.sh.
+gpu-wheels: setup
+	$(BIN)/python benchmarks/gpu_wheels.py
 
 slurm-test: setup
 	bash tests/slurm/run.sh

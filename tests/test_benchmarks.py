@@ -89,3 +89,12 @@ def test_samples_benchmark_runs_the_parts_recipe_of_the_readme(tmp_path):
                          str(tmp_path), out=tmp_path / "s.md")  # real jobs: the final report must list all 4
     first = table_rows(text)[0].split(" | ")
     assert first[0] == "| 4" and first[2] == "3"  # 4 samples in 3 snakemake runs: 2 parts, then the whole sheet
+
+
+def test_gpu_workflow_benchmark_code_path_on_the_cpu(tmp_path):
+    """benchmarks/gpu_workflow.py (issue 12's whole-workflow run) with one layer per model on the CPU."""
+    text = run_benchmark("gpu_workflow.py", "--device", "cpu", "--esm2", "650m", "--layers", "1", "--reads", "60",
+                         "--cores", "2", "--timeout", "300", "--dir", str(tmp_path), out=tmp_path / "gw.md")
+    assert "SMOKE RUN" in text and "| reads per GPU-hour |" in text
+    stages = {row.split(" | ")[0].lstrip("| ") for row in table_rows(text)}
+    assert {"prepare", "embed_dna", "embed_protein", "merge"} <= stages
