@@ -19,9 +19,14 @@ RUNS = [
     ["load.py"],
     ["embed.py", "--sequences", "2000"],
     ["e2e.py", "--reads", "100000"],
+    ["preflight.py", "--sizes-mb", "1", "1000", "20000", "--gz-mb", "200", "--samples", "10", "100", "1000"],
+    ["batching.py"],
+    ["samples.py", "--samples", "40", "160"],
+    ["samples.py", "--samples", "10", "100", "1000", "--batch-size", "50", "--out", str(HERE / "results/samples_parts.md")],
 ]
 if torch.cuda.is_available():
     RUNS.append(["embed.py", "--gpu", "--sequences", "20000"])
+    RUNS.append(["gpu_workflow.py", "--reads", "50000"])
 
 for run in RUNS:
     print("==", " ".join(run), flush=True)
