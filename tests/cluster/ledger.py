@@ -1,5 +1,8 @@
-"""Reading the job ledger of tests/cluster/submit.sh: how many jobs of a rule ran at the same time."""
+"""Reading the job ledger of tests/cluster/submit.sh, or Snakemake's own log of a local run: how many
+jobs of a rule ran at the same time."""
 
+import re
+from datetime import datetime
 from pathlib import Path
 
 
@@ -28,3 +31,22 @@ def most_at_once(jobs, rule_prefix):
         running += step
         most = max(most, running)
     return most
+
+
+def master_log_jobs(workdir):
+    """{jobid: (rule, start, end, 0)} from the newest Snakemake log in `workdir`: each job's start is the
+    stamp above its `rule X:` block, its end the stamp above `Finished jobid: N`. The stamps have whole
+    seconds, so jobs that overlapped by under a second can look apart; never the other way round."""
+    log = max(Path(workdir, ".snakemake/log").glob("*.snakemake.log"), key=lambda path: path.stat().st_mtime)
+    jobs, stamp, rule = {}, None, None
+    for line in log.read_text().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            stamp = datetime.strptime(line[1:-1], "%a %b %d %H:%M:%S %Y").timestamp()
+        elif match := re.match(r"(?:local)?(?:rule|checkpoint) (\S+):$", line):
+            rule = match.group(1)
+        elif (match := re.match(r"\s+jobid: (\d+)$", line)) and rule:
+            jobs[match.group(1)] = [rule, stamp, None, 0]
+            rule = None
+        elif (match := re.match(r"Finished jobid: (\d+) ", line)) and match.group(1) in jobs:
+            jobs[match.group(1)][2] = stamp
+    return {jobid: tuple(job) for jobid, job in jobs.items() if job[2] is not None}
