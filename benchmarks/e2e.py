@@ -53,6 +53,18 @@ def workflow_copy(root, reads, shard_residues, device="cpu", embed_threads=1, mo
     (root / "bench.yaml").write_text(config)
 
 
+def stage_seconds(root):
+    """{rule: [job seconds summed, jobs]} from the Snakemake benchmark files of a run in `root`."""
+    stages = defaultdict(lambda: [0.0, 0])
+    for bench in root.glob("logs/**/*.benchmark.tsv"):
+        rule = bench.parent.name if bench.parent.name.startswith("embed") else bench.name.split(".")[0]
+        with open(bench) as handle:
+            row = next(csv.DictReader(handle, delimiter="\t"))
+        stages[rule][0] += float(row["s"])
+        stages[rule][1] += 1
+    return stages
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, default=100_000)
@@ -70,13 +82,7 @@ def main():
         subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "bench.yaml", "--cores", str(args.cores),
                         "--workflow-profile", "none", "--resources", "gpu=1", "--quiet"], cwd=root, check=True)
         wall = time.perf_counter() - start
-        stages = defaultdict(lambda: [0.0, 0])
-        for bench in root.glob("logs/**/*.benchmark.tsv"):
-            rule = bench.parent.name if bench.parent.name.startswith("embed") else bench.name.split(".")[0]
-            with open(bench) as handle:
-                row = next(csv.DictReader(handle, delimiter="\t"))
-            stages[rule][0] += float(row["s"])
-            stages[rule][1] += 1
+        stages = stage_seconds(root)
         frames = sum(1 for _ in open(root / "work/bench/frames.tsv")) - 1
     lines = [
         f"# end to end on CPU, tiny models ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {args.cores} cores)", "",

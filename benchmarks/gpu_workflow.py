@@ -20,15 +20,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from e2e import workflow_copy  # noqa: E402
+from e2e import stage_seconds, workflow_copy  # noqa: E402
 
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
 from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
@@ -68,18 +66,6 @@ class GpuMonitor:
             if len(parts) == 2 and all(p.replace(".", "").isdigit() for p in parts):
                 rows.append((float(parts[0]), float(parts[1])))
         return rows
-
-
-def stage_seconds(root):
-    """{rule: [job seconds summed, jobs]} from Snakemake's benchmark files."""
-    stages = defaultdict(lambda: [0.0, 0])
-    for bench in root.glob("logs/**/*.benchmark.tsv"):
-        rule = bench.parent.name if bench.parent.name.startswith("embed") else bench.name.split(".")[0]
-        with open(bench) as handle:
-            row = next(csv.DictReader(handle, delimiter="\t"))
-        stages[rule][0] += float(row["s"])
-        stages[rule][1] += 1
-    return stages
 
 
 def main():
