@@ -13,6 +13,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / ".whl"
 # In the GPU image already (/work/.library/device/KINDS.md): not carried, so that one version stays.
@@ -26,6 +28,9 @@ ON_DEVICE = {
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64"]
 LIMIT_MB = 60
+DEVICE_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+                 "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
+                 "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}
 
 
 def canonical(name):
@@ -44,20 +49,17 @@ def closure(root="snakemake"):
         except metadata.PackageNotFoundError:
             continue  # a marker-excluded requirement (other Python or platform)
         seen[name] = dist.version
-        for requirement in dist.requires or []:
-            if "extra ==" in requirement:
-                continue
-            spec, _, marker = requirement.partition(";")
-            if marker and "python_version" in marker and "< \"3.1" in marker.replace("'", "\""):
-                continue  # backports for older Pythons
-            todo.append(re.split(r"[\s\[<>=!~(]", spec.strip(), maxsplit=1)[0])
+        for requirement in map(Requirement, dist.requires or []):
+            # what the GPU machine's Python needs (no extras, no backports for older Pythons)
+            if requirement.marker is None or requirement.marker.evaluate(DEVICE_PYTHON):
+                todo.append(requirement.name)
     return seen
 
 
 def main():
     OUT.mkdir(exist_ok=True)
-    exclude = REPO / ".git/info/exclude"
-    if exclude.parent.is_dir() and "/.whl/" not in exclude.read_text() if exclude.exists() else True:
+    exclude = REPO / ".git/info/exclude"  # keeps .whl/ out of git (and lets `run` carry it)
+    if "/.whl/" not in (exclude.read_text() if exclude.exists() else ""):
         exclude.parent.mkdir(parents=True, exist_ok=True)
         with open(exclude, "a") as handle:
             handle.write("/.whl/\n")

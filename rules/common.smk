@@ -71,38 +71,14 @@ def shard_ids(sample):
     return sorted(glob_wildcards(os.path.join(shards, "{shard}.faa")).shard)
 
 
-def dna_shards(wildcards):
-    return expand(
-        "work/{sample}/embed/{shard}.dna.h5",
+def shard_files(template, **more):
+    """Input function: `template` expanded for every shard of the wildcards' sample, shard by shard
+    (and over `more`, e.g. kind, within a shard), in shard_ids order."""
+    return lambda wildcards: expand(
+        template,
         sample=wildcards.sample,
         shard=shard_ids(wildcards.sample),
-    )
-
-
-def protein_shards(wildcards):
-    return expand(
-        "work/{sample}/embed/{shard}.protein.h5",
-        sample=wildcards.sample,
-        shard=shard_ids(wildcards.sample),
-    )
-
-
-def embed_stats(wildcards):
-    return expand(
-        "work/{sample}/embed/{shard}.{kind}.json",
-        sample=wildcards.sample,
-        shard=shard_ids(wildcards.sample),
-        kind=["dna", "protein"],
-    )
-
-
-def embed_benchmarks(wildcards):
-    """Snakemake benchmark files of the embed jobs, in the order of embed_stats."""
-    return expand(
-        "logs/{sample}/embed_{kind}/{shard}.benchmark.tsv",
-        sample=wildcards.sample,
-        shard=shard_ids(wildcards.sample),
-        kind=["dna", "protein"],
+        **more,
     )
 
 

@@ -62,8 +62,13 @@ rule embed_protein:
 
 rule tabulate_embed_jobs:
     input:
-        stats=embed_stats,
-        benchmarks=embed_benchmarks,
+        stats=shard_files(
+            "work/{sample}/embed/{shard}.{kind}.json", kind=["dna", "protein"]
+        ),
+        # Snakemake's benchmark files of the same jobs, in the same order
+        benchmarks=shard_files(
+            "logs/{sample}/embed_{kind}/{shard}.benchmark.tsv", kind=["dna", "protein"]
+        ),
     output:
         "results/{sample}/embed_jobs.tsv",
     log:

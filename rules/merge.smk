@@ -6,19 +6,11 @@ rule merge:
     input:
         frames="work/{sample}/frames.tsv",
         summary="work/{sample}/summary.json",
-        dna=dna_shards,
-        protein=protein_shards,
-        # the shard FASTA each shard was computed from, in the same order (shard_ids)
-        dna_fasta=lambda wildcards: expand(
-            "work/{sample}/shards/{shard}.fna",
-            sample=wildcards.sample,
-            shard=shard_ids(wildcards.sample),
-        ),
-        protein_fasta=lambda wildcards: expand(
-            "work/{sample}/shards/{shard}.faa",
-            sample=wildcards.sample,
-            shard=shard_ids(wildcards.sample),
-        ),
+        dna=shard_files("work/{sample}/embed/{shard}.dna.h5"),
+        protein=shard_files("work/{sample}/embed/{shard}.protein.h5"),
+        # the shard FASTA each shard was computed from, in the same order
+        dna_fasta=shard_files("work/{sample}/shards/{shard}.fna"),
+        protein_fasta=shard_files("work/{sample}/shards/{shard}.faa"),
     output:
         h5="results/{sample}/embeddings.h5",
         validation="results/{sample}/validation.json",

@@ -24,6 +24,7 @@ relies on the writer's layout live here together.
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import sys
@@ -44,8 +45,6 @@ ID_CHUNK = 4096  # ids per chunk of `sequence_ids` (16-byte references to the te
 ID_BYTES = 128  # what an id's text may cost in the file (heap object and its text), generously
 _FALLOC_FL_KEEP_SIZE = 1
 THREADED_CHECKSUM_BYTES = 1 << 20  # blocks from this size are checksummed beside the HDF5 write
-_checksum_threads = []  # the one worker, made on first use; a forked child makes its own
-os.register_at_fork(after_in_child=_checksum_threads.clear)
 UNCLOSED = []  # files HDF5 could not close after a full disk (a job then ends without finalising HDF5)
 
 
@@ -282,10 +281,13 @@ class EmbeddingWriter:
         return False
 
 
+@functools.cache
 def _checksum_thread():
-    if not _checksum_threads:
-        _checksum_threads.append(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checksums"))
-    return _checksum_threads[0]
+    """The one worker that checksums large blocks, made on first use (a forked child makes its own)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checksums")
+
+
+os.register_at_fork(after_in_child=_checksum_thread.cache_clear)
 
 
 class EmbeddingFile:

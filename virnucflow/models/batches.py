@@ -51,3 +51,18 @@ class PendingRows:
         if self._done is not None:
             self._done.synchronize()
         return self._rows
+
+
+class BatchedEncoder:
+    """What both encoders share: `embed` for a batch at once, `embed_prepared` to queue a batch made by
+    the encoder's `prepare` (host work) behind the previous one; `pooled` (the device work) is theirs."""
+
+    def embed(self, batch):
+        """(B, dim) float32 on the CPU for a list of token-id lists (from `tokenize`); a row does not
+        depend on the others."""
+        return self.embed_prepared(self.prepare(batch)).result()
+
+    @torch.inference_mode()
+    def embed_prepared(self, prepared):
+        """Queue a prepared batch: its copy to the device, the model and the pooling -> PendingRows."""
+        return PendingRows(self.pooled(prepared))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from .batches import PendingRows, pack, pad, pinned
+from .batches import BatchedEncoder, pack, pad, pinned
 from .dnabert_s_pretrained import load_dnabert_s_module, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class PreparedBatch:
                                 for name, value in vars(self).items()})
 
 
-class DnabertSEncoder:
+class DnabertSEncoder(BatchedEncoder):
     """Embeds DNA the VirNucPro way: mean of the last hidden states over all tokens, [CLS] and
     [SEP] included, padding excluded. attention: 'padded', 'packed', or 'auto' (padded; see
     choose_attention). compile_layers: torch.compile the layers (DNABERTS.compile_layers); without a
@@ -105,10 +105,6 @@ class DnabertSEncoder:
         """VirNucPro's tokenizer(seq)["input_ids"]: [CLS] + BPE tokens + [SEP]."""
         return self.tokenizer.encode(sequence).ids
 
-    def embed(self, batch):
-        """batch: token-id lists -> (B, dim) float32 on CPU; a row does not depend on the others."""
-        return self.embed_prepared(self.prepare(batch)).result()
-
     def prepare(self, batch):
         """A PreparedBatch for a list of token-id lists: host work only (page-locked for a GPU)."""
         if self.attention == "packed":
@@ -121,11 +117,6 @@ class DnabertSEncoder:
             lengths, cu_seqlens, owner = mask.sum(1), None, None
         tensors = [None if t is None else pinned(t, self.device) for t in (tokens, mask, cu_seqlens, owner)]
         return PreparedBatch(*tensors, lengths=pinned(lengths.float(), self.device))
-
-    @torch.inference_mode()
-    def embed_prepared(self, prepared):
-        """Queue a prepared batch: its copy to the device, the model and the pooling -> PendingRows."""
-        return PendingRows(self.pooled(prepared))
 
     @torch.inference_mode()
     def pooled(self, prepared):

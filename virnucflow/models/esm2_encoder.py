@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelError
-from .batches import PendingRows, pack, pad, pinned
+from .batches import BatchedEncoder, pack, pad, pinned
 from .esm2 import Packing, flash_varlen_runs
 from .esm2_alphabet import PAD, tokenize
 from .esm2_pretrained import load_esm2_module
@@ -63,7 +63,7 @@ class PreparedBatch:
         return replace(self, packing=packing, **tensors)
 
 
-class Esm2Encoder:
+class Esm2Encoder(BatchedEncoder):
     """Embeds proteins the VirNucPro way: the representation of one layer (default: the last,
     after the final LayerNorm), averaged over residues 1..min(L, 1024); BOS, EOS, padding excluded.
     compile_layers: torch.compile the layers (ESM2.compile_layers); without a working compiler the
@@ -107,10 +107,6 @@ class Esm2Encoder:
     def tokenize(self, sequence):
         return tokenize(sequence)
 
-    def embed(self, batch):
-        """(B, dim) float32 on CPU for a list of token-id lists (from `tokenize`)."""
-        return self.embed_prepared(self.prepare(batch)).result()
-
     def prepare(self, batch):
         """A PreparedBatch for a list of token-id lists: host work only (page-locked for a GPU)."""
         lengths = [len(ids) for ids in batch]
@@ -130,11 +126,6 @@ class Esm2Encoder:
             packing = packing.pin_memory()
         tokens, rows, cells, residues = (pinned(t, self.device) for t in (tokens, rows, cells, residues.float()))
         return PreparedBatch(tokens, packing, min(lengths) != max(lengths), rows, cells, residues, width)
-
-    @torch.inference_mode()
-    def embed_prepared(self, prepared):
-        """Queue a prepared batch: its copy to the device, the model and the pooling -> PendingRows."""
-        return PendingRows(self.pooled(prepared))
 
     @torch.inference_mode()
     def pooled(self, prepared):
