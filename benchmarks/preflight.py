@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from virnucflow.demo import write_demo_models  # noqa: E402
-from virnucflow.preflight import preflight  # noqa: E402
+from virnucflow.preflight import Product, preflight  # noqa: E402
 
 RECORD = b">read_%d some description\n" + b"ACGTTGCAAGGCTTACGATCGATCGGATCCATGACGTAGCTAGCTAGGCTAGCATCGACTGAC" * 8 + b"\n"
 
@@ -86,7 +86,7 @@ def main():
         for label, path, mb, gz in files:
             write_reads(path, mb, gz)
             fasta_only = {**config, "classifier": None}  # and the models skipped, as if a rule built them
-            check = best_of(5, lambda: preflight(fasta_only, {"s": str(path)}, built_by_workflow=lambda p: True))
+            check = best_of(5, lambda: preflight(fasta_only, {"s": str(path)}, made_by_rule=lambda p: Product("r", finished=False)))
             head = best_of(5, lambda: read_start(path))
             lines.append(f"| {label} (on disk {path.stat().st_blocks * 512 / 1e6:,.0f} MB) | {1000 * check:.2f} | "
                          f"{1000 * head:.2f} |")

@@ -6,6 +6,8 @@ byte for byte. Two input sizes show whether peak memory grows with the input.
 
     .venv/bin/python benchmarks/prepare.py                      # 100k and 250k reads
     .venv/bin/python benchmarks/prepare.py --reads 20000 50000  # quicker
+    .venv/bin/python benchmarks/prepare.py --reads 100000 --fastq --out benchmarks/results/prepare_fastq.md
+                                                                # + the same reads as FASTQ
 
 Input: seeded reads of 150-1500 bp; 35% coding on the forward strand and 15% on the reverse
 strand (random sense codons, so frames survive as in real genes), the rest random DNA; 1% of the
@@ -15,12 +17,14 @@ reads carry a few N or other IUPAC codes, 2% are lower case; 60-column lines.
 import argparse
 import filecmp
 import importlib.util
+import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +132,56 @@ def reader_rows(fasta, mb):
     return rows
 
 
+def write_fastq(fasta, fastq):
+    """The FASTQ of the reads of `fasta` (one sequence line per record, qualities 'F')."""
+    with open(fasta) as src, open(fastq, "w") as out:
+        head, seq = None, []
+        for line in chain(src, [">"]):
+            if line.startswith(">"):
+                if head is not None:
+                    bases = "".join(seq)
+                    out.write(f"@{head}\n{bases}\n+\n{'F' * len(bases)}\n")
+                head, seq = line[1:].rstrip("\n"), []
+            else:
+                seq.append(line.rstrip("\n"))
+    return fastq.stat().st_size
+
+
+def fastq_rows(fasta, mb, repeat):
+    """prepare and the reader alone on the FASTA and on the FASTQ of the same reads: CPU seconds (the
+    lowest of `repeat` alternating runs), peak RSS, and whether the work folders are byte-identical."""
+    fastq = fasta.with_suffix(".fq")
+    sizes = {fasta: mb, fastq: write_fastq(fasta, fastq) / 1e6}
+    rows, folders = [], {}
+    for path in (fasta, fastq):
+        folders[path] = fasta.parent / f"fmt_{path.suffix[1:]}"
+    runs = {path: [] for path in sizes}
+    for _ in range(repeat):
+        for path in sizes:
+            subprocess.run(["rm", "-rf", str(folders[path])], check=True)
+            runs[path].append(measured([sys.executable, "-c", OURS.format(repo=str(REPO), compat="virnucpro"),
+                                        str(path), str(folders[path])]))
+    identical = same_outputs(folders[fasta], folders[fastq])
+    mbp = json.loads((folders[fasta] / "summary.json").read_text())["bases"] / 1e6
+    for path in sizes:
+        gz = path.with_name(path.name + ".gz")
+        subprocess.run(f"gzip -1 -c {path} > {gz}", shell=True, check=True)
+        reader = []
+        for source in (path, gz):
+            command = [sys.executable, "-c", READER.format(repo=str(REPO)), str(source), "virnucflow"]
+            seconds = [subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[0]
+                       for _ in range(repeat)]
+            reader.append(min(map(float, seconds)))
+        gz.unlink()
+        cpu = min(run[0] for run in runs[path])
+        rss = max(run[2] for run in runs[path])
+        rows.append(("FASTQ" if path == fastq else "FASTA", sizes[path], mbp, cpu, rss, *reader))
+    for folder in folders.values():
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    fastq.unlink()
+    return rows, identical
+
+
 def same_outputs(ours, theirs):
     """True when both folders hold the same frames.tsv, reads.tsv and shard files, byte for byte."""
     names = ["frames.tsv", "reads.tsv"] + sorted(f"shards/{p.name}" for p in (Path(ours) / "shards").iterdir())
@@ -145,8 +199,11 @@ def main():
     parser.add_argument("--tmp", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-reader", action="store_true",
                         help="skip the reader comparison with pyfastx (skipped anyway when it is not installed)")
+    parser.add_argument("--fastq", action="store_true",
+                        help="also prepare the first size's reads as FASTQ, against the same reads as FASTA")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each format for --fastq (lowest CPU kept)")
     args = parser.parse_args()
-    rows, readers = [], []
+    rows, readers, formats = [], [], None
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         for n in args.reads:
@@ -168,13 +225,16 @@ def main():
                 subprocess.run(["rm", "-rf", str(folder)], check=True)
             if not readers and not args.no_reader and importlib.util.find_spec("pyfastx"):
                 readers = reader_rows(fasta, mb)
+            if args.fastq and formats is None:
+                formats = (n, *fastq_rows(fasta, mb, args.repeat))
             fasta.unlink()
     lines = [
         f"# prepare vs Biopython ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
         "each side pinned to one core)",
         "",
         f"Command: `.venv/bin/python benchmarks/prepare.py --reads {' '.join(map(str, args.reads))}"
-        f"{' --compat ' + args.compat if args.compat != 'virnucpro' else ''}`",
+        f"{' --compat ' + args.compat if args.compat != 'virnucpro' else ''}"
+        f"{' --no-reader' if args.no_reader else ''}{f' --fastq --repeat {args.repeat}' if args.fastq else ''}`",
         "",
         "Input: seeded reads of 150-1500 bp, half of them coding (frames survive), 60-column FASTA; chunk length",
         f"500, {args.compat} mode. MB/s = MB of FASTA per CPU second of the process (user + sys, from getrusage):",
@@ -198,12 +258,37 @@ def main():
             "|---|---:|---:|---|",
         ]
         lines += [f"| {which} | {plain:.0f} | {gz:.0f} | {verdict} |" for which, plain, gz, verdict in readers]
+    if formats:
+        n, format_rows, identical = formats
+        (_, fa_mb, _, fa_cpu, *_), (_, fq_mb, _, fq_cpu, *_) = format_rows
+        lines += [
+            "",
+            f"FASTQ vs FASTA ({n} reads, the same reads in both; FASTQ with one sequence line and a quality line per",
+            f"record, FASTA in 60-column lines; lowest CPU seconds of {args.repeat} alternating runs, each in its own",
+            "process pinned to one core). MB/s = MB of the file's text per CPU second; Mbp/s = bases per CPU second,",
+            "the same bases in both rows. Reader = read_batches alone (parse + checks), plain and gzip -1.",
+            "",
+            "| format | MB | prepare CPU s | prepare MB/s | prepare Mbp/s | peak RSS MB | reader MB/s "
+            "| reader gzip MB/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for which, size, mbp, cpu, rss, plain, gz in format_rows:
+            lines.append(f"| {which} | {size:.0f} | {cpu:.2f} | {size / cpu:.1f} | {mbp / cpu:.1f} | {rss:.0f} "
+                         f"| {size / plain:.0f} | {size / gz:.0f} |")
+        lines += [
+            "",
+            f"FASTQ / FASTA: {fa_cpu / fq_cpu:.2f}x the reads per CPU second, "
+            f"{(fq_mb / fq_cpu) / (fa_mb / fa_cpu):.2f}x the MB/s of text; work folders (frames.tsv, reads.tsv, "
+            f"shards) byte-identical: {'yes' if identical else 'NO'}.",
+        ]
     table = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table)
     print(table)
     if not all(row[-1] for row in rows):
         sys.exit("outputs differ")
+    if formats and not formats[2]:
+        sys.exit("FASTQ and FASTA work folders differ")
 
 
 if __name__ == "__main__":

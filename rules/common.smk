@@ -1,13 +1,27 @@
 # What every stage shares: the checked config, the sample sheet, GPU slots and the input functions.
 # The virnucflow package is installed in the environment that runs snakemake (`make setup`, envs/).
 import os
+from base64 import urlsafe_b64encode
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from virnucflow.devices import machine_gpus
 from virnucflow.errors import VirnucflowError
-from virnucflow.models.resolve import is_local_path
+from virnucflow.job_resources import (
+    copy_disk_mb,
+    embed_disk_mb,
+    embed_mem_mb,
+    embed_runtime,
+    file_bytes,
+    merge_mem_mb,
+    prepare_mem_mb,
+    stream_mem_mb,
+    stream_runtime,
+    weight_bytes,
+)
+from virnucflow.models.resolve import is_local_path, locate_model, model_width
+from virnucflow.preflight import Product
 from virnucflow.samples import read_sample_sheet
 
 validate(config, "../virnucflow/config_schema.yaml")
@@ -54,15 +68,122 @@ def model_to_load(spec):
     return lambda wildcards, input: input.get("model", []) or spec
 
 
-def built_by_a_rule(path):
-    """True for a file that does not exist yet and that a rule of this workflow makes."""
-    return not os.path.exists(path) and any(
-        each.is_producer(path) for each in workflow.rules
+# Job resources (mem_mb, runtime in minutes, disk_mb): declared by every rule, from what the job
+# processes, growing with `attempt` (virnucflow/job_resources.py). Profiles add only site settings.
+MODEL_KEYS = {"dna": "dnabert_s", "protein": "esm2"}
+PUBLISHED_WIDTHS = {"dna": 768, "protein": 2560}
+
+
+def model_width_or_published(kind):
+    try:
+        return model_width(kind, config["models"][MODEL_KEYS[kind]])
+    except Exception:  # not built or not downloaded yet: the checks and the job say so
+        return PUBLISHED_WIDTHS[kind]
+
+
+def embed_resource(name, kind):
+    """An embed job's mem_mb, runtime or disk_mb, from its model's weights and its shard FASTA."""
+    spec = config["models"][MODEL_KEYS[kind]]
+
+    def value(wildcards, input, threads, attempt):
+        model = weight_bytes(input.get("model") or spec, kind)
+        fasta = file_bytes(input.fasta)
+        if name == "mem_mb":
+            return embed_mem_mb(model, attempt)
+        if name == "runtime":
+            return embed_runtime(model, fasta, EMBED_GPUS > 0, threads, attempt)
+        return embed_disk_mb(fasta, model_width_or_published(kind), attempt)
+
+    return value
+
+
+def merge_resource(name):
+    """The merge's mem_mb (its row buffer), runtime and disk_mb (the shards' size, once more)."""
+
+    def value(wildcards, input, attempt):
+        shards = file_bytes(list(input.dna) + list(input.protein))
+        if name == "mem_mb":
+            width = sum(map(model_width_or_published, MODEL_KEYS))
+            return merge_mem_mb(config["merge"]["buffer_rows"], width, attempt)
+        if name == "runtime":
+            return stream_runtime(shards, attempt)
+        return copy_disk_mb(shards, attempt)
+
+    return value
+
+
+def streaming_resource(name):
+    """mem_mb or runtime of a job that streams its input files once (prepare, predict, report):
+    prepare's memory grows with the reads (8 bytes each, for the duplicate-id check)."""
+
+    def value(wildcards, input, attempt, rulename):
+        size = file_bytes(list(input))
+        if name == "runtime":
+            return stream_runtime(size, attempt)
+        return (
+            prepare_mem_mb(size, attempt)
+            if rulename == "prepare"
+            else stream_mem_mb(0, attempt)
+        )
+
+    return value
+
+
+def model_revision(spec, kind):
+    """A job parameter: the Hugging Face snapshot a model id resolves to, so that a newer download
+    reruns the model's jobs; None for a file or folder (its modification time does that, as an input).
+    """
+    try:
+        return None if is_local_path(spec) else locate_model(spec, kind)[1]
+    except VirnucflowError:  # not downloaded here: the checks say so
+        return None
+
+
+def made_by_rule(path):
+    """A Product for a file that a rule of this workflow makes, else None; finished when every output
+    of its job exists and none is marked incomplete by Snakemake (a job killed while it wrote).
+    """
+    producer = next((each for each in workflow.rules if each.is_producer(path)), None)
+    if producer is None:
+        return None
+    outputs = [str(f) for f in producer.expand_output(producer.get_wildcards(path))[0]]
+    finished = all(os.path.exists(f) for f in outputs) and not any(
+        marked_incomplete(f) for f in outputs
     )
+    return Product(producer.name, finished)
+
+
+def marked_incomplete(path):
+    """Snakemake's marker of an output whose job started and did not finish: a file named by the
+    urlsafe base64 of the path under .snakemake/incomplete/ (file persistence, Snakemake 9.27.1).
+    """
+    key = urlsafe_b64encode(str(path).encode()).decode()
+    parts = [key[i : i + 254] for i in range(0, len(key), 254)]
+    marker = [
+        ".snakemake",
+        "incomplete",
+        *(f"@{part}" for part in parts[:-1]),
+        parts[-1],
+    ]
+    return os.path.exists(os.path.join(*marker))
 
 
 def maybe_temp(path):
     return path if config["keep_shards"] else temp(path)
+
+
+def maybe_temp_embeddings(path):
+    """The merged embeddings.h5: temp() with keep_embeddings: false, so Snakemake deletes it once predict
+    (its only reader) has written the calls; refused without a classifier (it is then the only result).
+    """
+    if config["keep_embeddings"]:
+        return path
+    if not config["classifier"]:
+        raise WorkflowError(
+            "keep_embeddings: false deletes results/{sample}/embeddings.h5 once the calls are written, but "
+            "classifier: is null (no calls): set classifier: (e.g. VirNucPro's 500_model.pth) or keep_embeddings: true"
+        )
+    return temp(path)
 
 
 def shard_ids(sample):
@@ -100,9 +221,13 @@ def report_inputs(wildcards):
 def get_final_output():
     outputs = []
     for sample in SAMPLES:
-        outputs.append(f"results/{sample}/embeddings.h5")
+        if config["keep_embeddings"]:  # else temp: a target of `all` would be kept
+            outputs.append(f"results/{sample}/embeddings.h5")
         outputs.append(f"results/{sample}/validation.json")
         if config["classifier"]:
             outputs.append(f"results/{sample}/read_calls.tsv")
+            outputs.append(f"results/{sample}/virus_reads.fa.gz")
+    if config["classifier"]:
+        outputs.append("results/virus_reads.tsv")
     outputs.append("results/report/summary.tsv")
     return outputs

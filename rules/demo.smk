@@ -3,6 +3,10 @@
 # They are UNTRAINED: their embeddings and calls mean nothing biologically.
 
 
+localrules:
+    demo_models,
+
+
 rule demo_models:
     output:
         dnabert_s=directory("resources/demo_models/dnabert_s_tiny"),
@@ -12,5 +16,8 @@ rule demo_models:
         "logs/demo_models.log",
     conda:
         "../envs/virnucflow.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/demo_models.py"

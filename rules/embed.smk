@@ -2,6 +2,10 @@
 # from its sidecar (work/{sample}/embed/{shard}.{kind}.h5.partial/).
 
 
+localrules:
+    tabulate_embed_jobs,
+
+
 rule embed_dna:
     input:
         fasta="work/{sample}/shards/{shard}.fna",
@@ -18,14 +22,16 @@ rule embed_dna:
     threads: config["embed"]["threads"]
     resources:
         gpu=EMBED_GPUS,
+        mem_mb=embed_resource("mem_mb", "dna"),
+        runtime=embed_resource("runtime", "dna"),
+        disk_mb=embed_resource("disk_mb", "dna"),
+    # Only what the rows depend on (a change reruns the job); device, token budget, on_error and
+    # cpu_fallback are read from the config by the job (README "Resuming": what reruns what).
     params:
         kind="dna",
         model=model_to_load(config["models"]["dnabert_s"]),
-        device=config["embed"]["device"],
+        revision=model_revision(config["models"]["dnabert_s"], "dna"),
         precision=config["embed"]["precision"],
-        token_budget=config["embed"]["dna_token_budget"],
-        on_error=config["embed"]["on_error"],
-        cpu_fallback=config["embed"]["cpu_fallback"],
         layer=None,  # DNABERT-S is pooled from its last layer
     script:
         "../scripts/embed.py"
@@ -47,14 +53,16 @@ rule embed_protein:
     threads: config["embed"]["threads"]
     resources:
         gpu=EMBED_GPUS,
+        mem_mb=embed_resource("mem_mb", "protein"),
+        runtime=embed_resource("runtime", "protein"),
+        disk_mb=embed_resource("disk_mb", "protein"),
+    # Only what the rows depend on (a change reruns the job); device, token budget, on_error and
+    # cpu_fallback are read from the config by the job (README "Resuming": what reruns what).
     params:
         kind="protein",
         model=model_to_load(config["models"]["esm2"]),
-        device=config["embed"]["device"],
+        revision=model_revision(config["models"]["esm2"], "protein"),
         precision=config["embed"]["precision"],
-        token_budget=config["embed"]["protein_token_budget"],
-        on_error=config["embed"]["on_error"],
-        cpu_fallback=config["embed"]["cpu_fallback"],
         layer=config["embed"]["esm_layer"],
     script:
         "../scripts/embed.py"
@@ -75,5 +83,8 @@ rule tabulate_embed_jobs:
         "logs/{sample}/tabulate_embed_jobs.log",
     conda:
         "../envs/virnucflow.yaml"
+    resources:
+        mem_mb=streaming_resource("mem_mb"),
+        runtime=streaming_resource("runtime"),
     script:
         "../scripts/tabulate_embed_jobs.py"

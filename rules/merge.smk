@@ -12,7 +12,7 @@ rule merge:
         dna_fasta=shard_files("work/{sample}/shards/{shard}.fna"),
         protein_fasta=shard_files("work/{sample}/shards/{shard}.faa"),
     output:
-        h5="results/{sample}/embeddings.h5",
+        h5=maybe_temp_embeddings("results/{sample}/embeddings.h5"),
         validation="results/{sample}/validation.json",
         missing="results/{sample}/missing_ids.txt",
     log:
@@ -22,10 +22,15 @@ rule merge:
     conda:
         "../envs/virnucflow.yaml"
     threads: 1
+    resources:
+        mem_mb=merge_resource("mem_mb"),
+        runtime=merge_resource("runtime"),
+        disk_mb=merge_resource("disk_mb"),
+    # merge.buffer_rows is read from the config by the job: it changes no byte of the result.
     params:
-        buffer_rows=config["merge"]["buffer_rows"],
         allow_missing=config["merge"]["allow_missing"],
         chunk_length=config["chunk_length"],
         compat=config["compat"],
+        dtype=config["merge"]["dtype"],
     script:
         "../scripts/merge.py"

@@ -11,21 +11,19 @@ rule predict:
         predictions="results/{sample}/predictions.tsv",
         chunk_calls="results/{sample}/chunk_calls.tsv",
         chunk_scores="results/{sample}/chunk_scores.tsv",
-        read_calls=report(
-            "results/{sample}/read_calls.tsv",
-            caption="../report/read_calls.rst",
-            category="Calls",
-            subcategory="Read calls per sample",
-            labels={"sample": "{sample}"},
-        ),
+        read_calls="results/{sample}/read_calls.tsv",  # not in the report: one row per read
     log:
         "logs/{sample}/predict.log",
     benchmark:
         "logs/{sample}/predict.benchmark.tsv"
     conda:
         "../envs/virnucflow.yaml"
+    resources:
+        mem_mb=streaming_resource("mem_mb"),
+        runtime=streaming_resource("runtime"),
     params:
         chunk_length=config["chunk_length"],
         max_ambiguous_fraction=config["calls"]["max_ambiguous_fraction"],
+        min_virus_score=config["calls"]["min_virus_score"],
     script:
         "../scripts/predict.py"

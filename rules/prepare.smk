@@ -3,7 +3,7 @@
 
 checkpoint prepare:
     input:
-        fasta=lambda wildcards: SAMPLES[wildcards.sample],
+        reads=lambda wildcards: SAMPLES[wildcards.sample],
     output:
         frames="work/{sample}/frames.tsv",
         reads="work/{sample}/reads.tsv",
@@ -16,6 +16,9 @@ checkpoint prepare:
     priority: 10  # every sample's input is read and checked before GPU work is queued
     conda:
         "../envs/virnucflow.yaml"
+    resources:
+        mem_mb=streaming_resource("mem_mb"),
+        runtime=streaming_resource("runtime"),
     params:
         chunk_length=config["chunk_length"],
         compat=config["compat"],

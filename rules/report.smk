@@ -33,11 +33,20 @@ rule report_plots:
         calls=report(
             "results/report/calls.png", caption="../report/calls.rst", category="Calls"
         ),
+        virus_reads=report(
+            "results/report/virus_reads.html",
+            caption="../report/virus_reads.rst",
+            category="Calls",
+        ),
     log:
         "logs/report_plots.log",
     conda:
         "../envs/virnucflow.yaml"
+    resources:
+        mem_mb=streaming_resource("mem_mb"),
+        runtime=streaming_resource("runtime"),
     params:
         samples=list(SAMPLES),
+        min_virus_score=config["calls"]["min_virus_score"],
     script:
         "../scripts/report_plots.py"

@@ -2,18 +2,22 @@
 from virnucflow.embed import embed_shard
 from virnucflow.jobs import job
 
-with job(f"embed_{snakemake.params.kind}", snakemake.log[0]):
+# Settings that cannot change a row come from the config, not params: changing them reruns nothing.
+settings = snakemake.config["embed"]
+kind = snakemake.params.kind
+
+with job(f"embed_{kind}", snakemake.log[0]):
     embed_shard(
         snakemake.input.fasta,
         snakemake.output.h5,
-        kind=snakemake.params.kind,
+        kind=kind,
         model=snakemake.params.model,
-        device=snakemake.params.device,
+        device=settings["device"],
         precision=snakemake.params.precision,
-        token_budget=snakemake.params.token_budget,
-        on_error=snakemake.params.on_error,
+        token_budget=settings[f"{kind}_token_budget"],
+        on_error=settings["on_error"],
         layer=snakemake.params.layer,
         threads=snakemake.threads,
-        cpu_fallback=snakemake.params.cpu_fallback,
+        cpu_fallback=settings["cpu_fallback"],
         stats_json=snakemake.output.stats,
     )

@@ -10,10 +10,11 @@ with job("merge", snakemake.log[0]):
         snakemake.output.h5,
         validation_json=snakemake.output.validation,
         missing_ids_txt=snakemake.output.missing,
-        buffer_rows=snakemake.params.buffer_rows,
+        buffer_rows=snakemake.config["merge"]["buffer_rows"],  # not a param: changes no byte
         allow_missing=snakemake.params.allow_missing,
         chunk_length=snakemake.params.chunk_length,
         compat=snakemake.params.compat,
         dna_fasta=list(snakemake.input.dna_fasta),
         protein_fasta=list(snakemake.input.protein_fasta),
+        dtype=snakemake.params.dtype,
     )

@@ -14,4 +14,5 @@ with job("predict", snakemake.log[0]):
         chunk_scores_tsv=snakemake.output.chunk_scores,
         chunk_length=snakemake.params.chunk_length,
         max_ambiguous_fraction=snakemake.params.max_ambiguous_fraction,
+        min_virus_score=snakemake.params.min_virus_score,
     )

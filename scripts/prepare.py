@@ -6,7 +6,7 @@ from virnucflow.prepare import prepare_sample
 
 with job("prepare", snakemake.log[0]):
     prepare_sample(
-        snakemake.input.fasta,
+        snakemake.input.reads,  # one file, or R1 and R2
         Path(snakemake.output.frames).parent,
         sample=snakemake.wildcards.sample,
         chunk_length=snakemake.params.chunk_length,

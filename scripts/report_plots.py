@@ -11,4 +11,5 @@ with job("report_plots", snakemake.log[0]):
         predictions=list(snakemake.input.get("predictions", [])),
         read_calls=list(snakemake.input.get("read_calls", [])),
         outputs=dict(snakemake.output.items()),
+        min_virus_score=snakemake.params.min_virus_score,
     )

@@ -9,8 +9,8 @@ LAYERS = {
     "errors": 0, "atomic": 0, "__init__": 0,
     "fasta": 1, "workfiles": 1, "embeddings": 1, "sidecar": 1, "samples": 1, "schema": 1,
     "frames": 1, "classifier": 1, "devices": 1, "models": 1, "synthetic": 1,
-    "validation": 2, "virnucpro_pt": 2,
-    "prepare": 3, "embed": 3, "merge": 3, "predict": 3, "report": 3, "preflight": 3,
+    "validation": 2, "virnucpro_pt": 2, "job_resources": 2, "estimate": 2,
+    "prepare": 3, "embed": 3, "merge": 3, "predict": 3, "report": 3, "preflight": 3, "virus_reads": 3,
     "cli": 4, "jobs": 4, "demo": 4, "__main__": 4,
 }
 STAGES = {name for name, layer in LAYERS.items() if layer == 3}

@@ -32,6 +32,9 @@ def test_option_defaults_are_the_schemas():
     predict = parse(["predict", "e.h5", "frames.tsv", "reads.tsv", "c.pth", "--predictions", "p.tsv",
                      "--chunk-calls", "c.tsv", "--read-calls", "r.tsv"])
     assert predict.max_ambiguous_fraction == config["calls"]["max_ambiguous_fraction"] and predict.chunk_scores is None
+    assert predict.min_virus_score is config["calls"]["min_virus_score"] is None
+    assert parse(["predict", "e.h5", "f.tsv", "r.tsv", "c.pth", "--predictions", "p.tsv", "--chunk-calls", "c.tsv",
+                  "--read-calls", "r.tsv", "--min-virus-score", "0.9"]).min_virus_score == 0.9
 
 
 def test_merge_needs_the_chunk_length_and_compat_it_records(capsys):

@@ -1,5 +1,6 @@
 """The configuration schema (virnucflow/config_schema.yaml): what it accepts and refuses, on the shipped configs."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from virnucflow.schema import SCHEMA_PATH
+from virnucflow.schema import SCHEMA_PATH, load_schema
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
@@ -47,7 +48,7 @@ def test_merge_keys_live_under_merge():
     config = config_with()
     del config["merge"]
     validate(config, str(SCHEMA_PATH))
-    assert config["merge"] == {"buffer_rows": 10000, "allow_missing": False}
+    assert config["merge"] == {"buffer_rows": 10000, "allow_missing": False, "dtype": "float32"}
     for old in ({"allow_missing": True}, {"merge": {"chunk_rows": 10}}):  # the old names
         with pytest.raises(WorkflowError):
             validate({**config_with(), **old}, str(SCHEMA_PATH))
@@ -62,7 +63,7 @@ def test_calls_max_ambiguous_fraction_default_and_range():
     config = config_with()
     del config["calls"]
     validate(config, str(SCHEMA_PATH))
-    assert config["calls"] == {"max_ambiguous_fraction": 0.2}
+    assert config["calls"] == {"max_ambiguous_fraction": 0.2, "min_virus_score": None}
     for value in (0, 0.5, 1):
         validate({**config_with(), "calls": {"max_ambiguous_fraction": value}}, str(SCHEMA_PATH))
     for value in (-0.1, 1.5, "0.2"):
@@ -70,7 +71,20 @@ def test_calls_max_ambiguous_fraction_default_and_range():
             validate({**config_with(), "calls": {"max_ambiguous_fraction": value}}, str(SCHEMA_PATH))
 
 
-@pytest.mark.parametrize("name", ["report", "Report", "report_plots.log", "demo_models.log"])
+def test_calls_min_virus_score_is_null_or_a_probability():
+    config = config_with()
+    del config["calls"]["min_virus_score"]
+    validate(config, str(SCHEMA_PATH))
+    assert config["calls"]["min_virus_score"] is None  # VirNucPro's chunk rule
+    for value in (None, 0, 0.5, 0.9, 1):
+        validate({**config_with(), "calls": {"min_virus_score": value}}, str(SCHEMA_PATH))
+    for value in (-0.1, 1.5, "0.9", True):
+        with pytest.raises(WorkflowError):
+            validate({**config_with(), "calls": {"min_virus_score": value}}, str(SCHEMA_PATH))
+
+
+@pytest.mark.parametrize("name", ["report", "Report", "report_plots.log", "demo_models.log", "virus_reads.tsv",
+                                  "virus_reads_table.log"])
 def test_sample_names_the_workflow_uses_itself_are_refused(tmp_path, name):
     from virnucflow.errors import InputError
     from virnucflow.samples import read_sample_sheet
@@ -83,4 +97,31 @@ def test_sample_names_the_workflow_uses_itself_are_refused(tmp_path, name):
     assert "\n" not in message and message.startswith(f"{sheet}: row 3: sample name {name!r} is reserved (")
     assert f"rename the sample, e.g. {name}_1" in message
     sheet.write_text("sample\tfasta\nreports\ta.fa\nmy_report\tb.fa\n")
-    assert read_sample_sheet(sheet) == {"reports": "a.fa", "my_report": "b.fa"}
+    assert read_sample_sheet(sheet) == {"reports": ["a.fa"], "my_report": ["b.fa"]}
+
+
+def named_keys(text, top_level):
+    """Every `section.key` (in backticks, maybe followed by `: value`) a document names under a top-level key."""
+    pattern = rf"`((?:{'|'.join(top_level)})(?:\.[a-z0-9_]+)+)"
+    return set(re.findall(pattern, text))
+
+
+@pytest.mark.parametrize("doc", ["README.md", "config/README.md", "profiles/slurm/config.v8+.yaml",
+                                 "profiles/lsf/config.v8+.yaml"])
+def test_every_config_key_the_docs_name_exists(doc):
+    """A user copies key names from the docs: each must be one the schema knows (issue: embed.token_budget)."""
+    schema = load_schema()
+    text = (CONFIG.parent / doc).read_text()
+    unknown = []
+    for dotted in named_keys(text, schema["properties"]):
+        node = schema
+        for key in dotted.split("."):
+            node = node.get("properties", {}).get(key)
+            if node is None:
+                unknown.append(dotted)
+                break
+    assert not unknown, f"{doc} names keys the schema lacks: {sorted(unknown)}"
+
+
+def test_the_key_check_finds_a_wrong_key():
+    assert named_keys("lower `embed.token_budget` after", ["embed"]) == {"embed.token_budget"}

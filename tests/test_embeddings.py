@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from helpers import write_embeddings
-from virnucflow.embeddings import EmbeddingWriter, RowsChecksum, open_embeddings, verify_checksums
+from virnucflow.embeddings import (
+    EmbeddingWriter,
+    RowReader,
+    RowsChecksum,
+    open_embeddings,
+    row_sums64,
+    verify_checksums,
+)
 from virnucflow.errors import InputError
 
 
@@ -151,3 +158,93 @@ def test_rows_checksum_is_the_same_in_any_order_and_layout():
     parts.add([8, 1, 4], wide[[8, 1, 4], 5:])
     parts.add(np.array([0, 2, 3, 5, 6, 7]), wide[[0, 2, 3, 5, 6, 7], 5:])
     assert whole.value() == parts.value()
+
+
+# --- float16 storage (merge.dtype: float16) ---------------------------------------------------------
+
+def sum64_from_bytes(stored):
+    """embeddings_sum64 as documented, from each row's stored bytes (zero-padded to whole 8-byte words)."""
+    sums = []
+    for row in stored:
+        data = row.tobytes()
+        data += bytes(-len(data) % 8)
+        sums.append(sum(int.from_bytes(data[k : k + 8], "little") for k in range(0, len(data), 8)) % 2**64)
+    s1, s2 = sum(sums) % 2**64, sum((i + 1) * r for i, r in enumerate(sums)) % 2**64
+    return f"{s1:016x} {s2:016x}"
+
+
+@pytest.mark.parametrize("dim", [3, 4, 5, 6])
+def test_a_float16_file_stores_the_rounded_rows_with_checksums_of_those_bytes(tmp_path, dim):
+    """Widths whose rows are 6, 8, 10 and 12 bytes: the checksums describe the bytes as stored, verify_checksums
+    agrees, and readers get float32 back, widened exactly."""
+    rows = (np.random.default_rng(dim).standard_normal((7, dim)) * 10).astype(np.float32)
+    rows[0, 0] = 1e-6  # a float16 subnormal
+    ids = [f"r{i}_chunk_1F1" for i in range(7)]
+    with EmbeddingWriter(tmp_path / "h.h5", dim, dtype="float16") as writer:
+        writer.append(ids[:3], rows[:3])
+        writer.append(ids[3:], rows[3:])
+    stored = rows.astype("<f2")
+    with open_embeddings(tmp_path / "h.h5") as half:
+        attrs = dict(half.attrs)
+        assert half.embeddings.dtype == np.dtype("<f2")
+        assert np.array_equal(half.embeddings[:].view(np.uint16), stored.view(np.uint16))
+        widened = half.read_rows()
+        assert widened.dtype == np.float32 and np.array_equal(widened, stored.astype(np.float32))
+        assert np.array_equal(half.read_rows(2, 5), widened[2:5])
+        assert verify_checksums(half) == []
+    assert attrs["embeddings_crc32"] == zlib.crc32(stored.tobytes())
+    assert attrs["embeddings_sum64"] == sum64_from_bytes(stored)
+    assert attrs["ids_sha256"] == hashlib.sha256("".join(f"{i}\n" for i in ids).encode()).hexdigest()
+    assert np.abs(widened - rows).max() <= np.abs(rows).max() * 2**-11  # rounded to the nearest of 11 bits
+    with h5py.File(tmp_path / "h.h5", "r+") as handle:
+        value = handle["embeddings"][4, dim - 1]
+        handle["embeddings"][4, dim - 1] = np.frombuffer((value.view(np.uint16) ^ np.uint16(1)).tobytes(), "<f2")[0]
+    with open_embeddings(tmp_path / "h.h5") as half:
+        assert verify_checksums(half) == ["its embeddings do not match their embeddings_sum64"]
+
+
+def test_a_float32_file_sums_as_documented_from_its_bytes(tmp_path):
+    rows = np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32)
+    write_embeddings(tmp_path / "f.h5", [f"r{i}" for i in range(5)], rows)
+    with open_embeddings(tmp_path / "f.h5") as single:
+        assert single.attrs["embeddings_sum64"] == sum64_from_bytes(rows.astype("<f4"))
+        assert single.read_rows().dtype == np.float32
+
+
+def test_a_value_float16_cannot_hold_is_refused_and_nothing_is_written(tmp_path):
+    rows = np.zeros((3, 4), dtype=np.float32)
+    rows[2, 1] = 70000.0  # float16's largest is 65504
+    with pytest.raises(InputError) as error:
+        with EmbeddingWriter(tmp_path / "h.h5", 4, dtype="float16") as writer:
+            writer.append(["a", "b"], rows[:2])
+            writer.append(["c"], rows[2:])
+    message = str(error.value)
+    assert "row 2" in message and "column 1" in message and "merge.dtype: float32" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError):
+        EmbeddingWriter(tmp_path / "x.h5", 4, dtype="float64")
+
+
+def test_the_row_reader_widens_a_float16_file_into_float32_columns(tmp_path):
+    """RowReader's raw-offset path is float32 only: a float16 file goes through h5py, in any row order."""
+    rows = np.random.default_rng(2).standard_normal((9, 5)).astype(np.float32)
+    with EmbeddingWriter(tmp_path / "h.h5", 5, dtype="float16") as writer:
+        writer.append([f"r{i}" for i in range(9)], rows)
+    out = np.full((4, 8), -1, dtype=np.float32)
+    with open_embeddings(tmp_path / "h.h5") as half, RowReader(half) as reader:
+        assert reader.fd is None
+        reader.read([7, 0, 8, 3], out, slice(2, 7))
+    assert np.array_equal(out[:, 2:7], rows[[7, 0, 8, 3]].astype(np.float16).astype(np.float32))
+    assert (out[:, :2] == -1).all() and (out[:, 7:] == -1).all()
+
+
+def test_float16_row_sums_are_the_same_in_any_layout():
+    rows = np.random.default_rng(4).standard_normal((6, 5)).astype(np.float16)
+    wide = np.zeros((6, 9), dtype=np.float16)
+    wide[:, 3:8] = rows  # starts at byte 6 of each row: not 8-byte aligned
+    assert np.array_equal(row_sums64(wide[:, 3:8]), row_sums64(np.ascontiguousarray(rows)))
+    whole, parts = RowsChecksum(), RowsChecksum()
+    whole.add(np.arange(6), rows)
+    parts.add([5, 0], wide[[5, 0], 3:8])
+    parts.add([1, 2, 3, 4], wide[1:5, 3:8])
+    assert whole.value() == parts.value() == sum64_from_bytes(rows.astype("<f2"))

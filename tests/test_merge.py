@@ -171,6 +171,52 @@ def test_a_dna_block_of_odd_width_gives_a_verifiable_result(tmp_path):
         assert result.dim == 8 and verify_checksums(result) == []
 
 
+def test_a_float16_result_holds_the_rounded_rows_and_checksums_of_its_bytes(tmp_path):
+    """merge.dtype: float16: the shards' rows, each value rounded to float16, in frames.tsv order; the result's
+    checksums (and validation.json's crc) describe its bytes; the dtype is recorded."""
+    shards = {0: [f"r{i}_chunk_1F1" for i in range(5)], 1: [f"s{i}_chunk_1R2" for i in range(4)]}
+    dna, protein, truth = make_sample(tmp_path, shards, shuffle=True)
+    report = merge(tmp_path, dna, protein, dtype="float16")
+    ids, rows, attrs = read_result(tmp_path)
+    expected = np.stack([truth[sid] for sid in ids]).astype("<f2")
+    assert ids == shards[0] + shards[1] and rows.dtype == np.dtype("<f2")
+    assert np.array_equal(rows.view(np.uint16), expected.view(np.uint16))
+    assert attrs["dtype"] == "float16" and attrs["rows"] == 9
+    assert attrs["embeddings_crc32"] == zlib.crc32(expected.tobytes()) == report["embeddings_crc32"]
+    assert json.loads((tmp_path / "validation.json").read_text())["embeddings_crc32"] == zlib.crc32(expected.tobytes())
+    with open_embeddings(tmp_path / "out.h5") as result:
+        assert verify_checksums(result) == []
+        assert np.array_equal(result.read_rows(), expected.astype(np.float32))
+    export_virnucpro_pt(tmp_path / "out.h5", tmp_path / "merged.pt")  # VirNucPro's format: float32 rows
+    exported = torch.load(tmp_path / "merged.pt", weights_only=True)
+    assert exported["data"].dtype == torch.float32 and torch.equal(exported["data"], torch.from_numpy(expected).float())
+    merge(tmp_path, dna, protein)  # the default: float32, the shards' values exactly
+    ids, rows, attrs = read_result(tmp_path)
+    assert attrs["dtype"] == "float32" and np.array_equal(rows, np.stack([truth[sid] for sid in ids]))
+
+
+def test_a_float16_merge_of_an_odd_width_verifies(tmp_path):
+    ids = ["a_chunk_1F1", "b_chunk_1F1", "c_chunk_1F1"]
+    write_frames(tmp_path / "frames.tsv", {0: ids})
+    rng = np.random.default_rng(6)
+    write_shard(tmp_path / "d.h5", ids, rng.standard_normal((3, 3)), "dna")
+    write_shard(tmp_path / "p.h5", ids[::-1], rng.standard_normal((3, 4)), "protein")
+    merge(tmp_path, [tmp_path / "d.h5"], [tmp_path / "p.h5"], buffer_rows=2, dtype="float16")
+    with open_embeddings(tmp_path / "out.h5") as result:
+        assert result.dim == 7 and result.embeddings.dtype == np.float16 and verify_checksums(result) == []
+
+
+def test_a_value_beyond_float16_fails_the_merge_and_leaves_nothing(tmp_path):
+    ids = ["a_chunk_1F1", "b_chunk_1F1"]
+    write_frames(tmp_path / "frames.tsv", {0: ids})
+    write_shard(tmp_path / "d.h5", ids, [[1, 2, 3, 4], [5, 6, 7, 8]], "dna")
+    write_shard(tmp_path / "p.h5", ids, [[0, 0, 0, 0, 0, 0], [0, 1e5, 0, 0, 0, 0]], "protein")
+    with pytest.raises(InputError, match=r"row 1 holds 100000 in column 5, beyond float16's range .*merge.dtype: "
+                                         r"float32"):
+        merge(tmp_path, [tmp_path / "d.h5"], [tmp_path / "p.h5"], dtype="float16")
+    assert no_outputs(tmp_path)
+
+
 def test_empty_shards_including_an_idle_workers_0_by_0_file(tmp_path):
     shards = {0: [], 1: ["a_chunk_1F1", "b_chunk_1F1"], 2: []}
     dna, protein, truth = make_sample(tmp_path, shards)

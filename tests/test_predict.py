@@ -550,3 +550,68 @@ def test_reads_tsv_from_another_prepare_run_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match=r"reads.tsv: read read2 has scored frames but is not listed .*rerun prepare"):
         run_predict(tmp_path, classifier)
     assert not any((tmp_path / name).exists() for name in ("p.tsv", "c.tsv", "r.tsv", "s.tsv"))
+
+
+def test_min_virus_score_calls_reads_on_their_best_frame_and_leaves_virnucpros_files_alone(tmp_path):
+    """calls.min_virus_score: a scored, unambiguous read is virus when its max_virus_score (as written) is at
+    least the threshold, whatever its chunk calls; null is VirNucPro's any-chunk rule. predictions.tsv,
+    chunk_calls.tsv and chunk_scores.tsv are the same bytes whatever the threshold."""
+    reads, _, _, _, classifier = multi_chunk_sample(tmp_path)
+    run_predict(tmp_path, classifier)
+    default = {r[0]: r for r in rows(tmp_path / "r.tsv")[1:]}
+    virnucpro = {name: (tmp_path / name).read_bytes() for name in ("p.tsv", "c.tsv", "s.tsv")}
+    scores = sorted(float(r[6]) for r in default.values() if r[6])
+    # A threshold that splits the reads, one exactly at a read's score (>= includes it), the extremes.
+    for threshold in (scores[len(scores) // 2], 0.5, 0.0, 1.0):
+        counts = run_predict(tmp_path, classifier, min_virus_score=threshold)
+        calls = {r[0]: r for r in rows(tmp_path / "r.tsv")[1:]}
+        assert {name: (tmp_path / name).read_bytes() for name in virnucpro} == virnucpro
+        assert {r: row[:-1] for r, row in calls.items()} == {r: row[:-1] for r, row in default.items()}
+        for read_id, row in calls.items():
+            if not row[6]:
+                assert row[-1] == default[read_id][-1] == "no_frames"
+            else:
+                assert row[-1] == ("virus" if float(row[6]) >= threshold else "others"), (threshold, row)
+        assert counts["virus"] == sum(r[-1] == "virus" for r in calls.values())
+    at_median = scores[len(scores) // 2]
+    run_predict(tmp_path, classifier, min_virus_score=at_median)
+    calls = {r[0]: r[-1] for r in rows(tmp_path / "r.tsv")[1:]}
+    assert calls != {r: row[-1] for r, row in default.items()}  # the threshold changed some calls here
+    assert any(calls[r] == "virus" and float(default[r][6]) == at_median for r in calls)
+    # 0.5 is not the default rule: a chunk is virus when its best score2 beats its best score1, i.e. when
+    # max score2 >= 1 - min score2 over its frames; one frame at 0.5 or more is enough for the threshold.
+    run_predict(tmp_path, classifier, min_virus_score=0.5)
+    half = {r[0]: r[-1] for r in rows(tmp_path / "r.tsv")[1:]}
+    assert all(half[r] == "virus" for r, row in default.items() if row[-1] == "virus")
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="min_virus_score must be null or between 0 and 1"):
+            run_predict(tmp_path, classifier, min_virus_score=bad)
+
+
+def test_min_virus_score_never_rescues_an_ambiguous_read(tmp_path):
+    ids = [f"r{i}_chunk_1{f}" for i in range(2) for f in ("F1", "R2")]
+    features = np.random.default_rng(2).standard_normal((len(ids), 16)).astype(np.float32)
+    write_sample(tmp_path, ids, features, {"r0": (500, 1, 1, 0), "r1": (500, 1, 1, 400)})
+    classifier = write_demo_classifier(tmp_path / "cls.pth", input_dim=16, seed=3)
+    run_predict(tmp_path, classifier, min_virus_score=0.0)  # every scored read passes 0
+    assert {r[0]: r[-1] for r in rows(tmp_path / "r.tsv")[1:]} == {"r0": "virus", "r1": "ambiguous"}
+
+
+def test_the_default_virus_score_threshold_is_the_schemas_null():
+    from virnucflow.schema import defaults
+
+    assert defaults()["calls"]["min_virus_score"] is predict.MIN_VIRUS_SCORE is None
+
+
+def test_the_predict_command_takes_the_threshold(tmp_path):
+    from virnucflow.cli import main
+
+    reads, _, _, _, classifier = multi_chunk_sample(tmp_path)
+    common = ["predict", str(tmp_path / "emb.h5"), str(tmp_path / "frames.tsv"), str(tmp_path / "reads.tsv"),
+              str(classifier), "--predictions", str(tmp_path / "p.tsv"), "--chunk-calls", str(tmp_path / "c.tsv")]
+    main(common + ["--read-calls", str(tmp_path / "default.tsv")])
+    main(common + ["--read-calls", str(tmp_path / "all.tsv"), "--min-virus-score", "0"])
+    default = {r[0]: r[-1] for r in rows(tmp_path / "default.tsv")[1:]}
+    assert "others" in default.values()
+    assert {r[0]: r[-1] for r in rows(tmp_path / "all.tsv")[1:]} == {
+        r: "no_frames" if call == "no_frames" else "virus" for r, call in default.items()}

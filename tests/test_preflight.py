@@ -10,7 +10,8 @@ import pytest
 
 from virnucflow.demo import write_demo_models
 from virnucflow.demo import write_demo_classifier
-from virnucflow.preflight import PreflightError, preflight
+from conftest import copy_workflow
+from virnucflow.preflight import PreflightError, Product, preflight, runs_no_job
 
 CONFIG = {"chunk_length": 500, "embed": {"device": "auto"}, "classifier": None}
 
@@ -43,16 +44,25 @@ def test_a_good_run_passes(models, tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"", "file is empty"),
-    (b"@r1\nACGT\n+\nIIII\n", "looks like FASTQ"),
     (b"\xef\xbb\xbf>r1\nACGT\n", "byte order mark (BOM)"),
-    (b"\x00\x01binary", "not FASTA (binary content"),
-    (b"sequence\nACGT\n", "not FASTA (text"),
+    (b"\x00\x01binary", "not FASTA or FASTQ (binary content"),
+    (b"sequence\nACGT\n", "not FASTA or FASTQ (text"),
 ])
 def test_input_files_are_checked_by_their_start(models, tmp_path, content, message):
     reads = tmp_path / "reads.fa"
     reads.write_bytes(content)
     (line,) = problems(config_with(models), {"s1": str(reads)})
     assert line.startswith(f"sample s1: {reads}: ") and message in line
+
+
+def test_fastq_and_both_files_of_a_pair_are_checked(models, tmp_path):
+    r1, r2 = tmp_path / "p_R1.fq.gz", tmp_path / "p_R2.fq"
+    r1.write_bytes(gzip.compress(b"@r1 1:N\nACGT\n+\nIIII\n"))
+    r2.write_bytes(b"@r1 2:N\nACGT\n+\nIIII\n")
+    preflight(config_with(models), {"single": [str(r2)], "paired": [str(r1), str(r2)]})
+    r2.write_bytes(b"")
+    assert problems(config_with(models), {"paired": [str(r1), str(r2)]}) == [
+        f"sample paired: {r2}: file is empty; remove the sample or provide its reads"]
 
 
 def test_missing_folder_and_unreadable_inputs_are_named(models, tmp_path):
@@ -62,7 +72,7 @@ def test_missing_folder_and_unreadable_inputs_are_named(models, tmp_path):
                                            "d": "/dev/null"})
     assert len(found) == 3  # one line per problem, the good sample not among them
     assert "sample a:" in found[0] and "file not found" in found[0]
-    assert "sample b:" in found[1] and "is a folder, not a FASTA file" in found[1]
+    assert "sample b:" in found[1] and "is a folder, not a reads file" in found[1]
     assert "sample d:" in found[2] and "not a regular file" in found[2]
 
 
@@ -121,7 +131,55 @@ def test_models_a_rule_will_build_are_not_looked_for(tmp_path):
     reads = tmp_path / "r.fa"
     reads.write_text(">r\nACGT\n")
     config = {**CONFIG, "models": {"dnabert_s": "resources/x", "esm2": "resources/y.pt"}, "classifier": "c.pth"}
-    preflight(config, {"s": str(reads)}, built_by_workflow=lambda path: True)
+    preflight(config, {"s": str(reads)}, made_by_rule=lambda path: Product("demo_models", finished=False))
+
+
+def test_a_finished_but_broken_product_of_a_rule_is_named_as_a_leftover(tmp_path):
+    reads = tmp_path / "r.fa"
+    reads.write_text(">r\nACGT\n")
+    empty = tmp_path / "dnabert_s"
+    empty.mkdir()
+    config = {**CONFIG, "models": {"dnabert_s": str(empty), "esm2": "resources/y.pt"}}
+    made = {str(empty): Product("demo_models", finished=True), "resources/y.pt": Product("demo_models", False)}
+    (line,) = problems(config, {"s": str(reads)}, made_by_rule=made.get)
+    assert line.startswith(f"models.dnabert_s: {empty}: no config.json")
+    assert line.endswith(f"(rule demo_models made it: if a run was interrupted while it wrote, this is its "
+                         f"leftover; delete {empty} and run again)")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["snakemake", "--configfile", "c.yaml", "--unlock"], "--unlock"),
+    (["snakemake", "--cleanup-metadata", "x"], "--cleanup-metadata"),
+    (["snakemake", "--list-rules"], "--list-rules"),
+    (["snakemake", "--report=r.html"], "--report"),
+    (["snakemake", "-n"], None),
+    (["snakemake", "--rerun-incomplete", "--cores", "2"], None),
+])
+def test_commands_that_run_no_job_are_recognised(argv, flag):
+    assert runs_no_job(argv) == flag
+
+
+def snakemake_in(workdir, *args):
+    return subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", *args],
+                          cwd=workdir, capture_output=True, text=True)
+
+
+def test_a_leftover_of_a_killed_model_build_blocks_no_command(tmp_path):
+    """Issue 22's reproduction: an empty model folder, as a SIGKILL during rule demo_models left it."""
+    workdir = copy_workflow(tmp_path / "run")
+    (workdir / "resources/demo_models/dnabert_s_tiny").mkdir(parents=True)
+    for args in (["--unlock"], ["--list-rules"], ["-n"], ["-n", "--rerun-incomplete"]):
+        proc = snakemake_in(workdir, *args)
+        assert proc.returncode == 0, (args, proc.stdout[-2000:] + proc.stderr[-2000:])
+    assert "demo_models" in proc.stdout  # the rule builds its models again
+
+    # Every output there and no incomplete marker: a finished build, checked, and a broken one named.
+    (workdir / "resources/demo_models/esm2_t2_tiny.pt").write_bytes(b"x")
+    (workdir / "resources/demo_models/classifier_tiny.pth").write_bytes(b"x")
+    proc = snakemake_in(workdir, "-n")
+    assert proc.returncode != 0
+    assert ("delete resources/demo_models/dnabert_s_tiny and run again" in proc.stdout + proc.stderr)
+    assert snakemake_in(workdir, "--unlock").returncode == 0  # still not in the way of bookkeeping
 
 
 def test_a_gpu_device_on_a_local_run_without_gpus(models, tmp_path):

@@ -5,6 +5,7 @@ import gzip
 import json
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from helpers import run_prepare
 from virnucflow import prepare
 from virnucflow.errors import InputError
-from virnucflow.fasta import ReadBatch
+from virnucflow.fasta import ReadBatch, read_records
 from virnucflow.synthetic import synthetic_reads, write_fasta
 from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
@@ -143,9 +144,9 @@ def test_ambiguous_bases_are_counted_per_read_however_many_there_are(ambiguous):
 
 BAD_INPUTS = {
     "empty": (b"", "file is empty"),
-    "fastq": (b"@r1\nACGT\n+\nIIII\n", "FASTQ"),
+    "fastq_truncated": (b"@r1\nACGT\n+\nIIII\n@r2\nACGT\n", "record 2 is incomplete"),
     "binary": (bytes(range(256)) * 4, "binary"),
-    "text_without_header": (b"ACGTACGT\n", "first line starts with '>'"),
+    "text_without_header": (b"ACGTACGT\n", "first line starts with '>' or '@'"),
     "no_sequence": (b">r1\nACGT\n>r2\n>r3\nACGT\n", "record 2 ('r2') has no sequence"),
     "duplicate": (b">r1\nACGT\n>r2\nACGT\n>r1 again\nACGT\n", "records 1 and 3 have the same id 'r1'"),
     "not_iupac": (b">r1\nACGT\n>r2\nACGJT\n", "record 2 ('r2'): character 'J' at position 4"),
@@ -195,7 +196,7 @@ def test_progress_is_logged_with_rates(tmp_path, reads_fa, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="virnucflow"):
         run_prepare(reads_fa, tmp_path / "w", sample="s", batch_bytes=20000)
     progress = [r.getMessage() for r in caplog.records if "reads/s" in r.getMessage()]
-    assert len(progress) > 2 and all("MB/s of FASTA" in line for line in progress)
+    assert len(progress) > 2 and all("MB/s of input text" in line for line in progress)
 
 
 def test_lower_case_n_and_gzip_are_legal(tmp_path):
@@ -204,3 +205,63 @@ def test_lower_case_n_and_gzip_are_legal(tmp_path):
         handle.write(">r1\nacgtnnatggcc\nRYKMSWBDHVU\n")
     summary = run_prepare(path, tmp_path / "w", sample="s")
     assert summary["reads"] == 1 and summary["bases"] == 23
+
+
+# --- FASTQ and paired-end input ------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "example"
+
+
+def as_fastq(fasta_path, out, newline="\n"):
+    """The FASTQ of the reads of a FASTA file (headers kept whole, qualities invented), plain or .gz."""
+    text = (gzip.open if fasta_path.suffix == ".gz" else open)(fasta_path, "rt").read()
+    records = [(block.split("\n", 1)[0], block.split("\n", 1)[1].replace("\n", "")) for block in text.split(">")[1:]]
+    body = "".join(f"@{head}{newline}{seq}{newline}+{newline}{'@' * len(seq)}{newline}" for head, seq in records)
+    (gzip.open if out.suffix == ".gz" else open)(out, "wt", newline="").write(body)
+    return out
+
+
+def work_files(folder):
+    """Every file prepare writes whose bytes depend on the reads: frames.tsv, reads.tsv, the shards."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "summary.json"}
+
+
+@pytest.mark.parametrize("example", ["coding.fa", "mixed.fa.gz"])
+def test_a_sample_given_as_fastq_gives_the_same_work_files_as_its_fasta(tmp_path, example):
+    """The demo samples as FASTQ (plain, .gz, CRLF; any batch size) give byte-identical frames.tsv, reads.tsv
+    and shards: the rest of the workflow cannot tell the two inputs apart."""
+    fasta = EXAMPLES / example
+    run_prepare(fasta, tmp_path / "fasta", sample="s", shard_residues=2000)
+    expected = work_files(tmp_path / "fasta")
+    assert {"frames.tsv", "reads.tsv", "shards/00001.faa"} <= expected.keys()
+    for name, newline in (("r.fq", "\n"), ("r.fq.gz", "\n"), ("crlf.fastq.gz", "\r\n")):
+        fastq = as_fastq(fasta, tmp_path / name, newline)
+        for batch_bytes in (300, 1 << 20):
+            out = tmp_path / f"{name}_{batch_bytes}"
+            summary = run_prepare(fastq, out, sample="s", shard_residues=2000, batch_bytes=batch_bytes)
+            assert work_files(out) == expected, (name, batch_bytes)
+            assert summary["fasta_bytes"] == len(gzip.decompress(fastq.read_bytes()) if name.endswith(".gz")
+                                                 else fastq.read_bytes())
+
+
+def test_paired_end_mates_are_separate_reads_with_distinct_ids(tmp_path):
+    """R1 then R2; equal ids become ID/1 and ID/2 in reads.tsv and frames.tsv, and read_records gives the
+    same ids in the same order (for writing the viral reads out)."""
+    reads = list(synthetic_reads(30, 100, 1200, coding_fraction=0.7, seed=9))
+    r1, r2 = tmp_path / "s_R1.fq.gz", tmp_path / "s_R2.fq.gz"
+    with gzip.open(r1, "wt") as one, gzip.open(r2, "wt") as two:
+        for read_id, seq in reads:
+            one.write(f"@{read_id} 1:N:0:ACGT\n{seq}\n+\n{'I' * len(seq)}\n")
+            mate = seq[::-1].translate(str.maketrans("ACGT", "TGCA"))
+            two.write(f"@{read_id} 2:N:0:ACGT\n{mate}\n+\n{'I' * len(mate)}\n")
+    out = tmp_path / "w"
+    summary = run_prepare([r1, r2], out, sample="s")
+    ids = [row["read_id"] for row in tsv(out / "reads.tsv")]
+    assert ids == [f"{i}/1" for i, _ in reads] + [f"{i}/2" for i, _ in reads]
+    assert summary["reads"] == 60 and summary["bases"] == 2 * sum(len(seq) for _, seq in reads)
+    frames = tsv(out / "frames.tsv")
+    assert len({f["frame_id"] for f in frames}) == len(frames) > 0
+    assert {f["read_id"] for f in frames} <= set(ids) and {f["read_id"][-2:] for f in frames} == {"/1", "/2"}
+    assert [(i.decode(), h.decode()) for i, h, _ in read_records([r1, r2])][:1] == [("read1/1", "read1/1 1:N:0:ACGT")]
+    assert [i.decode() for i, _, _ in read_records([str(r1), str(r2)])] == ids

@@ -7,7 +7,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from virnucflow.report import call_counts, read_embed_jobs, score_histogram, shard_stats, write_embed_jobs, write_report_plots
+from virnucflow.report import (best_virus_reads, call_counts, read_embed_jobs, score_histogram, shard_stats,
+                               write_embed_jobs, write_report_plots)
 
 BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 PLOTS = ("counts", "throughput", "scores", "calls")
@@ -57,11 +58,13 @@ def synthetic_run(folder, n_samples, seed=0, missing_in=(), resumed_shard=False)
                            p=[virus_share, 0.95 - virus_share, 0.05])
         if missing:
             calls[:2] = "not_scored"
+        best = rng.uniform(0, 1, reads).astype(np.float32)
         with open(folder / f"{sample}.read_calls.tsv", "w") as handle:
-            handle.write("read_id\tlength\tchunks\tchunks_with_frames\tvirus_chunks\tmax_virus_score\tcall\n")
-            handle.writelines(f"r{k}\t700\t2\t{0 if c == 'no_frames' else 1}\t{int(c == 'virus')}\t"
-                              f"{'' if c in ('no_frames', 'not_scored') else '0.5'}\t{c}\n"
-                              for k, c in enumerate(calls))
+            handle.write("read_id\tlength\tambiguous_fraction\tchunks\tchunks_with_frames\tvirus_chunks\t"
+                         "max_virus_score\tcall\n")
+            handle.writelines(f"r{k}\t700\t0.0000\t2\t{0 if c == 'no_frames' else 1}\t{int(c == 'virus')}\t"
+                              f"{'' if c in ('no_frames', 'not_scored') else str(s)}\t{c}\n"
+                              for k, (c, s) in enumerate(zip(calls, best)))
         run["samples"].append(sample)
         run["summaries"].append(folder / f"{sample}.summary.json")
         run["validations"].append(folder / f"{sample}.validation.json")
@@ -84,7 +87,7 @@ def embed_jobs(run, out, benchmarks=True):
 def render(run, out, classifier=True, benchmarks=True):
     out.mkdir(parents=True, exist_ok=True)
     outputs = {name: out / f"{name}.png" for name in PLOTS}
-    outputs.update(summary=out / "summary.tsv", summary_html=out / "summary.html")
+    outputs.update(summary=out / "summary.tsv", summary_html=out / "summary.html", virus_reads=out / "virus_reads.html")
     write_report_plots(run["samples"], run["summaries"], run["validations"], embed_jobs(run, out, benchmarks),
                        run["predictions"] if classifier else [], run["read_calls"] if classifier else [], outputs)
     return outputs
@@ -200,3 +203,51 @@ def test_the_summary_page_names_the_models_and_the_software(tmp_path):
     import torch
 
     assert f"<td>torch</td><td>{torch.__version__.split('+')[0]}" in page and "<td>virnucflow</td>" in page
+
+
+def virus_rows(read_calls):
+    """(score, sample index, row) of every virus read of the samples' read_calls.tsv."""
+    found = []
+    for s, path in enumerate(read_calls):
+        with open(path, newline="") as handle:
+            for k, row in enumerate(csv.DictReader(handle, delimiter="\t")):
+                if row["call"] == "virus":
+                    found.append((float(row["max_virus_score"]), s, k, row))
+    return found
+
+
+def test_the_report_lists_the_best_virus_reads_over_all_samples_and_no_more(tmp_path):
+    run = synthetic_run(tmp_path / "in", 12, seed=4)
+    every = virus_rows(run["read_calls"])
+    assert len(every) > 60
+    rows, total = best_virus_reads(run["samples"], run["read_calls"], n=50)
+    expected = sorted(every, key=lambda v: (-v[0], v[1], v[2]))[:50]
+    assert total == len(every) and len(rows) == 50
+    assert [(r["sample"], r["read_id"]) for r in rows] == [(run["samples"][s], row["read_id"]) for _, s, _, row in expected]
+    assert list(rows[0]) == ["sample", "read_id", "length", "max_virus_score", "virus_chunks", "chunks_with_frames",
+                             "ambiguous_fraction"]
+    # Ties: the earlier sample, then the earlier read, first.
+    header = run["read_calls"][0].read_text().split("\n")[0] + "\n"
+    (tmp_path / "t1.tsv").write_text(header + "".join(f"x{k}\t9\t0.0000\t1\t1\t1\t0.75\tvirus\n" for k in range(4)))
+    tied, _ = best_virus_reads(["b", "a"], [tmp_path / "t1.tsv", tmp_path / "t1.tsv"], n=5)
+    assert [(r["sample"], r["read_id"]) for r in tied] == [("b", "x0"), ("b", "x1"), ("b", "x2"), ("b", "x3"),
+                                                           ("a", "x0")]
+
+
+def test_the_virus_reads_page_has_at_most_1000_rows_and_points_to_the_full_files(tmp_path):
+    run = synthetic_run(tmp_path / "in", 2, seed=1)
+    many = tmp_path / "many.read_calls.tsv"  # 5,000 virus reads in one sample
+    with open(many, "w") as handle:
+        handle.write(run["read_calls"][0].read_text().split("\n")[0] + "\n")
+        handle.writelines(f"m{k}\t700\t0.0000\t2\t1\t1\t{(k % 997) / 997}\tvirus\n" for k in range(5000))
+    run["read_calls"][1] = many
+    outputs = render(run, tmp_path / "out")
+    page = outputs["virus_reads"].read_text()
+    assert page.count("<tr>") == 1 + 1000
+    assert f"The 1,000 best-scoring of {len(virus_rows(run['read_calls'])):,} virus reads" in page
+    assert "results/virus_reads.tsv" in page and "virus_reads.fa.gz" in page
+    few = synthetic_run(tmp_path / "few", 1, seed=2)
+    small = render(few, tmp_path / "few_out")["virus_reads"].read_text()
+    assert "All " in small and small.count("<tr>") == 1 + len(virus_rows(few["read_calls"]))
+    none = render(synthetic_run(tmp_path / "none", 1), tmp_path / "none_out", classifier=False)["virus_reads"]
+    assert "No classifier run" in none.read_text() and "<table>" not in none.read_text()

@@ -40,9 +40,11 @@ def snakemake(workdir, *args, background=False):
     return proc
 
 
-def make_run(root, demo_models_dir):
+def make_run(root, demo_models_dir, models_built=True):
+    """The big sample in a fresh workflow copy; models_built=False leaves the models to rule demo_models."""
     workdir = copy_workflow(root)
-    shutil.copytree(demo_models_dir, workdir / "resources")
+    if models_built:
+        shutil.copytree(demo_models_dir, workdir / "resources")
     reads = list(synthetic_reads(1500, 300, 1500, coding_fraction=0.7, seed=11, prefix="r"))
     write_fasta(workdir / "config/example/big.fa", reads)
     (workdir / "config/resume_samples.tsv").write_text(f"sample\tfasta\n{SAMPLE}\tconfig/example/big.fa\n")
@@ -88,10 +90,20 @@ def wait_for(predicate, proc, timeout=300):
     raise TimeoutError("kill point never reached")
 
 
+def writing(folder):
+    """True once anything (a temporary name included) is in `folder`."""
+    return folder.is_dir() and any(folder.iterdir())
+
+
+# Every rule of the demo is a kill point: the moment its job has started (its log or first file).
 KILL_POINTS = {
+    "demo_models": lambda w: writing(w / "resources/demo_models"),
     "prepare": lambda w: (w / f"logs/{SAMPLE}/prepare.log").exists(),
     "embed": lambda w: sum(finished_batches(p) for p in (w / f"work/{SAMPLE}/embed").glob("*.partial")) >= 2,
+    "tabulate_embed_jobs": lambda w: (w / f"logs/{SAMPLE}/tabulate_embed_jobs.log").exists(),
     "merge": lambda w: (w / f"logs/{SAMPLE}/merge.log").exists(),
+    "predict": lambda w: (w / f"logs/{SAMPLE}/predict.log").exists(),
+    "report_plots": lambda w: (w / "logs/report_plots.log").exists(),
 }
 
 
@@ -104,7 +116,7 @@ def baseline(tmp_path_factory, demo_models_dir):
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_and_rerun_incomplete_is_lossless(tmp_path, demo_models_dir, baseline, point):
-    workdir = make_run(tmp_path / "run", demo_models_dir)
+    workdir = make_run(tmp_path / "run", demo_models_dir, models_built=point != "demo_models")
     proc = snakemake(workdir, background=True)
     reached = wait_for(lambda: KILL_POINTS[point](workdir), proc)
     with contextlib.suppress(ProcessLookupError):  # the run may have ended on its own
@@ -114,8 +126,9 @@ def test_kill_and_rerun_incomplete_is_lossless(tmp_path, demo_models_dir, baseli
     killed_at = time.time()
     before = finished_shards(workdir)
 
-    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--unlock")  # README "Resuming": after a hard kill, --unlock, then the same command
     snakemake(workdir, "--rerun-incomplete")
+    assert (workdir / "results/report/summary.tsv").exists()
 
     ids, rows, predictions, read_calls = results(workdir)
     base_ids, base_rows, base_predictions, base_read_calls = baseline

@@ -25,6 +25,19 @@ def fasta_ids(path):
         return [line[1:].split()[0] for line in handle if line.startswith(">")]
 
 
+def fasta_records(path):
+    """(header line without '>', unwrapped sequence) of every record."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as handle:
+        records = []
+        for line in handle:
+            if line.startswith(">"):
+                records.append([line[1:].rstrip("\n"), ""])
+            else:
+                records[-1][1] += line.strip()
+    return [tuple(r) for r in records]
+
+
 def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
     run_snakemake(demo_workdir)
     for sample, fasta in [("coding", "config/example/coding.fa"), ("mixed", "config/example/mixed.fa.gz")]:
@@ -47,6 +60,38 @@ def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
         chunk_calls = read_tsv(demo_workdir / f"results/{sample}/chunk_calls.tsv")  # VirNucPro's, sorted by id
         assert [(r["Modified_ID"], r["Is_Virus"]) for r in chunk_calls] == sorted(
             (r["Modified_ID"], r["Is_Virus"]) for r in chunk_scores)
+        # The virus reads out: exactly read_calls' virus reads, in input order, with their header lines.
+        virus = {row["read_id"] for row in read_calls if row["call"] == "virus"}
+        assert virus and len(virus) < len(read_calls)
+        expected = "".join(f">{header}\n{seq}\n" for header, seq in fasta_records(demo_workdir / fasta)
+                           if header.split()[0] in virus)
+        with gzip.open(demo_workdir / f"results/{sample}/virus_reads.fa.gz", "rt") as handle:
+            assert handle.read() == expected
+    table = read_tsv(demo_workdir / "results/virus_reads.tsv")
+    assert [(row["sample"], row["read_id"]) for row in table] == [
+        (sample, row["read_id"]) for sample in ("coding", "mixed")
+        for row in read_tsv(demo_workdir / f"results/{sample}/read_calls.tsv") if row["call"] == "virus"]
+    assert list(table[0]) == ["sample", "read_id", "length", "max_virus_score", "virus_chunks", "chunks_with_frames",
+                              "ambiguous_fraction"]
+
+    # calls.min_virus_score is a param of predict: changing it reruns the read calls, and the viral reads
+    # follow; VirNucPro's files do not change.
+    before = {name: {s: (demo_workdir / f"results/{s}/{name}").read_bytes() for s in ("coding", "mixed")}
+              for name in ("predictions.tsv", "chunk_calls.tsv", "read_calls.tsv")}
+    threshold = float(sorted(row["max_virus_score"] for row in table)[len(table) // 2])
+    run_snakemake(demo_workdir, config={"calls": {"min_virus_score": threshold}})
+    for name in ("predictions.tsv", "chunk_calls.tsv"):
+        assert {s: (demo_workdir / f"results/{s}/{name}").read_bytes() for s in before[name]} == before[name]
+    table = read_tsv(demo_workdir / "results/virus_reads.tsv")
+    assert table and len(table) < sum(1 for s in ("coding", "mixed")
+                                      for row in read_tsv(demo_workdir / f"results/{s}/read_calls.tsv")
+                                      if row["max_virus_score"])
+    assert all(float(row["max_virus_score"]) >= threshold for row in table)
+    for sample in ("coding", "mixed"):
+        virus = [row["read_id"] for row in read_tsv(demo_workdir / f"results/{sample}/read_calls.tsv")
+                 if row["call"] == "virus"]
+        assert virus == [row["read_id"] for row in table if row["sample"] == sample]
+        assert fasta_ids(demo_workdir / f"results/{sample}/virus_reads.fa.gz") == virus
     assert (demo_workdir / "results/report/summary.tsv").stat().st_size > 0
     page = (demo_workdir / "results/report/summary.html").read_text()
     assert all(f"<td>{sample}</td>" in page for sample in ("coding", "mixed"))

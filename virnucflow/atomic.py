@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 from pathlib import Path
 
 from .errors import VirnucflowError
@@ -97,7 +98,8 @@ def reporting_disk_full(path, needed_bytes):
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` on success, delete it on error."""
+    """Yield a temporary path beside `path` (for a file or a folder); rename it onto `path` on success,
+    delete it on error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
@@ -105,7 +107,9 @@ def atomic_path(path):
         yield tmp
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.unlink(tmp)
         raise
 

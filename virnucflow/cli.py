@@ -16,7 +16,7 @@ def _prepare(args):
     from .prepare import prepare_sample
 
     with job("prepare", args.log):
-        prepare_sample(args.fasta, args.out_dir, sample=args.sample, chunk_length=args.chunk_length,
+        prepare_sample(args.reads, args.out_dir, sample=args.sample, chunk_length=args.chunk_length,
                        compat=args.compat, shard_residues=args.shard_residues)
 
 
@@ -54,7 +54,8 @@ def _predict(args):
         predict_sample(args.embeddings, args.frames, args.reads, args.classifier,
                        predictions_tsv=args.predictions, chunk_calls_tsv=args.chunk_calls,
                        read_calls_tsv=args.read_calls, chunk_scores_tsv=args.chunk_scores,
-                       chunk_length=args.chunk_length, max_ambiguous_fraction=args.max_ambiguous_fraction)
+                       chunk_length=args.chunk_length, max_ambiguous_fraction=args.max_ambiguous_fraction,
+                       min_virus_score=args.min_virus_score)
 
 
 def _demo_models(args):
@@ -71,6 +72,14 @@ def _download_models(args):
         download_models(args.models)
 
 
+def _run_in_parts(args):
+    from .parts import run_in_parts
+
+    snakemake_args = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    with job("run-in-parts", args.log):
+        run_in_parts(args.samples, args.part_size, snakemake_args, folder=args.parts_dir)
+
+
 def build_parser():
     config = defaults()
     embed, merge = config["embed"], config["merge"]
@@ -82,7 +91,8 @@ def build_parser():
         return commands.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
 
     p = command("prepare", help="chunk reads, translate six frames, write frames.tsv and shards")
-    p.add_argument("fasta", help="reads, FASTA or FASTA.gz")
+    p.add_argument("reads", nargs="+", metavar="READS",
+                   help="reads: FASTA or FASTQ, plain or .gz; two files (R1 R2) for paired-end")
     p.add_argument("out_dir", help="folder for frames.tsv, reads.tsv, summary.json and shards/")
     p.add_argument("--sample", default="sample", help="sample name recorded in summary.json")
     p.add_argument("--chunk-length", type=int, default=config["chunk_length"], help="bp per chunk")
@@ -144,6 +154,10 @@ def build_parser():
     p.add_argument("--max-ambiguous-fraction", type=float, default=config["calls"]["max_ambiguous_fraction"],
                    help="reads with a larger fraction of N and other ambiguity codes are called `ambiguous` "
                         "(default %(default)s; 1 turns the rule off)")
+    p.add_argument("--min-virus-score", type=float, default=config["calls"]["min_virus_score"],
+                   help="a read is virus when its highest frame score2 (max_virus_score) is at least this, instead "
+                        "of when any chunk is by VirNucPro's chunk rule (default %(default)s: the chunk rule); "
+                        "read_calls.tsv only")
     p.add_argument("--chunk-length", type=int, default=None,
                    help="chunk length of the run, checked against the classifier's (None: as recorded in the "
                         "embeddings file)")
@@ -158,6 +172,19 @@ def build_parser():
     p = command("download-models", help="download published models into the local caches")
     p.add_argument("models", nargs="*", default=list(config["models"].values()))
     p.set_defaults(run=_download_models)
+
+    p = command("run-in-parts", help="snakemake over a large sample sheet in parts, then once over the whole sheet",
+                description="Cut the sample sheet into parts of --part-size samples (part sheets in --parts-dir), run "
+                            "snakemake on each part in turn with the arguments after `--` and --config samples=<part>, "
+                            "then once on the whole sheet (the report). Stops at the first failing part; the same "
+                            "command again skips the parts that finished. Example: virnucflow run-in-parts "
+                            "--samples config/samples.tsv -- --profile profiles/slurm")
+    p.add_argument("--samples", required=True, help="the sample sheet to run (TSV, as `samples:` in the config)")
+    p.add_argument("--part-size", type=int, default=50, help="samples per part")
+    p.add_argument("--parts-dir", default="parts", help="folder for the part sheets and their .done records")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE_ARGS",
+                   help="everything after `--` is given to every snakemake run")
+    p.set_defaults(run=_run_in_parts)
 
     for sub in commands.choices.values():
         sub.add_argument("--log", default=None, help="also write the log to this file")

@@ -24,9 +24,12 @@ CLASSIFIER_SEED = 3
 
 
 def write_demo_models(dnabert_s_dir, esm2_path, classifier_path):
-    """Write the three demo models; the classifier takes DNABERT-S then ESM-2 features."""
-    write_random_dnabert_s(Path(dnabert_s_dir), **DNABERT_S_TINY)
-    write_random_esm2(Path(esm2_path), layout="fair-esm", **ESM2_TINY)
+    """Write the three demo models, each under a temporary name first (a killed run leaves no folder that
+    looks finished); the classifier takes DNABERT-S then ESM-2 features."""
+    with atomic_path(dnabert_s_dir) as tmp:
+        write_random_dnabert_s(tmp, **DNABERT_S_TINY)
+    with atomic_path(esm2_path) as tmp:
+        write_random_esm2(tmp, layout="fair-esm", **ESM2_TINY)
     input_dim = DNABERT_S_TINY["hidden"] + ESM2_TINY["embed_dim"]
     write_demo_classifier(Path(classifier_path), input_dim=input_dim, seed=CLASSIFIER_SEED)
     log.info("wrote untrained demo models: %s, %s, %s (classifier input %d)", dnabert_s_dir, esm2_path,

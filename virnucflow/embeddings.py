@@ -1,21 +1,26 @@
 """HDF5 embedding files: the shards written by the embed jobs and the merged result of a sample.
 
-Layout: `sequence_ids` (N,) variable-length UTF-8 and `embeddings` (N, D) float32 in chunks of whole
-rows, plus attributes (model, dim, pooling, precision, package version ...). `complete = True` is
-written last and the file is renamed into place, so a reader that finds `complete` has a whole file.
-`skipped_ids` / `skipped_reasons` list the sequences an embed job left out (on_error: skip).
+Layout: `sequence_ids` (N,) variable-length UTF-8 and `embeddings` (N, D) in chunks of whole rows,
+plus attributes (model, dim, pooling, precision, package version ...). `embeddings` is float32
+(little-endian), except in a merged result written with `merge.dtype: float16`, where it is IEEE
+half precision (`<f2`, half the bytes; the merge records `dtype` among the attributes); shards are
+always float32. Readers that compute take `EmbeddingFile.read_rows` (float32 whatever is stored).
+`complete = True` is written last and the file is renamed into place, so a reader that finds
+`complete` has a whole file. `skipped_ids` / `skipped_reasons` list the sequences an embed job left
+out (on_error: skip).
 
-Checksums, written by `EmbeddingWriter` into every file (shards and merged results) from the rows it
-was given, so that damage after writing is found by whoever reads the file:
+Checksums, written by `EmbeddingWriter` into every file (shards and merged results) from the rows as
+stored (after the conversion to float16, where the file holds float16), so that damage after writing
+is found by whoever reads the file:
 - `ids_sha256`: SHA-256 of the ids in row order, each followed by "\\n" (UTF-8).
-- `embeddings_crc32`: CRC-32 (zlib) of the float32 little-endian bytes of `embeddings` in row order
-  (`zlib.crc32(f["embeddings"][:].tobytes())`); the standard check of a copy.
+- `embeddings_crc32`: CRC-32 (zlib) of the little-endian bytes of `embeddings` as stored (float32, or
+  float16), in row order (`zlib.crc32(f["embeddings"][:].tobytes())`); the standard check of a copy.
 - `embeddings_sum64`: two unsigned 64-bit sums (`RowsChecksum`), position-weighted, that the merge
   verifies while it reads rows in any order at memory speed (a CRC costs a second pass of ~1 s per GB).
-  Each row's bytes are read as little-endian uint64 words (a row with an odd number of columns ends
-  in a word padded with zero bytes); r_i = the sum of row i's words; the attribute is the text
-  "<sum_i r_i> <sum_i (i + 1) * r_i>", both mod 2**64 as 16 hexadecimal digits. Any change within one 8-byte word (a flipped bit or
-  byte) changes the first sum; rows moved or swapped change the second.
+  Each row's stored bytes are read as little-endian uint64 words (a row whose bytes are not a multiple
+  of 8 ends in a word padded with zero bytes); r_i = the sum of row i's words; the attribute is the
+  text "<sum_i r_i> <sum_i (i + 1) * r_i>", both mod 2**64 as 16 hexadecimal digits. Any change within
+  one 8-byte word (a flipped bit or byte) changes the first sum; rows moved or swapped change the second.
 
 Writer (`EmbeddingWriter`), reader (`open_embeddings`) and a fast row reader (`RowReader`) that
 relies on the writer's layout live here together.
@@ -45,6 +50,9 @@ ID_CHUNK = 4096  # ids per chunk of `sequence_ids` (16-byte references to the te
 ID_BYTES = 128  # what an id's text may cost in the file (heap object and its text), generously
 _FALLOC_FL_KEEP_SIZE = 1
 THREADED_CHECKSUM_BYTES = 1 << 20  # blocks from this size are checksummed beside the HDF5 write
+DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}  # how `embeddings` may be stored
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: a larger value cannot be stored as float16
+FLOAT16_ROUNDS_TO_INF = 65520.0  # halfway from 65504 to 2**16: from here on, float16 rounds to infinity
 UNCLOSED = []  # files HDF5 could not close after a full disk (a job then ends without finalising HDF5)
 
 
@@ -95,20 +103,24 @@ def id_lines(ids):
 
 
 def row_sums64(block):
-    """Sum mod 2**64 of each row's bytes read as little-endian uint64 words (odd widths padded with zero
-    bytes): the r_i of `embeddings_sum64`. `block`: (n, d) float32 whose rows are contiguous (any row stride)."""
+    """Sum mod 2**64 of each row's bytes read as little-endian uint64 words (rows whose bytes are not a
+    multiple of 8 padded with zero bytes): the r_i of `embeddings_sum64`. `block`: (n, d) float32 or
+    float16 whose rows are contiguous (any row stride)."""
     block = np.asarray(block)
     if block.shape[0] == 0 or block.shape[1] == 0:
         return np.zeros(block.shape[0], dtype=np.uint64)
-    words = block.view("<u4")
-    if words.shape[1] % 2 == 0:
-        with contextlib.suppress(ValueError):  # rows not 8-byte aligned: the pairwise sums below
+    size = block.dtype.itemsize  # 4 (float32) or 2 (float16)
+    lanes = 8 // size  # values per uint64 word
+    words = block.view(f"<u{size}")
+    if words.shape[1] % lanes == 0:
+        with contextlib.suppress(ValueError):  # rows not 8-byte aligned: the sums by lane below
             return words.view("<u8").sum(axis=1)
-    # word k of a row = its uint32 2k + (its uint32 2k + 1) * 2**32: the sum of all low halves plus the
-    # sum of all high halves shifted by 32 bits (mod 2**64 either way).
-    low = words[:, 0::2].sum(axis=1, dtype=np.uint64)
-    high = words[:, 1::2].sum(axis=1, dtype=np.uint64)
-    return low + (high << np.uint64(32))
+    # word k of a row = sum over lanes j of its value lanes*k + j shifted by 8*size*j bits: the sum of each
+    # lane's values, shifted (mod 2**64 either way).
+    sums = words[:, 0::lanes].sum(axis=1, dtype=np.uint64)
+    for lane in range(1, lanes):
+        sums += words[:, lane::lanes].sum(axis=1, dtype=np.uint64) << np.uint64(8 * size * lane)
+    return sums
 
 
 class RowsChecksum:
@@ -135,18 +147,23 @@ class EmbeddingWriter:
 
     Use as a context manager: on an exception nothing is left at `path`. `expected_rows`: how many rows
     the file will have: reserved on disk when the file is made (else as rows come), so that a disk too
-    full fails early, as a `DiskFull` naming the size, and never inside HDF5's close.
+    full fails early, as a `DiskFull` naming the size, and never inside HDF5's close. `dtype`: how the
+    rows are stored, "float32" or "float16" (rows are given as float32 and rounded to the nearest
+    float16; a value beyond float16's range is an `InputError`); the checksums are of the stored bytes.
     """
 
-    def __init__(self, path, dim, attrs=None, expected_rows=None):
+    def __init__(self, path, dim, attrs=None, expected_rows=None, dtype="float32"):
         self.path = Path(path)
         self.dim = int(dim)
+        if dtype not in DTYPES:
+            raise ValueError(f"{self.path}: dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        self.dtype = DTYPES[dtype]
         self.rows = 0
         self.expected_rows = expected_rows
         self.skipped = []  # (id, reason) of sequences left out with on_error: skip
         self._extra = {}  # more id datasets, written at close
         self._ids_sha256, self._crc32, self._sum64 = hashlib.sha256(), 0, RowsChecksum()
-        self._row_chunk = max(1, min(ROWS_PER_CHUNK, (1 << 20) // max(4 * self.dim, 1)))
+        self._row_chunk = max(1, min(ROWS_PER_CHUNK, (1 << 20) // max(self.dtype.itemsize * self.dim, 1)))
         with reporting_disk_full(self.path, self._needed), contextlib.ExitStack() as stack:
             # a failure here closes and removes the temporary file
             tmp = stack.enter_context(atomic_path(self.path))
@@ -160,7 +177,7 @@ class EmbeddingWriter:
                     "embeddings",
                     shape=(0, self.dim),
                     maxshape=(None, self.dim) if self.dim else None,
-                    dtype="float32",
+                    dtype=self.dtype,
                     chunks=(self._row_chunk, self.dim) if self.dim else None,  # width 0 (no frame): contiguous
                 )
                 self.attrs = self._file.attrs  # more attributes may be added before close()
@@ -181,12 +198,13 @@ class EmbeddingWriter:
         rows and of id references, the ids' text, and 64 KiB of HDF5's own structures. Reserved on disk."""
         rows = max(self.expected_rows or 0, self.rows + adding)
         row_chunk = self._row_chunk if self.dim else max(rows, 1)
-        return (-(-rows // row_chunk) * row_chunk * 4 * self.dim + -(-rows // ID_CHUNK) * ID_CHUNK * 16
-                + rows * ID_BYTES + (64 << 10))
+        return (-(-rows // row_chunk) * row_chunk * self.dtype.itemsize * self.dim
+                + -(-rows // ID_CHUNK) * ID_CHUNK * 16 + rows * ID_BYTES + (64 << 10))
 
     def append(self, ids, embeddings, row_sums=None):
         """Append rows: `ids` (n,) strings and `embeddings` (n, dim); `row_sums`: their `row_sums64` when
-        the caller has them (the merge adds up the shards' while it checks them)."""
+        the caller has them (the merge adds up the shards' while it checks them; not used for a file stored
+        as float16, whose sums are of the rounded rows)."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim or len(ids) != embeddings.shape[0]:
             raise ValueError(
@@ -195,6 +213,8 @@ class EmbeddingWriter:
         n = len(ids)
         if n == 0:
             return
+        if self.dtype != np.float32:
+            embeddings, row_sums = self._rounded(embeddings), None
         start, end = self.rows, self.rows + n
         # The checksums of what was handed over, in row order, computed while HDF5 writes the same rows
         # (both release the GIL: a merge's CRC-32 and sums cost no wall time); done before returning,
@@ -216,10 +236,26 @@ class EmbeddingWriter:
             self._add_checksums(ids, embeddings, start, end, row_sums)
         self.rows = end
 
+    def _rounded(self, rows):
+        """`rows` (float32) as the file stores them (float16); a finite value that float16 cannot hold is refused
+        (it would be stored as infinity), naming the first."""
+        with np.errstate(over="ignore"):  # found below, with the value named
+            stored = rows.astype(self.dtype)
+        # Values from 65520 on round to infinity; two float32 passes are ~10x faster than np.isinf on float16.
+        if not (rows.max() < FLOAT16_ROUNDS_TO_INF and rows.min() > -FLOAT16_ROUNDS_TO_INF):  # NaN: checked too
+            overflow = np.isinf(stored) & np.isfinite(rows)
+            if not overflow.any():
+                return stored
+            row, column = (int(i[0]) for i in np.nonzero(overflow))
+            raise InputError(f"{self.path}: row {self.rows + row} holds {rows[row, column]:g} in column {column}, "
+                             f"beyond float16's range (+-{FLOAT16_MAX:g}); set merge.dtype: float32")
+        return stored
+
     def _add_checksums(self, ids, embeddings, start, end, row_sums):
         self._ids_sha256.update(id_lines(ids))
         if not embeddings.flags.c_contiguous or embeddings.dtype.byteorder == ">":
-            embeddings = np.ascontiguousarray(embeddings, dtype="<f4")  # a numpy view is hashed without a copy
+            # only a strided or big-endian block is copied; the others are hashed where they are
+            embeddings = np.ascontiguousarray(embeddings, dtype=embeddings.dtype.newbyteorder("<"))
         self._crc32 = zlib.crc32(embeddings, self._crc32)
         self._sum64.add(np.arange(start, end), embeddings, row_sums)
 
@@ -316,6 +352,10 @@ class EmbeddingFile:
         """Ids of rows [start, stop) as a list of str."""
         return list(self.ids[start:stop])
 
+    def read_rows(self, start=0, stop=None):
+        """Rows [start, stop) as float32, whatever the file stores (float16 widens exactly)."""
+        return np.asarray(self.embeddings[start:stop], dtype=np.float32)
+
     def id_bytes(self):
         """All ids as a fixed-width bytes array (compact, sortable)."""
         raw = self.file["sequence_ids"][()]
@@ -383,7 +423,8 @@ class RowReader:
     Files written by `EmbeddingWriter` are plain float32 in chunks of whole rows, so a row is
     `dim * 4` bytes at a known file offset: those are read with preadv straight into the buffer
     (any row order, GIL released, ~30x faster than h5py's point selections for shuffled rows).
-    Any other layout (compressed, foreign) goes through h5py. Use as a context manager.
+    Any other layout (compressed, foreign) or dtype (a float16 result) goes through h5py, and numpy
+    widens its values into the float32 buffer. Use as a context manager.
     """
 
     def __init__(self, embedding_file):

@@ -17,6 +17,9 @@ found early stops the copying; the ids of the remaining shards are still read so
 gives the full count.
 
 Result attributes (besides those of every embedding file: dim, rows, package_version, complete):
+- `dtype`: how `embeddings` is stored, "float32" (the default, the shards' values exactly) or "float16"
+  (`merge.dtype: float16`: each value rounded to the nearest half-precision number, half the bytes;
+  readers widen it back to float32, `EmbeddingFile.read_rows`).
 - `dna_columns`, `protein_columns`: [start, stop) of each model's block.
 - `dna_model`, `dna_model_revision`, `dna_pooling`, `dna_precision` and the same for `protein_`
   (plus `protein_layer`): copied from the shards, which must agree on model, revision, pooling and
@@ -26,8 +29,8 @@ Result attributes (besides those of every embedding file: dim, rows, package_ver
 - `dna_oom_split_rows`, `protein_oom_split_rows`: rows the embed jobs computed in smaller batches after
   running out of memory (they can differ from an unsplit run in the last bits).
 - Checksums, as in every embedding file (virnucflow.embeddings): `ids_sha256` = SHA-256 of the ids in
-  row order, each followed by "\\n" (UTF-8); `embeddings_crc32` = CRC-32 (zlib) of the float32
-  little-endian bytes of `embeddings` in row order. Check a copy with
+  row order, each followed by "\\n" (UTF-8); `embeddings_crc32` = CRC-32 (zlib) of the little-endian
+  bytes of `embeddings` as stored (float32, or float16 with `dtype` float16) in row order. Check a copy with
   `zlib.crc32(f["embeddings"][:].tobytes())` (or chunk-wise, feeding each value into the next call);
   `embeddings_sum64`, which `virnucflow.embeddings.verify_checksums` checks.
 """
@@ -50,13 +53,14 @@ PROGRESS_SECONDS = 30
 
 
 def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_json, missing_ids_txt, buffer_rows,
-                 allow_missing, chunk_length, compat, dna_fasta=None, protein_fasta=None):
+                 allow_missing, chunk_length, compat, dna_fasta=None, protein_fasta=None, dtype="float32"):
     """Write the merged embeddings.h5, validation.json and missing_ids.txt of one sample; return the
     validation report. `dna_shards`, `protein_shards`: the shard files in shard order (the i-th of each
     is shard i of frames.tsv); `dna_fasta`, `protein_fasta`: the shard FASTA files they were computed
-    from, in the same order (None: not checked). Raises ValidationError / InputError (and writes
-    nothing) when the shards do not account for every expected id exactly once (missing ids are
-    allowed with `allow_missing`), or a shard is stale or damaged."""
+    from, in the same order (None: not checked); `dtype`: how the result stores its rows, "float32" or
+    "float16" (config merge.dtype; the shards are read and checked as float32 either way). Raises
+    ValidationError / InputError (and writes nothing) when the shards do not account for every expected
+    id exactly once (missing ids are allowed with `allow_missing`), or a shard is stale or damaged."""
     started = time.monotonic()
     shards = inspect_shards(dna_shards, protein_shards, dna_fasta, protein_fasta)
     if dna_fasta is None or protein_fasta is None:
@@ -67,7 +71,7 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     out_attrs = {"dna_columns": [0, dims["dna"]], "protein_columns": [dims["dna"], width]}
     for kind in ("dna", "protein"):
         out_attrs.update({f"{kind}_{key}": value for key, value in shards.meta[kind].items()})
-    out_attrs.update(chunk_length=int(chunk_length), compat=str(compat))
+    out_attrs.update(chunk_length=int(chunk_length), compat=str(compat), dtype=str(dtype))
     # The result is about as large as its shards: what a full disk's message names.
     expected_rows = max(shards.rows.values())
 
@@ -76,7 +80,7 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     # with the reader), and posix_fadvise already has the kernel read the shards ahead (see RowReader).
     buffer = np.empty((max(1, int(buffer_rows)), width), dtype=np.float32)  # one output block, reused
     with atomic_open(missing_ids_txt) as missing_out, \
-            EmbeddingWriter(out_h5, width, out_attrs, expected_rows=expected_rows) as writer:
+            EmbeddingWriter(out_h5, width, out_attrs, expected_rows=expected_rows, dtype=dtype) as writer:
         tally = Tally(frames_tsv, shards.pairs, missing_out, allow_missing)
         last_report = time.monotonic()
         # closing(): on an error the shard files are closed before the outputs are removed.

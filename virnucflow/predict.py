@@ -28,8 +28,12 @@ length, 4 decimals; the rule uses the exact ratio), chunks, chunks_with_frames, 
 max_virus_score (highest score2 over the read's frames, empty when none was scored), call. Any-chunk is
 the sensitive choice: VirNucPro scores chunks independently and was trained on chunk-sized fragments,
 so a read longer than a chunk that carries a virus in one part (a prophage, a viral fragment of a
-chimeric contig) keeps its virus call; for a stricter call, filter on `virus_chunks /
-chunks_with_frames` or on `max_virus_score`.
+chimeric contig) keeps its virus call.
+
+A threshold instead (`min_virus_score`, config calls.min_virus_score; None keeps the rule above): a
+scored read that is not `ambiguous` is `virus` when its max_virus_score, the number as written in
+read_calls.tsv, is >= min_virus_score, else `others` (so filtering the table on that column selects the
+same reads). predictions.tsv, chunk_calls.tsv and chunk_scores.tsv do not depend on it.
 
 Memory is bounded by a batch of embeddings and the chunk sort's buffer, whatever the sample's size:
 frames.tsv, reads.tsv and the embeddings are all in input order, so they are read side by side.
@@ -58,25 +62,30 @@ READ_CALLS_HEADER = ("read_id\tlength\tambiguous_fraction\tchunks\tchunks_with_f
                      "max_virus_score\tcall\n")
 CALLS = ("virus", "others", "ambiguous", "no_frames", "not_scored")
 MAX_AMBIGUOUS_FRACTION = 0.2  # the default of the config key calls.max_ambiguous_fraction (README)
+MIN_VIRUS_SCORE = None  # the default of calls.min_virus_score: VirNucPro's chunk rule decides the read call
 SORT_ROWS = 1 << 20  # chunk calls sorted in memory at a time (about 150 MB); more go to runs on disk
 MERGE_FILES = 64  # runs merged at once
 
 
 def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, out_dir=None, *, chunk_length,
                    predictions_tsv=None, chunk_calls_tsv=None, read_calls_tsv=None, chunk_scores_tsv=None,
-                   max_ambiguous_fraction=MAX_AMBIGUOUS_FRACTION, trained_chunk=None, batch_rows=8192,
-                   sort_rows=SORT_ROWS):
+                   max_ambiguous_fraction=MAX_AMBIGUOUS_FRACTION, min_virus_score=MIN_VIRUS_SCORE,
+                   trained_chunk=None, batch_rows=8192, sort_rows=SORT_ROWS):
     """Score every frame of `embeddings_h5` and write predictions.tsv, chunk_calls.tsv, read_calls.tsv and,
     when asked for, chunk_scores.tsv (into `out_dir` or the explicit paths; with explicit paths,
     chunk_scores.tsv only if `chunk_scores_tsv` is given), streaming `batch_rows` rows at a time; all
     appear together or not at all. `chunk_length`: of the run, checked against the classifier's (None:
     the one recorded in the embeddings file). `max_ambiguous_fraction`: reads with a larger fraction of
-    ambiguous bases are called `ambiguous` instead of virus/others. `trained_chunk`: the classifier's,
+    ambiguous bases are called `ambiguous` instead of virus/others. `min_virus_score`: None (VirNucPro's
+    chunk rule: virus when a chunk is), or a read is virus when its highest frame score2 is at least this;
+    it changes read_calls.tsv only. `trained_chunk`: the classifier's,
     when its file name does not say. `sort_rows`: chunk calls sorted in memory at a time. Frames of
     frames.tsv absent from the embeddings (allow_missing) are counted and logged.
     Returns counts: frames, virus_frames, missing (with missing_first), chunks, and reads per call."""
     if not 0 <= max_ambiguous_fraction <= 1:
         raise ValueError(f"max_ambiguous_fraction must be between 0 and 1, not {max_ambiguous_fraction!r}")
+    if min_virus_score is not None and not 0 <= min_virus_score <= 1:
+        raise ValueError(f"min_virus_score must be null or between 0 and 1, not {min_virus_score!r}")
     paths = _outputs(out_dir, predictions_tsv, chunk_calls_tsv, read_calls_tsv, chunk_scores_tsv)
     with contextlib.ExitStack() as outputs, open_embeddings(embeddings_h5) as merged:
         pred_out, chunk_out, read_out = (outputs.enter_context(atomic_open(path)) for path in paths[:3])
@@ -88,13 +97,13 @@ def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, out_dir=Non
                                 chunk_length=chunk_length, trained_chunk=trained_chunk)
         pred_out.write(PREDICTIONS_HEADER)
         frames = _FramesAlongside(frames_tsv, embeddings_h5)
-        reads = _ReadCalls(read_out, reads_tsv, max_ambiguous_fraction)
+        reads = _ReadCalls(read_out, reads_tsv, max_ambiguous_fraction, min_virus_score)
         with _SortedChunkCalls(paths[1], sort_rows, embeddings_h5) as sorted_calls:
             chunks = _ChunkTally(sorted_calls, reads, scores_out)
             virus_frames = 0
             for start in range(0, len(merged), batch_rows):
                 ids = merged.read_ids(start, start + batch_rows)
-                probabilities = score(model, merged.embeddings[start : start + batch_rows])  # (rows, 2) float32
+                probabilities = score(model, merged.read_rows(start, start + batch_rows))  # (rows, 2) float32
                 lines = []
                 for row, (frame_id, (p_other, p_virus)) in enumerate(zip(ids, probabilities), start):
                     read_id = frames.read_of(frame_id, row)
@@ -112,9 +121,11 @@ def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, out_dir=Non
     counts = {"frames": len(merged), "virus_frames": virus_frames, "chunks": chunks.chunks,
               "virus_chunks": chunks.virus_chunks, "missing": frames.missing, "missing_first": frames.missing_first,
               **calls}
-    log.info("%d frames scored (%d virus); %d chunks (%d virus); reads: %d virus, %d others, %d ambiguous "
+    rule = ("a virus chunk (VirNucPro's rule)" if min_virus_score is None else
+            f"max_virus_score >= {min_virus_score:g}")
+    log.info("%d frames scored (%d virus); %d chunks (%d virus); reads: %d virus (%s), %d others, %d ambiguous "
              "(more than %g of their bases ambiguous), %d without frames", counts["frames"], counts["virus_frames"],
-             counts["chunks"], counts["virus_chunks"], calls["virus"], calls["others"], calls["ambiguous"],
+             counts["chunks"], counts["virus_chunks"], calls["virus"], rule, calls["others"], calls["ambiguous"],
              max_ambiguous_fraction, calls["no_frames"])
     if counts["missing"]:
         log.warning("%d frames of %s have no embedding and were not scored (allow_missing), first %d: %s; "
@@ -320,8 +331,9 @@ class _ReadCalls:
     """read_calls.tsv, written while the chunks arrive: reads.tsv is read alongside (both are in input
     order), so a read's row is written once its last chunk has passed."""
 
-    def __init__(self, out, reads_tsv, max_ambiguous_fraction):
+    def __init__(self, out, reads_tsv, max_ambiguous_fraction, min_virus_score=None):
         self.out, self.reads_tsv, self.limit = out, reads_tsv, max_ambiguous_fraction
+        self.min_virus_score = min_virus_score
         self.reads = read_reads(reads_tsv)
         self.current = None  # the Read whose chunks are arriving
         self.virus_chunks, self.best = 0, None
@@ -356,15 +368,19 @@ class _ReadCalls:
                          "order); frames.tsv and reads.tsv come from different prepare runs: rerun prepare")
 
     def _write(self, read, virus_chunks, best):
+        best_text = "" if best is None else str(best)  # float32's shortest round trip, as the column shows it
         if best is None:
             call = "not_scored" if read.chunks_with_frames else "no_frames"
         elif read.ambiguous / read.length > self.limit:
             call = "ambiguous"
-        else:
+        elif self.min_virus_score is None:
             call = "virus" if virus_chunks else "others"
+        else:
+            # On the number as written, so that `max_virus_score >= t` on the table selects the same reads.
+            call = "virus" if float(best_text) >= self.min_virus_score else "others"
         self.calls[call] += 1
         self.out.write(f"{read.read_id}\t{read.length}\t{read.ambiguous / read.length:.4f}\t{read.chunks}\t"
-                       f"{read.chunks_with_frames}\t{virus_chunks}\t{'' if best is None else str(best)}\t{call}\n")
+                       f"{read.chunks_with_frames}\t{virus_chunks}\t{best_text}\t{call}\n")
 
 
 def _outputs(out_dir, predictions_tsv, chunk_calls_tsv, read_calls_tsv, chunk_scores_tsv):

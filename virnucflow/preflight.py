@@ -5,8 +5,10 @@ is checked by its first 64 KiB (the full record checks are prepare's), a model b
 and table of contents (not its weights), the classifier by loading it (a few MB).
 """
 
+from dataclasses import dataclass
+
 from .errors import VirnucflowError
-from .fasta import check_fasta_start
+from .fasta import check_reads_start
 
 MODELS = (("dnabert_s", "dna"), ("esm2", "protein"))
 
@@ -15,12 +17,13 @@ class PreflightError(VirnucflowError):
     """The run cannot succeed as configured; the message has one line per problem."""
 
 
-def preflight(config, samples, local_gpus=None, built_by_workflow=lambda path: False):
+def preflight(config, samples, local_gpus=None, made_by_rule=lambda path: None):
     """Raise a PreflightError listing every problem of `config` (validated against the schema) and
     `samples` ({name: FASTA path}). `local_gpus`: GPU slots of a local run (None on a cluster).
-    `built_by_workflow(path)`: True for model files a rule of the workflow makes (they do not exist
-    yet and are checked when they are used)."""
-    problems = [f"sample {name}: {error}" for name, error in _fasta_problems(samples)]
+    `made_by_rule(path)`: a `Product` for a file a rule of the workflow makes, else None. An unfinished
+    product (the rule will build it again) is not checked here but by the job that loads it: a leftover
+    of a killed run must never stand between Snakemake and its own recovery."""
+    problems = [f"sample {name}: {error}" for name, error in _reads_problems(samples, made_by_rule)]
     device = config["embed"]["device"]
     if device.startswith("cuda") and local_gpus is not None:
         index = int(device.split(":")[1]) if ":" in device else 0
@@ -31,29 +34,77 @@ def preflight(config, samples, local_gpus=None, built_by_workflow=lambda path: F
     widths = {}
     for key, kind in MODELS:
         spec = config["models"][key]
-        if built_by_workflow(spec):
+        if _unfinished(made_by_rule(spec)):
             continue
         try:
             widths[key] = _model_width(kind, spec)
         except VirnucflowError as error:
-            problems.append(f"models.{key}: {error}")
+            problems.append(f"models.{key}: {error}{_leftover_hint(spec, made_by_rule(spec))}")
     classifier = config.get("classifier")
-    if classifier and not built_by_workflow(classifier):
+    if classifier and not _unfinished(made_by_rule(classifier)):
         features = sum(widths.values()) if len(widths) == len(MODELS) else None
         try:
             _check_classifier(classifier, features, config["chunk_length"])
         except VirnucflowError as error:
-            problems.append(f"classifier: {error}")
+            problems.append(f"classifier: {error}{_leftover_hint(classifier, made_by_rule(classifier))}")
     if problems:
         raise PreflightError("\n".join(problems))
 
 
-def _fasta_problems(samples):
-    for name, path in samples.items():
-        try:
-            check_fasta_start(path)
-        except VirnucflowError as error:
-            yield name, error
+@dataclass(frozen=True)
+class Product:
+    """A file that rule `rule` of the workflow makes; `finished`: every output of its job exists and
+    Snakemake has not marked any of them incomplete."""
+
+    rule: str
+    finished: bool
+
+
+def _unfinished(product):
+    return product is not None and not product.finished
+
+
+def _leftover_hint(path, product):
+    if product is None:
+        return ""
+    return (f" (rule {product.rule} made it: if a run was interrupted while it wrote, this is its leftover; "
+            f"delete {path} and run again)")
+
+
+# Commands that run no job: the checks only matter before jobs run, and must not block Snakemake's own
+# recovery (`--unlock` after a kill) or its bookkeeping.
+NO_JOB_FLAGS = {"--unlock", "--cleanup-metadata", "--cm", "--report", "--lint", "--summary", "-S",
+                "--detailed-summary", "-D", "--dag", "--rulegraph", "--filegraph", "--d3dag", "--touch", "-t",
+                "--delete-all-output", "--delete-temp-output", "--cleanup-shadow", "--archive",
+                "--containerize", "--generate-unit-tests", "--print-compilation", "--version", "-v"}
+
+
+def runs_no_job(argv):
+    """The first argument of a snakemake command line that makes it a command that runs no job, or None."""
+    for arg in argv[1:]:
+        name = arg.split("=", 1)[0]
+        if name in NO_JOB_FLAGS or name.startswith("--list-"):
+            return name
+    return None
+
+
+def is_dry_run(argv):
+    """True for `snakemake -n` (or --dry-run, --dryrun, short flags combined as -np)."""
+    return any(arg in ("--dry-run", "--dryrun") or (arg[:1] == "-" and arg[1:2] != "-" and "n" in arg[1:])
+               for arg in argv[1:])
+
+
+def _reads_problems(samples, made_by_rule):
+    """(sample, error) for each reads file (FASTA or FASTQ; one, or R1 and R2) that starts wrong; a file
+    that a rule of the workflow has not finished (a `module` user's own rule) is checked by prepare."""
+    for name, paths in samples.items():
+        for path in [paths] if isinstance(paths, str) else paths:
+            if _unfinished(made_by_rule(path)):
+                continue
+            try:
+                check_reads_start(path)
+            except VirnucflowError as error:
+                yield name, f"{error}{_leftover_hint(path, made_by_rule(path))}"
 
 
 def _model_width(kind, spec):

@@ -1,7 +1,8 @@
 """The prepare stage: reads -> chunks -> surviving frames -> the sample's work folder (frames.tsv,
 reads.tsv, shards, summary.json; formats in virnucflow.workfiles).
 
-Streams the input in batches of about 1 MiB of FASTA: memory is bounded by the batch, not the file
+Reads FASTA or FASTQ, one file or a pair (virnucflow.fasta names the mates). Streams the input in
+batches of about 1 MiB of text: memory is bounded by the batch, not the file
 (about 50 MB peak RSS whatever the input size; a single read longer than a batch is held whole, a
 few copies of it, so a 50 Mbp read peaks at about 240 MB). The work folder appears only when
 complete, so a failure leaves nothing behind.
@@ -52,10 +53,11 @@ def _chunk_batches(batches, chunk_length, compat):
         yield batch, (read_of_chunk, number, starts), frames
 
 
-def prepare_sample(fasta, out_dir, *, sample, chunk_length, compat, shard_residues, batch_bytes=BLOCK_BYTES):
+def prepare_sample(reads, out_dir, *, sample, chunk_length, compat, shard_residues, batch_bytes=BLOCK_BYTES):
     """Write the work folder of one sample (frames.tsv, reads.tsv, shards/, summary.json) as `out_dir`;
-    returns the summary. `batch_bytes`: FASTA text per batch, which bounds memory (a small multiple of
-    this, plus the longest read)."""
+    returns the summary. `reads`: one FASTA or FASTQ path, or a list of one or two (R1, R2).
+    `batch_bytes`: input text per batch, which bounds memory (a small multiple of this, plus the
+    longest read)."""
     if compat not in COMPAT_MODES:
         raise ValueError(f"compat must be one of {COMPAT_MODES}, not {compat!r}")
     if int(chunk_length) != chunk_length or chunk_length < 1:
@@ -67,7 +69,7 @@ def prepare_sample(fasta, out_dir, *, sample, chunk_length, compat, shard_residu
     totals = dict(reads=0, bases=0, ambiguous_bases=0, chunks=0, chunks_with_frames=0, frames=0, residues=0,
                   fasta_bytes=0)
     with WorkFolderWriter(out_dir, shard_residues) as work:
-        for batch, chunk_table, frames in _chunk_batches(read_batches(fasta, batch_bytes), chunk_length, compat):
+        for batch, chunk_table, frames in _chunk_batches(read_batches(reads, batch_bytes), chunk_length, compat):
             _write_batch(batch, chunk_table, frames, chunk_length, work, totals)
             now = time.monotonic()
             if now - last_report >= REPORT_SECONDS:
@@ -90,7 +92,8 @@ def prepare_sample(fasta, out_dir, *, sample, chunk_length, compat, shard_residu
 def _rates(totals, seconds):
     seconds = max(seconds, 1e-9)
     return (f"{totals['reads']} reads, {totals['frames']} frames so far; {totals['reads'] / seconds:.0f} reads/s, "
-            f"{totals['fasta_bytes'] / seconds / 1e6:.1f} MB/s of FASTA ({totals['bases'] / seconds / 1e6:.1f} Mbp/s)")
+            f"{totals['fasta_bytes'] / seconds / 1e6:.1f} MB/s of input text "
+            f"({totals['bases'] / seconds / 1e6:.1f} Mbp/s)")
 
 
 def _write_batch(batch, chunk_table, frames, chunk_length, work, totals):

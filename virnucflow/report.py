@@ -3,6 +3,7 @@ shard, virus scores and read calls. Every function takes paths and writes a PNG 
 plot stays readable from 1 to a few hundred samples and says so in a note when it has no data."""
 
 import csv
+import heapq
 import html
 import json
 import logging
@@ -29,6 +30,9 @@ CALLS = {"virus": "#d95f02", "others": "#7570b3", "ambiguous": "#e6ab02", "no_fr
 COUNTS = [("reads", "reads", "#4c72b0"), ("chunks", "chunks", "#8da0cb"),
           ("chunks_with_frames", "chunks with a kept frame", "#66c2a5"), ("frames", "frames kept", "#1b9e77")]
 MANY = 8  # more samples than this: the score histograms become one heat map
+TOP_VIRUS_READS = 1000  # rows of the report's virus-read table, over all samples: the report's size is bounded
+VIRUS_READ_COLUMNS = ["sample", "read_id", "length", "max_virus_score", "virus_chunks", "chunks_with_frames",
+                      "ambiguous_fraction"]  # as results/virus_reads.tsv
 SCORE_BINS = np.linspace(0, 1, 21)
 DPI = 110
 THOUSANDS = StrMethodFormatter("{x:,.0f}")
@@ -77,6 +81,60 @@ def call_counts(read_calls_tsv):
     for call in _tsv_column(read_calls_tsv, "call"):
         counts[call] = counts.get(call, 0) + 1
     return counts
+
+
+def best_virus_reads(samples, read_calls, n=TOP_VIRUS_READS):
+    """The `n` virus reads with the highest max_virus_score over all samples (ties: sample order, then input
+    order), best first, as dicts of VIRUS_READ_COLUMNS; and the number of virus reads in all. Streamed, with
+    at most `n` rows held, whatever the number of reads."""
+    kept, total = [], 0  # min-heap of ((score, -sample, -row), row): the first to go is the worst, then the latest
+    for s, (sample, path) in enumerate(zip(samples, read_calls, strict=True)):
+        with open(path, newline="") as handle:
+            header = handle.readline().rstrip("\r\n").split("\t")
+            missing = [c for c in VIRUS_READ_COLUMNS[1:] + ["call"] if c not in header]
+            if missing:
+                raise ValueError(f"{path}: no column {', '.join(missing)}")
+            index = {c: header.index(c) for c in VIRUS_READ_COLUMNS[1:] + ["call"]}
+            for number, line in enumerate(handle):
+                fields = line.rstrip("\r\n").split("\t")
+                if fields[index["call"]] != "virus":
+                    continue
+                total += 1
+                key = (float(fields[index["max_virus_score"]]), -s, -number)
+                if len(kept) < n or key > kept[0][0]:
+                    row = {"sample": sample, **{c: fields[index[c]] for c in VIRUS_READ_COLUMNS[1:]}}
+                    (heapq.heappush if len(kept) < n else heapq.heapreplace)(kept, (key, row))
+    return [row for _, row in sorted(kept, key=lambda item: item[0], reverse=True)], total
+
+
+def write_virus_reads_html(rows, total, path, min_virus_score=None, classifier=True):
+    """The report's table of the best virus reads (`rows` of best_virus_reads, `total` virus reads in all):
+    one small page whatever the number of reads, pointing to the files that hold them all."""
+    rule = ("a chunk called virus by VirNucPro's rule" if min_virus_score is None else
+            f"max_virus_score >= {min_virus_score:g} (calls.min_virus_score)")
+    if rows:
+        note = (f"The {_fmt(len(rows))} best-scoring of {_fmt(total)} virus reads (virus: {html.escape(rule)}), by "
+                "max_virus_score. " if len(rows) < total else
+                f"All {_fmt(total)} virus reads (virus: {html.escape(rule)}), by max_virus_score. ")
+    elif classifier:
+        note = f"No read was called virus (virus: {html.escape(rule)}). "
+    else:
+        note = "No classifier run (set <code>classifier:</code> in the config): no read calls. "
+    note += ("Every virus read: <code>results/virus_reads.tsv</code>; their sequences: "
+             "<code>results/{sample}/virus_reads.fa.gz</code>; every read's call: "
+             "<code>results/{sample}/read_calls.tsv</code>.")
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in VIRUS_READ_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in VIRUS_READ_COLUMNS) + "</tr>\n"
+                   for row in rows)
+    page = (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>virnucflow virus reads</title><style>"
+        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "th,td{border:1px solid #ccc;padding:2px 6px}th{background:#f0f0f0}td:nth-child(n+3){text-align:right}"
+        "</style></head><body>\n"
+        f"<p>{note}</p>\n" + (f"<table>\n<tr>{head}</tr>\n{body}</table>\n" if rows else "") + "</body></html>\n"
+    )
+    with atomic_open(path) as handle:
+        handle.write(page)
 
 
 def score_histogram(predictions_tsv, bins=SCORE_BINS, block=100_000):
@@ -404,7 +462,7 @@ def plot_scores(samples, predictions, path):
     _save(fig, path)
 
 
-def plot_calls(samples, calls, path):
+def plot_calls(samples, calls, path, min_virus_score=None):
     """Reads per call and sample, stacked, with the virus share written beside each bar."""
     n = len(samples)
     fig, ax = plt.subplots(figsize=(WIDTH, _rows_height(n, 0.42 if n <= MANY else 0.26)))
@@ -431,16 +489,21 @@ def plot_calls(samples, calls, path):
     ax.set_yticks(y, samples)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlabel("reads")
-    ax.set_title("Read-level calls per sample (a read is virus when any of its chunks is)", pad=24 if calls else 6)
+    rule = ("any of its chunks is" if min_virus_score is None else
+            f"its best frame's virus score is >= {min_virus_score:g}")
+    ax.set_title(f"Read-level calls per sample (a read is virus when {rule})", pad=24 if calls else 6)
     ax.grid(axis="x", color="#eeeeee")
     ax.set_axisbelow(True)
     _save(fig, path)
 
 
-def write_report_plots(samples, summaries, validations, embed_jobs, predictions, read_calls, outputs):
+def write_report_plots(samples, summaries, validations, embed_jobs, predictions, read_calls, outputs,
+                       min_virus_score=None):
     """Everything the report shows. `outputs`: paths for summary (TSV), counts, throughput, scores and
-    calls (PNG), and optionally summary_html. `embed_jobs`: each sample's embed_jobs.tsv;
-    `predictions`, `read_calls`: one per sample, or empty without a classifier."""
+    calls (PNG), and optionally summary_html and virus_reads (HTML: the TOP_VIRUS_READS best virus reads;
+    the report holds no per-read file). `embed_jobs`: each sample's embed_jobs.tsv; `predictions`,
+    `read_calls`: one per sample, or empty without a classifier. `min_virus_score`: the read calls' threshold
+    (calls.min_virus_score), named in the plots."""
     samples = list(samples)
     for name, paths in (("embed_jobs", embed_jobs), ("predictions", predictions), ("read_calls", read_calls)):
         if paths and len(paths) != len(samples):
@@ -455,7 +518,10 @@ def write_report_plots(samples, summaries, validations, embed_jobs, predictions,
     plot_counts(rows, outputs["counts"])
     plot_throughput([job for sample_jobs in jobs for job in sample_jobs], outputs["throughput"])
     plot_scores(samples, predictions or [], outputs["scores"])
-    plot_calls(samples, calls, outputs["calls"])
+    plot_calls(samples, calls, outputs["calls"], min_virus_score)
+    if outputs.get("virus_reads"):
+        best, total = best_virus_reads(samples, read_calls) if read_calls else ([], 0)
+        write_virus_reads_html(best, total, outputs["virus_reads"], min_virus_score, classifier=bool(read_calls))
     log.info("report plots for %d samples written", len(samples))
     for warning in warnings(rows):
         log.warning("%s", warning)

@@ -1,4 +1,4 @@
-"""The sample sheet: sample name -> FASTA path, checked before any job starts (the FASTA files
+"""The sample sheet: sample name -> its reads file(s), checked before any job starts (the files
 themselves are checked by `virnucflow.preflight`)."""
 
 import csv
@@ -8,31 +8,45 @@ from pathlib import Path
 from .errors import InputError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# Names the workflow uses beside the samples' folders: results/report/ (the report) and the files
-# logs/report_plots.log and logs/demo_models.log. Compared without case (case-insensitive file systems).
+# Names the workflow uses beside the samples' folders (results/report/, results/virus_reads.tsv) and
+# logs/*.log files of its own. Compared without case (case-insensitive file systems).
 RESERVED = {"report": "results/report/ holds the report",
             "report_plots.log": "logs/report_plots.log is the report's log",
-            "demo_models.log": "logs/demo_models.log is the demo models' log"}
+            "demo_models.log": "logs/demo_models.log is the demo models' log",
+            "virus_reads.tsv": "results/virus_reads.tsv is the table of every sample's viral reads",
+            "virus_reads_table.log": "logs/virus_reads_table.log is that table's log"}
+READS = ("reads", "fasta")  # the second column's name; `fasta` is its older name
+MATES = ("reads2", "fasta2")  # the optional column of R2 files (paired-end), anywhere after the second
 
 
 def read_sample_sheet(path):
-    """Return {sample: fasta path} from a TSV with columns `sample` and `fasta`.
+    """Return {sample: [reads path]} or, for paired-end samples, {sample: [R1 path, R2 path]}, from a TSV
+    with columns `sample`, `reads` (or `fasta`) and optionally `reads2` (or `fasta2`).
 
     Names must be safe path components (they become directories); paths are relative to the
-    directory Snakemake runs in, like every other path of the workflow.
+    directory Snakemake runs in, like every other path of the workflow. A sample with an empty
+    `reads2` cell is single-end, so one sheet may mix both.
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: sample sheet not found; set `samples:` in the config to a TSV with columns sample, fasta")
+        raise InputError(f"{path}: sample sheet not found; set `samples:` in the config to a TSV with columns sample, "
+                         "reads (and reads2 for paired-end)")
     with open(path, newline="") as handle:
         rows = [row for row in csv.reader(handle, delimiter="\t") if row and not row[0].startswith("#")]
-    if not rows or [c.strip() for c in rows[0][:2]] != ["sample", "fasta"]:
-        raise InputError(f"{path}: the first line must be the header 'sample<TAB>fasta'")
+    header = [column.strip() for column in rows[0]] if rows else []
+    if header[:1] != ["sample"] or len(header) < 2 or header[1] not in READS:
+        raise InputError(f"{path}: the first line must be the header 'sample<TAB>reads' (or 'sample<TAB>fasta'), "
+                         "with 'reads2' as a further column for paired-end samples")
+    mates = [i for i, column in enumerate(header) if column in MATES]
+    if len(mates) > 1:
+        raise InputError(f"{path}: the header has {len(mates)} columns of R2 files "
+                         f"({', '.join(header[i] for i in mates)}); keep one, named reads2")
+    mate = mates[0] if mates else None
     samples = {}
     for line_no, row in enumerate(rows[1:], start=2):
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise InputError(f"{path}: row {line_no} needs a sample name and a FASTA path separated by a tab")
-        name, fasta = row[0].strip(), row[1].strip()
+            raise InputError(f"{path}: row {line_no} needs a sample name and a reads path separated by a tab")
+        name, reads = row[0].strip(), row[1].strip()
         if not SAFE_NAME.match(name):
             raise InputError(
                 f"{path}: row {line_no}: sample name {name!r} is not a safe path component; "
@@ -43,7 +57,14 @@ def read_sample_sheet(path):
                              f"the sample's files would mix with it); rename the sample, e.g. {name}_1")
         if name in samples:
             raise InputError(f"{path}: row {line_no}: sample {name!r} is listed twice; give each sample one row")
-        samples[name] = fasta
+        files = [reads]
+        reads2 = row[mate].strip() if mate is not None and mate < len(row) else ""
+        if reads2:
+            if reads2 == reads:
+                raise InputError(f"{path}: row {line_no}: sample {name!r} names {reads} as both R1 and R2; give the "
+                                 f"R2 file in {header[mate]}, or leave it empty for single-end reads")
+            files.append(reads2)
+        samples[name] = files
     if not samples:
-        raise InputError(f"{path}: no samples listed; add rows 'name<TAB>path/to/reads.fa'")
+        raise InputError(f"{path}: no samples listed; add rows 'name<TAB>path/to/reads.fq.gz'")
     return samples

@@ -10,6 +10,6 @@ def export_virnucpro_pt(embeddings_h5, out_pt):
     import torch
 
     with open_embeddings(embeddings_h5) as merged:
-        data = {"ids": merged.read_ids(), "data": torch.from_numpy(merged.embeddings[:])}
+        data = {"ids": merged.read_ids(), "data": torch.from_numpy(merged.read_rows())}  # float32, as VirNucPro's
     with atomic_path(out_pt) as tmp:
         torch.save(data, tmp)

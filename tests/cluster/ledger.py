@@ -1,5 +1,6 @@
-"""Reading the job ledger of tests/cluster/submit.sh, or Snakemake's own log of a local run: how many
-jobs of a rule ran at the same time."""
+"""Reading the job ledger of tests/cluster/submit.sh (or of the stand-in Slurm and LSF,
+tests/cluster/fake_scheduler.py, which writes the same lines), or Snakemake's own log of a local run:
+how many jobs of a rule ran at the same time."""
 
 import re
 from datetime import datetime

@@ -86,7 +86,10 @@ say "demo workflow through the slurm executor (Slurm's RUNNING jobs polled every
    sleep 0.3
  done) > "$work/squeue_running.txt" &
 poller=$!
+# This Slurm has no accounting database, so `sacct` cannot answer: status from squeue (the profile
+# leaves the choice to the plugin, which takes sacct where it exists, as it does here).
 (cd "$work" && "$python" -m snakemake --profile profiles/slurm --configfile config/demo.yaml "$repo/tests/slurm/config.yaml" \
+   --slurm-status-command squeue \
    --slurm-init-seconds-before-status-checks 2 --seconds-between-status-checks 2 --latency-wait 5 2>&1 | tee snakemake.log) || {
   tail -30 "$state/slurmctld.log"; exit 1; }
 kill "$poller"; poller=

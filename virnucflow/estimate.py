@@ -1,0 +1,164 @@
+"""What a run will cost, before it runs: reads, frames, tokens per model, GPU-hours and disk, per sample
+and in total, from each input's size and its first records (printed by `snakemake -n`).
+
+A sample of the first `SAMPLE_BYTES` of text of each input is chunked and translated as prepare does;
+its reads, frames and residues per byte of text scale to the whole file (a .gz file's text is its
+size times the sample's own gzip ratio). Rates are the tokens/s measured for the published models
+on one H200 in bf16 (BENCHMARKS.md), scaled by weight bytes for another model; no H100 figure has
+been measured yet. An estimate, good to within the input's heterogeneity: a file whose first
+records are not like the rest (sorted by length, say) is estimated from its first records.
+"""
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fasta import read_batches
+from .frames import chunk_layout, find_frames
+
+SAMPLE_BYTES = 256 << 10
+# Measured on one H200, bf16 (BENCHMARKS.md, issue 12): ESM-2 3B packed, DNABERT-S padded batches.
+MEASURED = {"protein": ("ESM-2 3B", 11.4e9, 75_024), "dna": ("DNABERT-S", 470e6, 959_000)}
+GPU = "H200"
+ROW_OVERHEAD_BYTES = 64  # an id and its HDF5 bookkeeping per row, beside the floats
+DNA_BASES_PER_TOKEN = 4.0  # without a tokenizer at hand (DNABERT-S's BPE, measured on its own sample when it is)
+
+
+@dataclass
+class Estimate:
+    sample: str
+    text_bytes: float
+    reads: float
+    frames: float
+    residues: float
+    bases: float  # nucleotides of the frames (what DNABERT-S reads)
+    protein_tokens: float = 0.0
+    dna_tokens: float = 0.0
+
+    def __add__(self, other):
+        return Estimate("total", *(getattr(self, field) + getattr(other, field) for field in FIELDS))
+
+
+FIELDS = ("text_bytes", "reads", "frames", "residues", "bases", "protein_tokens", "dna_tokens")
+
+
+def _is_gzip(path):
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _text_bytes(path, sample_bytes):
+    """The file's text size: its size, or for gzip its size times the first text's compression ratio."""
+    size = os.path.getsize(path)
+    if not _is_gzip(path):
+        return size
+    with gzip.open(path, "rb") as handle:
+        text = handle.read(sample_bytes)
+    return size * len(text) / max(len(zlib.compress(text, 6)), 1)
+
+
+def _batch_estimate(batch, chunk_length, compat, dna_tokenizer):
+    """The counts of one batch of reads, chunked and translated as prepare does."""
+    read_of_chunk, starts = chunk_layout(batch.lengths, chunk_length, compat)
+    offsets = (np.cumsum(batch.lengths) - batch.lengths)[read_of_chunk] + starts
+    lengths = np.minimum(batch.lengths[read_of_chunk] - starts, chunk_length)
+    _, _, _, _, proteins, nucleotides = find_frames(batch.sequence, offsets, lengths, compat)
+    residues, bases = sum(map(len, proteins)), sum(map(len, nucleotides))
+    if dna_tokenizer is not None and nucleotides:
+        dna_tokens = sum(len(e.ids) for e in dna_tokenizer.encode_batch([n.decode() for n in nucleotides]))
+    else:
+        dna_tokens = bases / DNA_BASES_PER_TOKEN + 2 * len(proteins)
+    return Estimate("", batch.size, len(batch.ids), len(proteins), residues, bases,
+                    residues + 2 * len(proteins), dna_tokens)
+
+
+def estimate_sample(sample, paths, chunk_length, compat, sample_bytes=SAMPLE_BYTES, dna_tokenizer=None):
+    """An Estimate of one sample (one reads file, or R1 and R2) from the first records of each file."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    total = None
+    for path in paths:
+        seen = Estimate(sample, 0, 0, 0, 0, 0)
+        batches = read_batches(path, block_bytes=sample_bytes, check_unique=False)
+        for batch in batches:  # the first sample_bytes of text, in whole records (a small file whole)
+            seen = seen + _batch_estimate(batch, chunk_length, compat, dna_tokenizer)
+            if seen.text_bytes >= sample_bytes:
+                break
+        batches.close()
+        scale = _text_bytes(path, int(seen.text_bytes)) / max(seen.text_bytes, 1)
+        part = Estimate(sample, *(getattr(seen, field) * scale for field in FIELDS))
+        total = part if total is None else total + part
+    total.sample = sample
+    return total
+
+
+def gpu_hours(tokens, kind, weight_bytes=None):
+    """Hours on one GPU at the measured rate of the published model, scaled by weight bytes for another."""
+    _, published_bytes, rate = MEASURED[kind]
+    rate *= published_bytes / (weight_bytes or published_bytes)
+    return tokens / rate / 3600
+
+
+def disk_bytes(frames, widths):
+    """(shards, embeddings.h5, peak during the merge) for `frames` rows of float32 features."""
+    row = sum(widths) * 4 + ROW_OVERHEAD_BYTES
+    return frames * row, frames * row, 2 * frames * row
+
+
+def _human(n, unit=""):
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {suffix}{unit}".rstrip()
+    return f"{n:.3g} {unit}".rstrip()
+
+
+def _duration(hours):
+    seconds = hours * 3600
+    if seconds < 60:
+        return f"{seconds:.2g} s"
+    return f"{seconds / 60:.2g} min" if seconds < 3600 else f"{hours:,.3g} h"
+
+
+def report_lines(estimates, widths, weight_bytes):
+    """The lines `snakemake -n` prints: one per sample and a total."""
+    lines = [f"estimate (first {SAMPLE_BYTES >> 10} KiB of each input; GPU-hours on one {GPU} at the "
+             "measured bf16 rates; see README 'What a run will cost'):"]
+    rows = list(estimates) + ([sum(estimates[1:], estimates[0])] if len(estimates) > 1 else [])
+    for each in rows:
+        hours = {kind: gpu_hours(getattr(each, f"{kind}_tokens"), kind, weight_bytes.get(kind))
+                 for kind in ("protein", "dna")}
+        shards, result, peak = disk_bytes(each.frames, widths)
+        lines.append(f"  {each.sample}: {_human(each.reads)} reads, {_human(each.frames)} frames, "
+                     f"{_human(each.protein_tokens)} ESM-2 tokens ({_duration(hours['protein'])} of GPU), "
+                     f"{_human(each.dna_tokens)} DNABERT-S tokens ({_duration(hours['dna'])}); disk: shards "
+                     f"{_human(shards, 'B')}, embeddings.h5 {_human(result, 'B')}, {_human(peak, 'B')} during the merge")
+    return lines
+
+
+def estimate_run(config, samples):
+    """report_lines for a checked config and {sample: reads path(s)}: the models' widths, weight bytes and
+    DNABERT-S tokenizer are read where they resolve (the published figures where they do not)."""
+    from .job_resources import weight_bytes
+    from .models.resolve import locate_model, model_width
+
+    widths, weights, tokenizer = [], {}, None
+    for kind, key, published in (("dna", "dnabert_s", 768), ("protein", "esm2", 2560)):
+        spec = config["models"][key]
+        try:
+            widths.append(model_width(kind, spec))
+        except Exception:  # not built or downloaded yet: the published width
+            widths.append(published)
+        weights[kind] = weight_bytes(spec, kind)
+    try:
+        from .models.dnabert_s_pretrained import load_tokenizer
+
+        tokenizer = load_tokenizer(locate_model(config["models"]["dnabert_s"], "dna")[0])
+        tokenizer.no_padding()  # as the encoder: the published file pads to 2,000 tokens
+        tokenizer.no_truncation()
+    except Exception:
+        tokenizer = None
+    estimates = [estimate_sample(name, paths, config["chunk_length"], config["compat"], dna_tokenizer=tokenizer)
+                 for name, paths in samples.items()]
+    return report_lines(estimates, widths, weights)
