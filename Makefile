@@ -50,7 +50,7 @@ check-gpu: setup
 demo: setup
 	$(SNAKEMAKE) --configfile config/demo.yaml --cores $(CORES)
 	$(SNAKEMAKE) --configfile config/demo.yaml --report results/report.html
-	@echo "demo finished: results/*/embeddings.h5, results/*/read_calls.tsv, results/report.html"
+	@echo "demo finished: results/*/embeddings.h5, results/*/read_calls.tsv, results/*/virus_reads.fa.gz, results/virus_reads.tsv, results/report.html"
 
 lint: setup
 	$(SNAKEMAKE) --lint --configfile config/demo.yaml

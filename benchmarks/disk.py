@@ -2,7 +2,7 @@
 float16` changes: bytes, merge and predict time, classifier scores and calls.
 
 1. The workflow (config/demo.yaml: the tiny untrained models, 48 + 64 features) runs on --reads
-   synthetic reads of 500 bp (half "coding", virnucflow.synthetic) with keep_shards: true, while a
+   synthetic reads of 500 bp (half "coding", benchmarks/synthetic.py) with keep_shards: true, while a
    thread samples the allocated bytes (st_blocks: what a quota counts) of every file under work/ and
    results/ every --interval seconds. Afterwards each finished file is measured (apparent size); each
    HDF5 file's overhead (its bytes beyond the row storage it allocated: ids, HDF5's structures) per row
@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from virnucflow.embeddings import ROWS_PER_CHUNK, EmbeddingWriter, open_embeddings  # noqa: E402
-from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
+from benchmarks.synthetic import synthetic_reads, write_fasta  # noqa: E402
 from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER  # noqa: E402
 
 FILES = ["Snakefile", "rules", "scripts", "config", "envs", "report", "virnucflow"]
@@ -172,7 +172,8 @@ def embed_job_peak(root, kind, shard, scratch):
     output being written, measured as the output is closed. Returns (rows, sidecar bytes, output bytes)."""
     from virnucflow.embed import embed_shard
 
-    models = {"dna": root / "resources/demo_models/dnabert_s_tiny", "protein": root / "resources/demo_models/esm2_t2_tiny.pt"}
+    models = {"dna": root / "resources/demo_models/dnabert_s_tiny",
+              "protein": root / "resources/demo_models/esm2_t2_tiny.pt"}
     fasta = root / f"work/{SAMPLE}/shards/{shard}.{'fna' if kind == 'dna' else 'faa'}"
     out = scratch / f"{shard}.{kind}.h5"
     seen = []
@@ -354,7 +355,8 @@ def float16_lines(title, result, calls):
         f"### {title}", "",
         "| | float32 | float16 | float16 / float32 |", "|---|---:|---:|---:|",
         f"| embeddings.h5 bytes | {f32['bytes']:,} | {f16['bytes']:,} | {f16['bytes'] / f32['bytes']:.3f} |",
-        f"| merge s (median, ends in sync) | {f32['merge']:.2f} | {f16['merge']:.2f} | {f16['merge'] / f32['merge']:.2f} |",
+        f"| merge s (median, ends in sync) | {f32['merge']:.2f} | {f16['merge']:.2f} | "
+        f"{f16['merge'] / f32['merge']:.2f} |",
         f"| predict s (median) | {f32['predict']:.2f} | {f16['predict']:.2f} | "
         f"{f16['predict'] / f32['predict']:.2f} |", "",
         f"Change of score2 = P(virus) per frame, float16 against float32: largest {calls['max']:.3g}, median "
@@ -391,7 +393,8 @@ def main():
         wall = time.perf_counter() - started
         watch.done.set()
         watch.join()
-        print(f"workflow: {wall:.0f} s, {watch.samples} disk samples ({watch.merge_samples} during the merge)", flush=True)
+        print(f"workflow: {wall:.0f} s, {watch.samples} disk samples ({watch.merge_samples} during the merge)",
+              flush=True)
 
         work, results = root / "work" / SAMPLE, root / "results" / SAMPLE
         reads, frames = lines_of(work / "reads.tsv"), lines_of(work / "frames.tsv")

@@ -48,11 +48,13 @@ def start(workdir, command, configfiles=(), env=None):
 
 
 def on_fake_cluster(folder, profile, *extra, env=()):
-    """Start the demo through `profile` on a stand-in cluster of its own (records in folder/cluster)."""
+    """Start the demo through `profile` (a profile folder, or a list of plain options) on a stand-in
+    cluster of its own (records in folder/cluster)."""
     bin_dir = install(folder / "bin", folder / "cluster")
     environment = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
     environment.update(env, PATH=f"{bin_dir}:{environment['PATH']}")
-    return start(folder / "run", ["--profile", profile, *FAST, *extra], [DEVICE_AUTO], environment)
+    options = ["--profile", profile] if isinstance(profile, str) else list(profile)
+    return start(folder / "run", [*options, *FAST, *extra], [DEVICE_AUTO], environment)
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +63,21 @@ def runs(tmp_path_factory, demo_models_dir):
     locally (the reference), and through each profile with its site settings on the command line, as
     the profiles' comments say. {name: (run folder, Snakemake's log, the stand-in's records)}."""
     folders = {}
-    for name in ("local", "slurm", "lsf"):
+    for name in ("local", "slurm", "lsf", "plain"):
         folders[name] = tmp_path_factory.mktemp(name)
         shutil.copytree(demo_models_dir, copy_workflow(folders[name] / "run") / "resources")
-    processes = {
-        "local": start(folders["local"] / "run", ["--cores", "2"]),
-        "slurm": on_fake_cluster(folders["slurm"], "profiles/slurm", "--slurm-init-seconds-before-status-checks", "1",
-                                 "--default-resources", "slurm_partition=gpu", "slurm_account=proj"),
-        "lsf": on_fake_cluster(folders["lsf"], "profiles/lsf", "--default-resources", "lsf_queue=gpu",
-                               "lsf_project=proj", env=documented_memfmt()),
-    }
+    memfmt, processes = documented_memfmt(), {}
     try:
+        processes["local"] = start(folders["local"] / "run", ["--cores", "2"])
+        processes["slurm"] = on_fake_cluster(folders["slurm"], "profiles/slurm", "--default-resources",
+                                             "slurm_partition=gpu", "slurm_account=proj",
+                                             "--slurm-init-seconds-before-status-checks", "1")
+        processes["lsf"] = on_fake_cluster(folders["lsf"], "profiles/lsf", "--default-resources", "lsf_queue=gpu",
+                                           "lsf_project=proj", env=memfmt)
+        # No profile at all, not even profiles/default: what the rules declare is all a job gets.
+        processes["plain"] = on_fake_cluster(folders["plain"], ["--executor", "slurm", "--jobs", "20",
+                                                                "--workflow-profile", "none"],
+                                             "--slurm-init-seconds-before-status-checks", "1")
         for process in processes.values():
             process.wait(timeout=900)
     finally:
@@ -174,6 +180,18 @@ def test_lsf_profile_asks_for_what_each_job_needs(runs):
         assert value_after(argv, "-q") == "gpu" and value_after(argv, "-P") == "proj"
         assert (value_after(argv, "-gpu") == "num=1") == (jobid in embeds), (rule, argv)
     assert {jobs[jobid][1] for jobid in embeds} == {EMBED_THREADS}
+    assert_same_results(workdir, finished(runs, "local")[0])
+
+
+def test_a_plain_slurm_executor_without_a_profile_submits_every_job_with_memory_and_runtime(runs):
+    workdir, log, state = finished(runs, "plain")
+    jobs = submitted_jobs(log, "SLURM")
+    sbatch = {call["jobid"]: call["argv"] for call in calls(state, "sbatch")}
+    assert set(sbatch) == set(jobs) and any(rule.startswith("embed_") for rule, *_ in jobs.values())
+    for jobid, argv in sbatch.items():
+        rule, threads, resources = jobs[jobid]
+        assert int(value_after(argv, "--mem")) == int(resources["mem_mb"]) >= 1000, (rule, argv)
+        assert int(value_after(argv, "-t")) == int(resources["runtime"]) >= 10, (rule, argv)
     assert_same_results(workdir, finished(runs, "local")[0])
 
 

@@ -37,7 +37,7 @@ def _merge(args):
         merge_sample(args.frames, args.dna, args.protein, args.out, validation_json=args.validation,
                      missing_ids_txt=args.missing, buffer_rows=args.buffer_rows, allow_missing=args.allow_missing,
                      chunk_length=args.chunk_length, compat=args.compat, dna_fasta=args.dna_fasta,
-                     protein_fasta=args.protein_fasta)
+                     protein_fasta=args.protein_fasta, dtype=args.dtype)
 
 
 def _export_pt(args):
@@ -135,6 +135,8 @@ def build_parser():
     p.add_argument("--buffer-rows", type=int, default=merge["buffer_rows"], help="rows per read/write step")
     p.add_argument("--allow-missing", action=argparse.BooleanOptionalAction, default=merge["allow_missing"],
                    help="finish with the ids that exist and list the others in --missing")
+    p.add_argument("--dtype", choices=choices("merge", "dtype"), default=merge["dtype"],
+                   help="how the result stores its features: float32, or float16 in half the bytes (README 'Disk use')")
     p.set_defaults(run=_merge)
 
     p = command("export-pt", help="write VirNucPro's merged .pt format from embeddings.h5")

@@ -23,7 +23,7 @@ SAMPLE_BYTES = 256 << 10
 # Measured on one H200, bf16 (BENCHMARKS.md, issue 12): ESM-2 3B packed, DNABERT-S padded batches.
 MEASURED = {"protein": ("ESM-2 3B", 11.4e9, 75_024), "dna": ("DNABERT-S", 470e6, 959_000)}
 GPU = "H200"
-ROW_OVERHEAD_BYTES = 64  # an id and its HDF5 bookkeeping per row, beside the floats
+ROW_OVERHEAD_BYTES = 53  # an id and its HDF5 bookkeeping per row, beside the floats (BENCHMARKS.md "Disk use")
 DNA_BASES_PER_TOKEN = 4.0  # without a tokenizer at hand (DNABERT-S's BPE, measured on its own sample when it is)
 
 
@@ -101,10 +101,12 @@ def gpu_hours(tokens, kind, weight_bytes=None):
     return tokens / rate / 3600
 
 
-def disk_bytes(frames, widths):
-    """(shards, embeddings.h5, peak during the merge) for `frames` rows of float32 features."""
-    row = sum(widths) * 4 + ROW_OVERHEAD_BYTES
-    return frames * row, frames * row, 2 * frames * row
+def disk_bytes(frames, widths, result_dtype="float32"):
+    """(shards, embeddings.h5, peak during the merge) for `frames` rows: float32 shards, the result in
+    `result_dtype` (merge.dtype)."""
+    shards = frames * (sum(widths) * 4 + ROW_OVERHEAD_BYTES)
+    result = frames * (sum(widths) * (2 if result_dtype == "float16" else 4) + ROW_OVERHEAD_BYTES)
+    return shards, result, shards + result
 
 
 def _human(n, unit=""):
@@ -121,7 +123,7 @@ def _duration(hours):
     return f"{seconds / 60:.2g} min" if seconds < 3600 else f"{hours:,.3g} h"
 
 
-def report_lines(estimates, widths, weight_bytes):
+def report_lines(estimates, widths, weight_bytes, result_dtype="float32"):
     """The lines `snakemake -n` prints: one per sample and a total."""
     lines = [f"estimate (first {SAMPLE_BYTES >> 10} KiB of each input; GPU-hours on one {GPU} at the "
              "measured bf16 rates; see README 'What a run will cost'):"]
@@ -129,7 +131,7 @@ def report_lines(estimates, widths, weight_bytes):
     for each in rows:
         hours = {kind: gpu_hours(getattr(each, f"{kind}_tokens"), kind, weight_bytes.get(kind))
                  for kind in ("protein", "dna")}
-        shards, result, peak = disk_bytes(each.frames, widths)
+        shards, result, peak = disk_bytes(each.frames, widths, result_dtype)
         lines.append(f"  {each.sample}: {_human(each.reads)} reads, {_human(each.frames)} frames, "
                      f"{_human(each.protein_tokens)} ESM-2 tokens ({_duration(hours['protein'])} of GPU), "
                      f"{_human(each.dna_tokens)} DNABERT-S tokens ({_duration(hours['dna'])}); disk: shards "
@@ -161,4 +163,4 @@ def estimate_run(config, samples):
         tokenizer = None
     estimates = [estimate_sample(name, paths, config["chunk_length"], config["compat"], dna_tokenizer=tokenizer)
                  for name, paths in samples.items()]
-    return report_lines(estimates, widths, weights)
+    return report_lines(estimates, widths, weights, config["merge"]["dtype"])

@@ -32,10 +32,9 @@ def split_sheet(text, part_size):
         raise VirnucflowError(f"part size {part_size}: give at least 1 sample per part")
     head, rows = [], []
     for line in text.splitlines():
-        ignored = not line.strip() or line.startswith("#")
-        if not any(not h.startswith("#") and h.strip() for h in head):
+        if not any(h.strip() and not h.startswith("#") for h in head):
             head.append(line)  # up to and including the header line
-        elif not ignored:
+        elif line.strip() and not line.startswith("#"):
             rows.append(line)
     head = [line for line in head if line.strip()]
     return ["".join(f"{line}\n" for line in head + rows[start:start + part_size])
@@ -101,8 +100,8 @@ def run_in_parts(sheet, part_size, snakemake_args, folder="parts", snakemake=Non
             log.info("part %d of %d (%s): finished before, skipped", index, len(parts), part)
             continue
         samples = list(read_sample_sheet(part))
-        log.info("part %d of %d (%s): %d samples, %s .. %s", index, len(parts), part, len(samples), samples[0],
-                 samples[-1])
+        log.info("part %d of %d (%s): samples %s .. %s (%d)", index, len(parts), part, samples[0], samples[-1],
+                 len(samples))
         status = run(snakemake + with_samples(snakemake_args, Path(part).resolve())).returncode
         if status != 0:
             raise VirnucflowError(f"part {index} of {len(parts)} ({part}, samples {samples[0]} .. {samples[-1]}) "

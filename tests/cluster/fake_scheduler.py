@@ -125,8 +125,8 @@ def _run(jobid):
     env.pop("CUDA_VISIBLE_DEVICES", None)  # the fake cluster hands out no GPU: device auto computes on the CPU
     Path(job["output"]).parent.mkdir(parents=True, exist_ok=True)
     with open(job["output"], "w") as out:
-        status = subprocess.run(["/bin/sh", "-c", job["command"]], cwd=job["workdir"], env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT).returncode
+        status = subprocess.run(["/bin/sh", "-c", job["command"]], cwd=job["workdir"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT).returncode
     _locked_append(ledger, f"end {time.time():.6f} {job['rule']} {jobid} {status}\n")
 
 
@@ -270,7 +270,8 @@ def badmin(argv):
 
 def lsclusters(argv):
     _record("lsclusters", argv)
-    print(f"CLUSTER_NAME   STATUS   MASTER_HOST   ADMIN   HOSTS  SERVERS\n{LSF_CLUSTER}   ok   fakehost   {getpass.getuser()}   1   1")
+    print("CLUSTER_NAME   STATUS   MASTER_HOST   ADMIN   HOSTS  SERVERS")
+    print(f"{LSF_CLUSTER}   ok   fakehost   {getpass.getuser()}   1   1")
 
 
 if __name__ == "__main__":
