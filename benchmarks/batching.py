@@ -1,7 +1,7 @@
 """How much a row depends on the batch it was computed in: the figure behind the README's "when rows can differ".
 
 Embeds the same sequences with several token budgets (and one at a time) on the CPU in fp32, through the
-workflow's own batching (virnucflow.embed.make_batches) and encoders, and reports, against the default
+workflow's own batching (virnucflow.batching.make_batches) and encoders, and reports, against the default
 budget, the largest absolute difference of any element, the largest relative to the row's largest
 element, and how many rows are not bitwise equal. An out-of-memory split is one such change of batching:
 the batch is halved and its halves run as two batches.
@@ -25,10 +25,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virnucflow.embed import make_batches  # noqa: E402
+from virnucflow.batching import make_batches  # noqa: E402
+from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
+from virnucflow.models.esm2 import Esm2Config  # noqa: E402
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
 from virnucflow.models.resolve import load_encoder  # noqa: E402
-from virnucflow.synthetic import synthetic_reads  # noqa: E402
+from benchmarks.synthetic import synthetic_reads  # noqa: E402
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -71,10 +73,10 @@ def main():
     proteins = ["".join(AMINO[ord(c) * 7 % 20] for c in seq[: len(seq) // 3]) for seq in reads]
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        esm = load_encoder("protein", str(write_random_esm2(Path(tmp) / "esm.pt", "fair-esm", num_layers=6,
-                                                             embed_dim=320, attention_heads=20)))
-        dna = load_encoder("dna", str(write_random_dnabert_s(Path(tmp) / "dnabert", hidden=768, layers=args.dna_layers,
-                                                             heads=12, intermediate=3072)))
+        esm = load_encoder("protein", str(write_random_esm2(Path(tmp) / "esm.pt", "fair-esm",
+                                                             Esm2Config(layers=6, embed_dim=320, heads=20))))
+        dna = load_encoder("dna", str(write_random_dnabert_s(Path(tmp) / "dnabert", DnabertSConfig(
+            hidden=768, layers=args.dna_layers, heads=12, intermediate=3072, vocab_size=256))))
         lines = ["| model | token budget | batches | max abs diff | max diff / row's max | rows not bitwise equal |",
                  "|---|---|---:|---:|---:|---:|"]
         lines += compare("ESM-2 t6 shape (6 x 320), fp32 CPU", esm, proteins, args.budgets)

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
+from benchmarks.synthetic import synthetic_reads, write_fasta  # noqa: E402
 
 FILES = ["Snakefile", "rules", "scripts", "config", "envs", "report", "virnucflow"]
 

@@ -34,12 +34,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virnucflow.demo import DNABERT_S_TINY, ESM2_TINY  # noqa: E402
-from virnucflow.embed import make_batches  # noqa: E402
-from virnucflow.models.batches import pad  # noqa: E402
-from virnucflow.models.dnabert_s import DNABERTS  # noqa: E402
+from virnucflow.demo import DNABERT_S_SEED, DNABERT_S_TINY, ESM2_SEED, ESM2_TINY  # noqa: E402
+from virnucflow.batching import make_batches  # noqa: E402
+from virnucflow.models.packing import pad  # noqa: E402
+from virnucflow.models.dnabert_s import DNABERTS, DnabertSConfig  # noqa: E402
 from virnucflow.models.dnabert_s_encoder import DnabertSEncoder, load_dnabert_s  # noqa: E402
-from virnucflow.models.esm2 import ESM2  # noqa: E402
+from virnucflow.models.esm2 import ESM2, Esm2Config  # noqa: E402
 from virnucflow.models.esm2_alphabet import MASK, PAD, tokenize  # noqa: E402
 from virnucflow.models.esm2_encoder import Esm2Encoder, load_esm2  # noqa: E402
 from virnucflow.models.random_weights import train_tokenizer, write_random_dnabert_s, write_random_esm2  # noqa: E402
@@ -171,8 +171,8 @@ def gpu_rows(args, emit):
         tok = train_tokenizer(4096, seed=0, reads=2000)
         layers = args.layers or 12
         with torch.device(device):  # random weights made where they run: initialising 3B on a CPU takes minutes
-            model = DNABERTS(vocab_size=tok.get_vocab_size(), layers=layers).eval()
-            baseline_model = DNABERTS(vocab_size=tok.get_vocab_size(), layers=layers).eval()
+            size = DnabertSConfig(layers=layers, vocab_size=tok.get_vocab_size())
+            model, baseline_model = DNABERTS(size).eval(), DNABERTS(size).eval()
         slow = DnabertSEncoder(baseline_model, tok, "DNABERT-S", device, torch.float32, "padded")
         tokens = [slow.tokenize(s) for s in dna]
         params = sum(p.numel() for p in model.parameters()) - model.embeddings.word_embeddings.weight.numel()
@@ -197,7 +197,8 @@ def gpu_rows(args, emit):
             continue
         layers = args.layers or layers
         with torch.device(device):
-            fast_model, slow_model = ESM2(layers, dim, heads).eval(), ESM2(layers, dim, heads).eval()
+            size = Esm2Config(layers, dim, heads)
+            fast_model, slow_model = ESM2(size).eval(), ESM2(size).eval()
         slow = Esm2Encoder(slow_model, name, device, torch.float32, attention="padded")
         tokens = [tokenize(s) for s in proteins]
         base = baseline_rate(slow, tokens, make_batches([len(t) for t in tokens], ESM_EXTRACT_TOKENS), sync,
@@ -294,8 +295,10 @@ def main():
         dna, proteins = workload(args.sequences)
         torch.set_num_threads(os.cpu_count())
         with tempfile.TemporaryDirectory() as tmp:
-            dnabert = load_dnabert_s(write_random_dnabert_s(Path(tmp) / "d", **DNABERT_S_TINY), attention="padded")
-            esm = load_esm2(write_random_esm2(Path(tmp) / "e.pt", "fair-esm", **ESM2_TINY), attention="padded")
+            dnabert = load_dnabert_s(write_random_dnabert_s(Path(tmp) / "d", DNABERT_S_TINY, seed=DNABERT_S_SEED),
+                                     attention="padded")
+            esm = load_esm2(write_random_esm2(Path(tmp) / "e.pt", "fair-esm", ESM2_TINY, seed=ESM2_SEED),
+                            attention="padded")
         nothing = lambda: None  # noqa: E731
         for name, encoder, sequences in (("DNABERT-S tiny (cpu fp32)", dnabert, dna), ("ESM-2 tiny (cpu fp32)", esm,
                                                                                      proteins)):

@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from embed import workload  # noqa: E402  (benchmarks/embed.py: the same shapes)
-from virnucflow.embed import make_batches  # noqa: E402
-from virnucflow.models.esm2 import ESM2  # noqa: E402
+from virnucflow.batching import make_batches  # noqa: E402
+from virnucflow.models.esm2 import ESM2, Esm2Config  # noqa: E402
 from virnucflow.models.esm2_alphabet import tokenize  # noqa: E402
 from virnucflow.models.esm2_encoder import Esm2Encoder  # noqa: E402
 
@@ -96,7 +96,7 @@ def main():
     count = sum(map(len, batch))
     torch.manual_seed(0)
     with device:
-        model = ESM2(args.layers, 2560, 40).eval()
+        model = ESM2(Esm2Config(args.layers, 2560, 40)).eval()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device} smoke run"
     lines = [f"# ESM-2 3B ({args.layers} layers), one bf16 packed batch under torch.profiler "
              f"({time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__})", "",

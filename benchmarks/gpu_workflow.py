@@ -28,8 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from e2e import stage_seconds, workflow_copy  # noqa: E402
 
+from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
+from virnucflow.models.esm2 import Esm2Config  # noqa: E402
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
-from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
+from benchmarks.synthetic import synthetic_reads, write_fasta  # noqa: E402
 
 ESM2 = {"3b": (36, 2560, 40), "650m": (33, 1280, 20)}  # layers, width, heads of the published models
 PEAK_TFLOPS = {"H100/H200 bf16": 989.0, "RTX 4090 bf16 (fp32 accumulate)": 165.0}
@@ -88,10 +90,10 @@ def main():
         root = Path(tmp)
         started = time.perf_counter()
         models = {
-            "dnabert_s": write_random_dnabert_s(root / "models/dnabert_s", hidden=768, layers=args.layers or 12,
-                                                heads=12, intermediate=3072, vocab_size=4096),
-            "esm2": write_random_esm2(root / f"models/esm2_{args.esm2}", "hf", num_layers=args.layers or layers,
-                                      embed_dim=width, attention_heads=heads),
+            "dnabert_s": write_random_dnabert_s(root / "models/dnabert_s", DnabertSConfig(
+                hidden=768, layers=args.layers or 12, heads=12, intermediate=3072, vocab_size=4096)),
+            "esm2": write_random_esm2(root / f"models/esm2_{args.esm2}", "hf",
+                                      Esm2Config(layers=args.layers or layers, embed_dim=width, heads=heads)),
         }
         print(f"models written in {time.perf_counter() - started:.0f} s", flush=True)
         (root / "run").mkdir()

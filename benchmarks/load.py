@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
+from virnucflow.models.esm2 import Esm2Config  # noqa: E402
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
 
 LOAD = """
@@ -100,8 +102,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
-        dnabert = write_random_dnabert_s(tmp / "dnabert_s", hidden=768, layers=12, heads=12, intermediate=3072,
-                                         vocab_size=4096)
+        dnabert = write_random_dnabert_s(tmp / "dnabert_s", DnabertSConfig(hidden=768, layers=12, heads=12,
+                                                                          intermediate=3072, vocab_size=4096))
         rows.append(measure("DNABERT-S 117M, pytorch_model.bin fp32", "dnabert_s", dnabert, args.repeat, args.device))
         if args.compiled:
             rows.append(measure("DNABERT-S 117M, pytorch_model.bin fp32, + compiled layers", "dnabert_s", dnabert,
@@ -110,7 +112,7 @@ def main():
         for name, layers, dim, heads in esm:
             for layout, label in ((layout, labels[layout]) for layout in args.layouts):
                 target = tmp / f"esm_{layout}" if layout == "hf" else tmp / "esm.pt"
-                write_random_esm2(target, layout, num_layers=layers, embed_dim=dim, attention_heads=heads)
+                write_random_esm2(target, layout, config=Esm2Config(layers=layers, embed_dim=dim, heads=heads))
                 rows.append(measure(f"{name}, {label}", "esm2", target, args.repeat, args.device))
                 for f in files_of(target):
                     f.unlink()

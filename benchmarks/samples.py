@@ -47,7 +47,7 @@ from e2e import FILES, REPO, copy_workflow
 
 sys.path.insert(0, str(REPO))
 
-from virnucflow.synthetic import synthetic_reads, write_fasta  # noqa: E402
+from benchmarks.synthetic import synthetic_reads, write_fasta  # noqa: E402
 
 # Runs snakemake in this process, times a few of its methods, and writes the master's own CPU at exit.
 MASTER = r'''

@@ -24,6 +24,8 @@ from e2e import REPO, workflow_copy
 
 sys.path.insert(0, str(REPO))
 
+from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
+from virnucflow.models.esm2 import Esm2Config  # noqa: E402
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
 
 
@@ -46,10 +48,9 @@ def main():
         root = Path(tmp)
         models = None
         if args.real_sizes:
-            models = {"dnabert_s": write_random_dnabert_s(root / "dnabert_s", hidden=768, layers=12, heads=12,
-                                                          intermediate=3072, vocab_size=4096),
-                      "esm2": write_random_esm2(root / "esm2_650M", "hf", num_layers=33, embed_dim=1280,
-                                                attention_heads=20)}
+            models = {"dnabert_s": write_random_dnabert_s(root / "dnabert_s", DnabertSConfig()),  # the published size
+                      "esm2": write_random_esm2(root / "esm2_650M", "hf", Esm2Config(layers=33, embed_dim=1280,
+                                                                                       heads=20))}
         workflow_copy(root, args.reads, args.shard_residues, args.device, 1, models)
         snakemake(root, ["work/bench/frames.tsv"] + (["resources/demo_models/dnabert_s_tiny"] if not models else []),
                   cores=1, gpus=1)

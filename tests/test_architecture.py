@@ -6,12 +6,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "virnucflow"
 LAYERS = {
-    "errors": 0, "atomic": 0, "__init__": 0,
-    "fasta": 1, "workfiles": 1, "embeddings": 1, "sidecar": 1, "samples": 1, "schema": 1,
-    "frames": 1, "classifier": 1, "devices": 1, "models": 1, "synthetic": 1,
-    "validation": 2, "virnucpro_pt": 2, "job_resources": 2, "estimate": 2,
+    "errors": 0, "atomic": 0, "scheduler": 0, "__init__": 0,
+    "fasta": 1, "workfiles": 1, "embeddings": 1, "sidecar": 1, "samples": 1, "schema": 1, "embed_stats": 1,
+    "provenance": 1,
+    "frames": 1, "classifier": 1, "devices": 1, "batching": 1, "models": 1,
+    "validation": 2, "virnucpro_pt": 2, "job_resources": 2, "estimate": 2, "plots": 2,
     "prepare": 3, "embed": 3, "merge": 3, "predict": 3, "report": 3, "preflight": 3, "virus_reads": 3,
-    "cli": 4, "jobs": 4, "demo": 4, "__main__": 4,
+    "cli": 4, "jobs": 4, "demo": 4, "parts": 4, "__main__": 4,
 }
 STAGES = {name for name, layer in LAYERS.items() if layer == 3}
 

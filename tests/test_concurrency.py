@@ -4,7 +4,7 @@ GPU of the machine, each on its own device.
 Snakemake's cluster-generic executor stands in for Slurm (tests/cluster/submit.sh starts each job at
 once and records its start and end), so the profiles' concurrency is checked on any machine;
 `make slurm-test` checks the same on a real Slurm. The local test pretends the machine has GPUs
-(VIRNUCFLOW_FAKE_GPUS: jobs claim devices as on a GPU node and compute on the CPU).
+(tests/fake_gpus: jobs claim devices as on a GPU node and compute on the CPU).
 """
 
 import os
@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cluster.ledger import master_log_jobs, most_at_once, read_ledger
+from fake_gpus.sitecustomize import environment
 
 TESTS = Path(__file__).resolve().parent
 DEVICE_AUTO = TESTS / "data/device_auto.yaml"
@@ -57,7 +58,7 @@ def job_spans(log_folder):
 
 
 def test_a_local_run_uses_every_gpu_of_the_machine_one_job_each(demo_workdir, tmp_path):
-    env = dict(os.environ, VIRNUCFLOW_FAKE_GPUS="3", VIRNUCFLOW_LOCK_DIR=str(tmp_path / "locks"))
+    env = environment(3, dict(os.environ, VIRNUCFLOW_LOCK_DIR=str(tmp_path / "locks")))
     env.pop("CUDA_VISIBLE_DEVICES", None)
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "6", "--configfile", "config/demo.yaml", str(DEVICE_AUTO)],

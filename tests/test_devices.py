@@ -1,6 +1,5 @@
-"""Device claiming on a pretend multi-GPU node (VIRNUCFLOW_FAKE_GPUS), and precision choice."""
+"""Device claiming on a pretend multi-GPU node (tests/fake_gpus), and precision choice."""
 
-import os
 import select
 import signal
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fake_gpus.sitecustomize import environment, pretend
 from virnucflow.devices import claim_device, dtype_for
 from virnucflow.errors import VirnucflowError
 
@@ -32,9 +32,9 @@ def node(tmp_path, monkeypatch):
     """A node with two pretend GPUs and no scheduler; returns the environment for job processes."""
     for key in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("VIRNUCFLOW_FAKE_GPUS", "2")
+    pretend(2, monkeypatch.setattr)
     monkeypatch.setenv("VIRNUCFLOW_LOCK_DIR", str(tmp_path / "locks"))
-    return dict(os.environ)
+    return environment(2)
 
 
 def holder(tmp_path, env, name):
@@ -155,15 +155,15 @@ def test_a_machine_with_nvidia_devices_counts_as_having_a_gpu(monkeypatch):
 
 
 def test_gpu_slots_of_a_local_run_are_counted_without_torch(monkeypatch):
-    from virnucflow.devices import machine_gpus
+    from virnucflow import devices
 
     monkeypatch.delenv("VIRNUCFLOW_FAKE_GPUS", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert machine_gpus() == 2
+    assert devices.machine_gpus() == 2
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert machine_gpus() == 0
-    monkeypatch.setenv("VIRNUCFLOW_FAKE_GPUS", "4")
+    assert devices.machine_gpus() == 0
+    pretend(4, monkeypatch.setattr)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert machine_gpus() == 4
+    assert devices.machine_gpus() == 4
     code = "import sys, virnucflow.devices as d; d.machine_gpus(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

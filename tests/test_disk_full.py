@@ -21,7 +21,7 @@ from virnucflow.atomic import DiskFull, atomic_open, disk_full_errno
 from virnucflow.embed import embed_shard
 from virnucflow.embeddings import EmbeddingWriter, open_embeddings
 from virnucflow.models.random_weights import write_random_dnabert_s
-from virnucflow.synthetic import synthetic_reads
+from benchmarks.synthetic import synthetic_reads
 from virnucflow.workfiles import FRAMES_HEADER
 
 FULL_LINE = r"the disk is full \(needed about [\d.]+ MB, [\d.]+ MB free on {mount}\); free space or point work/ or " \

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from virnucflow.errors import ModelError
-from virnucflow.models.dnabert_s import alibi_bias, alibi_slopes, document_block_mask
+from virnucflow.models.dnabert_s import DnabertSConfig, alibi_bias, alibi_slopes, document_block_mask
 from virnucflow.models.dnabert_s_encoder import load_dnabert_s
 from virnucflow.models.random_weights import write_random_dnabert_s
 
@@ -132,8 +132,8 @@ def test_a_config_without_the_model_size_is_refused(tmp_path):
 def test_random_models_are_deterministic_and_load(tmp_path):
     digests = []
     for run in range(2):
-        folder = write_random_dnabert_s(tmp_path / str(run), hidden=24, layers=1, heads=3, intermediate=32,
-                                        vocab_size=64, seed=1)
+        size = DnabertSConfig(hidden=24, layers=1, heads=3, intermediate=32, vocab_size=64)
+        folder = write_random_dnabert_s(tmp_path / str(run), size, seed=1)
         digests.append({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())})
     assert digests[0] == digests[1]
     assert set(digests[0]) == {"config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer.json",
@@ -227,9 +227,12 @@ def test_weights_that_would_run_code_are_refused_in_one_line(tmp_path, payload, 
 def test_auto_attention_is_padded_on_every_device():
     """Padded SDPA with the ALiBi bias needs no compiler (packed flex_attention costs 8-9 s of compiling
     per job on a GPU) and was the faster one on an H200; packed stays an explicit choice."""
-    from virnucflow.models.dnabert_s_encoder import choose_attention
+    from virnucflow.models.dnabert_s_encoder import DnabertSEncoder
 
-    assert choose_attention("auto") == "padded"
+    def choose_attention(attention, device="cuda", dtype=torch.bfloat16, head_dim=64):
+        return DnabertSEncoder.choose_attention(attention, device, dtype, head_dim)
+
+    assert choose_attention("auto") == "padded" and choose_attention("auto", "cpu", torch.float32) == "padded"
     assert choose_attention("packed") == "packed" and choose_attention("padded") == "padded"
     with pytest.raises(ModelError, match="attention 'flash' is not one of auto, padded, packed"):
         choose_attention("flash")
@@ -261,7 +264,7 @@ def test_a_batch_is_queued_without_reading_back_from_the_device():
 
     tokenizer = train_tokenizer(64, reads=20, length=100)
     with torch.device("meta"):
-        model = DNABERTS(vocab_size=64, hidden=48, layers=2, num_heads=6, intermediate=96, init=False)
+        model = DNABERTS(DnabertSConfig(hidden=48, layers=2, heads=6, intermediate=96, vocab_size=64), init=False)
     encoder = DnabertSEncoder(model, tokenizer, "meta", device="meta", dtype=torch.bfloat16)
     prepared = encoder.prepare([encoder.tokenize(random_dna(n, n)) for n in (40, 300, 7)])
     rows = encoder.pooled(prepared)

@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from helpers import embed_options, finished_batches, kill_when
-from virnucflow.embed import embed_shard, make_batches
+from virnucflow.batching import make_batches
+from virnucflow.embed import embed_shard
 from virnucflow.embeddings import open_embeddings, verify_checksums
 from virnucflow.errors import InputError
+from virnucflow.models.esm2 import Esm2Config
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 from virnucflow.models.resolve import load_encoder
-from virnucflow.synthetic import synthetic_reads
+from benchmarks.synthetic import synthetic_reads
 from virnucflow.workfiles import read_shard_fasta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {
         "dna": str(write_random_dnabert_s(root / "dnabert", seed=1)),
-        "protein": str(write_random_esm2(root / "esm.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)),
+        "protein": str(write_random_esm2(root / "esm.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))),
     }
 
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from virnucflow.errors import ModelError
+from virnucflow.models.esm2 import Esm2Config
 from virnucflow.models.esm2_alphabet import TOKENS, tokenize
 from virnucflow.models.esm2_encoder import load_esm2
 from virnucflow.models.random_weights import write_random_esm2
@@ -164,7 +165,7 @@ def _digests(root):
 
 @pytest.mark.parametrize("layout", ["fair-esm", "hf"])
 def test_random_models_are_deterministic(tmp_path, layout):
-    args = dict(layout=layout, num_layers=2, embed_dim=32, attention_heads=4, seed=9)
+    args = dict(layout=layout, config=Esm2Config(layers=2, embed_dim=32, heads=4), seed=9)
     first = write_random_esm2(tmp_path / "a" / "m", **args)
     second = write_random_esm2(tmp_path / "b" / "m", **args)
     assert _digests(tmp_path / "a") == _digests(tmp_path / "b") != {}
@@ -175,7 +176,7 @@ def test_random_models_are_deterministic(tmp_path, layout):
 
 @pytest.mark.filterwarnings("ignore:Regression weights not found")  # the contact head, unused here
 def test_random_fair_esm_file_is_read_by_fair_esm_itself(tmp_path):
-    path = write_random_esm2(tmp_path / "esm2_t2_random.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    path = write_random_esm2(tmp_path / "esm2_t2_random.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
     with torch.serialization.safe_globals([argparse.Namespace]):
         data = torch.load(path, weights_only=True)
     model, alphabet = esm.pretrained.load_model_and_alphabet_core("esm2_t2_random", data)
@@ -187,7 +188,7 @@ def test_random_fair_esm_file_is_read_by_fair_esm_itself(tmp_path):
 
 def test_random_hf_folder_is_read_by_transformers_itself(tmp_path):
     transformers = pytest.importorskip("transformers")
-    folder = write_random_esm2(tmp_path / "esm2_hf", "hf", num_layers=2, embed_dim=32, attention_heads=4, seed=5)
+    folder = write_random_esm2(tmp_path / "esm2_hf", "hf", Esm2Config(layers=2, embed_dim=32, heads=4), seed=5)
     model, info = transformers.EsmModel.from_pretrained(folder, output_loading_info=True, add_pooling_layer=False)
     assert info["missing_keys"] == set() or not info["missing_keys"]
     batch = [tokenize(s) for s in SEQUENCES]
@@ -201,7 +202,7 @@ def test_random_hf_folder_is_read_by_transformers_itself(tmp_path):
 
 
 def test_both_layouts_of_one_random_model_agree(tmp_path):
-    args = dict(num_layers=2, embed_dim=32, attention_heads=4, seed=5)
+    args = dict(config=Esm2Config(layers=2, embed_dim=32, heads=4), seed=5)
     pt = write_random_esm2(tmp_path / "esm.pt", "fair-esm", **args)
     hf = write_random_esm2(tmp_path / "hf", "hf", **args)
     tokens = [tokenize(s) for s in SEQUENCES]
@@ -210,7 +211,7 @@ def test_both_layouts_of_one_random_model_agree(tmp_path):
 
 
 def test_hf_pytorch_model_bin_and_sharded_folders_load(tmp_path):
-    folder = write_random_esm2(tmp_path / "hf", "hf", num_layers=2, embed_dim=32, attention_heads=4, seed=4)
+    folder = write_random_esm2(tmp_path / "hf", "hf", Esm2Config(layers=2, embed_dim=32, heads=4), seed=4)
     tokens = [tokenize(s) for s in SEQUENCES[:3]]
     expected = load_esm2(folder).embed(tokens)
     weights = load_file(folder / "model.safetensors")
@@ -231,7 +232,7 @@ def test_hf_pytorch_model_bin_and_sharded_folders_load(tmp_path):
 
 
 def test_legacy_torch_save_format_loads(tmp_path):
-    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
     with torch.serialization.safe_globals([argparse.Namespace]):
         data = torch.load(path, weights_only=True)
     legacy = tmp_path / "legacy.pt"
@@ -244,14 +245,14 @@ def test_legacy_torch_save_format_loads(tmp_path):
 
 
 def test_incomplete_fair_esm_checkpoint_names_file_and_key(tmp_path):
-    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
     with torch.serialization.safe_globals([argparse.Namespace]):
         data = torch.load(path, weights_only=True)
     del data["model"]["encoder.sentence_encoder.layers.1.fc2.weight"]
     torch.save(data, path)
     with pytest.raises(ModelError, match=r"m\.pt: missing key encoder\.sentence_encoder\.layers\.1\.fc2\.weight"):
         load_esm2(path)
-    path = write_random_esm2(tmp_path / "short.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    path = write_random_esm2(tmp_path / "short.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
     with torch.serialization.safe_globals([argparse.Namespace]):
         data = torch.load(path, weights_only=True)
     data["cfg"]["model"].encoder_layers = 3  # the config promises a layer the weights lack
@@ -261,7 +262,7 @@ def test_incomplete_fair_esm_checkpoint_names_file_and_key(tmp_path):
 
 
 def test_truncated_or_foreign_files_are_model_errors(tmp_path):
-    path = write_random_esm2(tmp_path / "cut.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    path = write_random_esm2(tmp_path / "cut.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ModelError, match=r"cut\.pt: cannot read this checkpoint"):
         load_esm2(path)
@@ -276,7 +277,7 @@ def test_truncated_or_foreign_files_are_model_errors(tmp_path):
 
 
 def test_incomplete_hf_folder_names_file_and_key(tmp_path):
-    folder = write_random_esm2(tmp_path / "hf", "hf", num_layers=2, embed_dim=32, attention_heads=4)
+    folder = write_random_esm2(tmp_path / "hf", "hf", Esm2Config(layers=2, embed_dim=32, heads=4))
     weights = load_file(folder / "model.safetensors")
     del weights["esm.encoder.layer.1.output.dense.weight"]
     save_file(weights, folder / "model.safetensors")
@@ -309,7 +310,7 @@ class Payload:
 
 
 def test_checkpoint_code_never_runs_and_foreign_config_still_reads(tmp_path):
-    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
     with torch.serialization.safe_globals([argparse.Namespace]):
         data = torch.load(path, weights_only=True)
     marker = tmp_path / "executed"
@@ -318,7 +319,7 @@ def test_checkpoint_code_never_runs_and_foreign_config_still_reads(tmp_path):
     tokens = [tokenize(s) for s in SEQUENCES[:3]]
     got = load_esm2(path).embed(tokens)
     assert not marker.exists()
-    reference = write_random_esm2(tmp_path / "r.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+    reference = write_random_esm2(tmp_path / "r.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
     assert torch.equal(got, load_esm2(reference).embed(tokens))
 
 
@@ -336,13 +337,13 @@ class SystemCall:
 def test_a_checkpoint_that_would_run_a_command_is_refused_in_one_line(tmp_path, layout):
     marker = tmp_path / "executed"
     if layout == "fair-esm":
-        path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=32, attention_heads=4)
+        path = write_random_esm2(tmp_path / "m.pt", "fair-esm", Esm2Config(layers=2, embed_dim=32, heads=4))
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, weights_only=True)
         data["cfg"]["extra"] = SystemCall(marker)
         torch.save(data, path)
     else:
-        folder = write_random_esm2(tmp_path / "hf", "hf", num_layers=2, embed_dim=32, attention_heads=4)
+        folder = write_random_esm2(tmp_path / "hf", "hf", Esm2Config(layers=2, embed_dim=32, heads=4))
         weights = load_file(folder / "model.safetensors")
         (folder / "model.safetensors").unlink()
         path = folder / "pytorch_model.bin"
@@ -366,7 +367,7 @@ def test_module_differs_from_fair_esm_only_by_the_stacked_qkv_projection():
     reference = esm.model.esm2.ESM2(num_layers=2, embed_dim=DIM, attention_heads=HEADS, alphabet=alphabet)
     expected = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith(("lm_head", "contact_head"))}
     with torch.device("meta"):
-        model = ESM2(2, DIM, HEADS, init=False)
+        model = ESM2(Esm2Config(2, DIM, HEADS), init=False)
     assert list(checkpoint_shapes(model).items()) == list(expected.items())  # names, shapes and order
     fused = {k for k in model.state_dict() if k not in expected}
     assert fused == {f"layers.{i}.self_attn.qkv_proj.{leaf}" for i in range(2) for leaf in ("weight", "bias")}
@@ -385,7 +386,9 @@ def test_stacked_projection_holds_q_k_v_in_that_order(fair_esm_model):
 
 def test_auto_attention_is_packed_only_where_flash_varlen_takes_the_head_size(monkeypatch):
     from virnucflow.models import esm2
-    from virnucflow.models.esm2_encoder import choose_attention
+    from virnucflow.models.esm2_encoder import Esm2Encoder
+
+    choose_attention = Esm2Encoder.choose_attention
 
     monkeypatch.setattr(esm2, "flash_varlen", lambda: (lambda *args: None))  # as a torch that has the kernel
     bf16 = torch.bfloat16
@@ -400,12 +403,12 @@ def test_auto_attention_is_packed_only_where_flash_varlen_takes_the_head_size(mo
     assert not esm2.flash_varlen_runs("cuda", bf16, 12)
     monkeypatch.setattr(esm2, "flash_varlen", lambda: None)  # a torch without the kernel
     assert choose_attention("auto", "cuda", bf16, 64) == "padded"
-    with pytest.raises(ValueError, match="attention must be"):
+    with pytest.raises(ModelError, match="attention 'flash' is not one of auto, padded, packed"):
         choose_attention("flash", "cuda", bf16, 64)
 
 
 def test_head_size_not_a_multiple_of_8_packed_equals_padded(tmp_path):
-    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", num_layers=2, embed_dim=36, attention_heads=3)  # head size 12
+    path = write_random_esm2(tmp_path / "m.pt", "fair-esm", Esm2Config(layers=2, embed_dim=36, heads=3))  # head size 12
     tokens = [tokenize(s) for s in SEQUENCES]
     padded = load_esm2(path, attention="padded").embed(tokens)
     assert (load_esm2(path, attention="packed").embed(tokens) - padded).abs().max() < 1e-5
@@ -445,7 +448,7 @@ def test_a_batch_is_queued_without_reading_back_from_the_device(attention):
     from virnucflow.models.esm2_encoder import Esm2Encoder
 
     with torch.device("meta"):
-        model = ESM2(LAYERS, DIM, HEADS, init=False)
+        model = ESM2(Esm2Config(LAYERS, DIM, HEADS), init=False)
     encoder = Esm2Encoder(model, "meta", device="meta", dtype=torch.bfloat16, attention=attention)
     prepared = encoder.prepare([tokenize(s) for s in SEQUENCES])
     rows = encoder.pooled(prepared)

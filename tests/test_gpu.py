@@ -16,7 +16,9 @@ import torch
 from helpers import embed_options
 from virnucflow.embed import embed_shard
 from virnucflow.embeddings import open_embeddings
+from virnucflow.models.dnabert_s import DnabertSConfig
 from virnucflow.models.dnabert_s_encoder import load_dnabert_s
+from virnucflow.models.esm2 import Esm2Config
 from virnucflow.models.esm2_encoder import load_esm2
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 
@@ -44,9 +46,9 @@ def models(tmp_path_factory):
     """Small models of the real shapes' kinds: ESM-2 t6 (320 wide), a 4-layer DNABERT-S (384 wide)."""
     folder = tmp_path_factory.mktemp("gpu_models")
     return {
-        "protein": write_random_esm2(folder / "esm2", "hf", num_layers=6, embed_dim=320, attention_heads=20),
-        "dna": write_random_dnabert_s(folder / "dnabert_s", hidden=384, layers=4, heads=12, intermediate=1536,
-                                      vocab_size=1024),
+        "protein": write_random_esm2(folder / "esm2", "hf", Esm2Config(layers=6, embed_dim=320, heads=20)),
+        "dna": write_random_dnabert_s(folder / "dnabert_s", DnabertSConfig(hidden=384, layers=4, heads=12,
+                                                                            intermediate=1536, vocab_size=1024)),
     }
 
 
@@ -106,7 +108,7 @@ def test_a_batch_is_queued_without_a_host_sync(models, kind):
 def test_esm2_head_size_flash_varlen_refuses(tmp_path):
     """Head size 12 (FlashAttention varlen wants a multiple of 8): auto runs padded, explicit packed
     goes one sequence at a time; both agree, neither fails."""
-    path = write_random_esm2(tmp_path / "esm2_h12", "hf", num_layers=2, embed_dim=96, attention_heads=8)
+    path = write_random_esm2(tmp_path / "esm2_h12", "hf", Esm2Config(layers=2, embed_dim=96, heads=8))
     sequences = proteins(24, seed=10)
     auto = load_esm2(path, device=DEVICE, dtype=torch.bfloat16)
     assert auto.attention == "padded"

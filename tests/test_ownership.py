@@ -21,7 +21,7 @@ from virnucflow.embed import embed_shard
 from virnucflow.embeddings import open_embeddings, verify_checksums
 from virnucflow.models.random_weights import write_random_dnabert_s
 from virnucflow.sidecar import Sidecar, SidecarDamaged, SidecarLock, remove_sidecar
-from virnucflow.synthetic import synthetic_reads
+from benchmarks.synthetic import synthetic_reads
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from helpers import run_prepare
 from virnucflow import prepare
 from virnucflow.errors import InputError
 from virnucflow.fasta import ReadBatch, read_records
-from virnucflow.synthetic import synthetic_reads, write_fasta
+from benchmarks.synthetic import synthetic_reads, write_fasta
 from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
 

@@ -7,8 +7,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from virnucflow.report import (best_virus_reads, call_counts, read_embed_jobs, score_histogram, shard_stats,
-                               write_embed_jobs, write_report_plots)
+from virnucflow.embed_stats import read_embed_jobs, shard_stats, write_embed_jobs
+from virnucflow.report import best_virus_reads, call_counts, score_histogram, write_report_plots
 
 BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 PLOTS = ("counts", "throughput", "scores", "calls")

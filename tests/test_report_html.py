@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from conftest import copy_workflow, run_snakemake
-from virnucflow.synthetic import synthetic_reads, write_fasta
+from benchmarks.synthetic import synthetic_reads, write_fasta
 
 PARTIAL = "merge:\n  allow_missing: true\n"
 

@@ -10,6 +10,7 @@ from huggingface_hub import constants
 
 from virnucflow.errors import ModelError
 from virnucflow.models import resolve
+from virnucflow.models.esm2 import Esm2Config
 from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 from virnucflow.models.resolve import digest_cache, load_encoder, resolve_model
 
@@ -128,7 +129,7 @@ def test_a_fair_esm_name_resolves_from_the_torch_hub_cache(tmp_path, monkeypatch
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(miss.value)
     assert "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t36_3B_UR50D.pt" in str(miss.value)
     checkpoint = write_random_esm2(tmp_path / "torch" / "hub" / "checkpoints" / "esm2_t36_3B_UR50D.pt",
-                                   num_layers=1, embed_dim=16, attention_heads=2)
+                                   config=Esm2Config(layers=1, embed_dim=16, heads=2))
     path, revision = resolve_model("esm2_t36_3B_UR50D", "protein")
     assert path == checkpoint and revision == "sha256:" + hashlib.sha256(
         b"esm2_t36_3B_UR50D.pt\0" + hashlib.sha256(checkpoint.read_bytes()).hexdigest().encode() + b"\n"
@@ -160,7 +161,7 @@ def test_file_digests_are_remembered_between_jobs(tmp_path, monkeypatch):
 def test_wrong_or_missing_local_models_are_named(tmp_path):
     with pytest.raises(ModelError, match="'missing.pt': no such file or folder"):
         resolve_model("missing.pt")
-    checkpoint = write_random_esm2(tmp_path / "esm.pt", num_layers=1, embed_dim=16, attention_heads=2)
+    checkpoint = write_random_esm2(tmp_path / "esm.pt", config=Esm2Config(layers=1, embed_dim=16, heads=2))
     with pytest.raises(ModelError, match="DNABERT-S is a folder"):
         load_encoder("dna", str(checkpoint))
 
@@ -169,8 +170,8 @@ def test_random_weight_models_are_known_as_untrained_in_every_layout(tmp_path):
     """The report's demo warning rests on this: each writer marks its files, a published-looking
     model without the mark (or with it removed) is trained."""
     dna = write_random_dnabert_s(tmp_path / "dnabert", seed=1)
-    esm_pt = write_random_esm2(tmp_path / "esm.pt", "fair-esm", num_layers=1, embed_dim=16, attention_heads=2)
-    esm_hf = write_random_esm2(tmp_path / "esm_hf", "hf", num_layers=1, embed_dim=16, attention_heads=2)
+    esm_pt = write_random_esm2(tmp_path / "esm.pt", "fair-esm", Esm2Config(layers=1, embed_dim=16, heads=2))
+    esm_hf = write_random_esm2(tmp_path / "esm_hf", "hf", Esm2Config(layers=1, embed_dim=16, heads=2))
     for kind, path in (("dna", dna), ("protein", esm_pt), ("protein", esm_hf)):
         assert load_encoder(kind, str(path)).untrained is True
     config = json.loads((dna / "config.json").read_text())

@@ -21,7 +21,7 @@ import pytest
 from conftest import copy_workflow
 from helpers import finished_batches
 from virnucflow.embeddings import open_embeddings
-from virnucflow.synthetic import synthetic_reads, write_fasta
+from benchmarks.synthetic import synthetic_reads, write_fasta
 
 pytestmark = pytest.mark.slow
 

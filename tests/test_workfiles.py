@@ -6,7 +6,7 @@ import pytest
 
 from helpers import run_prepare
 from virnucflow.errors import InputError
-from virnucflow.synthetic import synthetic_reads, write_fasta
+from benchmarks.synthetic import synthetic_reads, write_fasta
 from virnucflow.workfiles import frames_by_shard, read_frames, read_reads, read_shard_fasta, read_summary
 
 

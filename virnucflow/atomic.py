@@ -12,6 +12,7 @@ of its file system. h5py reports these as OSError or RuntimeError with `errno = 
 
 import contextlib
 import errno
+import glob
 import os
 import re
 import shutil
@@ -96,13 +97,29 @@ def reporting_disk_full(path, needed_bytes):
         raise disk_full(path, needed, number) from error
 
 
+def _temporary_prefix(path):  # the one place that names atomic_path's temporaries
+    return f".{path.name}.tmp."
+
+
+def remove_stale_temporaries(path):
+    """Delete what killed writers of `path` left (atomic_path's temporaries, files or folders); only for a
+    caller that knows no other process is writing `path` now (e.g. it holds a lock on it)."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path` (for a file or a folder); rename it onto `path` on success,
     delete it on error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -80,17 +80,7 @@ def _run_in_parts(args):
         run_in_parts(args.samples, args.part_size, snakemake_args, folder=args.parts_dir)
 
 
-def build_parser():
-    config = defaults()
-    embed, merge = config["embed"], config["merge"]
-    parser = argparse.ArgumentParser(prog="virnucflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def command(name, **kwargs):
-        return commands.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
-
-    p = command("prepare", help="chunk reads, translate six frames, write frames.tsv and shards")
+def _prepare_arguments(p, config):
     p.add_argument("reads", nargs="+", metavar="READS",
                    help="reads: FASTA or FASTQ, plain or .gz; two files (R1 R2) for paired-end")
     p.add_argument("out_dir", help="folder for frames.tsv, reads.tsv, summary.json and shards/")
@@ -98,9 +88,10 @@ def build_parser():
     p.add_argument("--chunk-length", type=int, default=config["chunk_length"], help="bp per chunk")
     p.add_argument("--compat", choices=choices("compat"), default=config["compat"])
     p.add_argument("--shard-residues", type=int, default=config["shard_residues"], help="protein residues per shard")
-    p.set_defaults(run=_prepare)
 
-    p = command("embed", help="embed one shard FASTA with DNABERT-S (dna) or ESM-2 (protein)")
+
+def _embed_arguments(p, config):
+    embed = config["embed"]
     p.add_argument("fasta")
     p.add_argument("out", help="output HDF5")
     p.add_argument("--kind", choices=["dna", "protein"], required=True)
@@ -116,9 +107,10 @@ def build_parser():
     p.add_argument("--cpu-fallback", action=argparse.BooleanOptionalAction, default=embed["cpu_fallback"],
                    help="compute on the CPU when this job has a GPU that torch cannot use (else an error)")
     p.add_argument("--stats", default=None, help="write sequences/tokens/seconds as JSON here")
-    p.set_defaults(run=_embed)
 
-    p = command("merge", help="join DNA and protein shards by id into one validated HDF5")
+
+def _merge_arguments(p, config):
+    merge = config["merge"]
     p.add_argument("frames", help="frames.tsv of the sample (the expected ids)")
     p.add_argument("out", help="output embeddings.h5")
     p.add_argument("--dna", nargs="+", required=True, help="DNA shard files in shard order (the i-th is shard i)")
@@ -137,14 +129,14 @@ def build_parser():
                    help="finish with the ids that exist and list the others in --missing")
     p.add_argument("--dtype", choices=choices("merge", "dtype"), default=merge["dtype"],
                    help="how the result stores its features: float32, or float16 in half the bytes (README 'Disk use')")
-    p.set_defaults(run=_merge)
 
-    p = command("export-pt", help="write VirNucPro's merged .pt format from embeddings.h5")
+
+def _export_pt_arguments(p, config):
     p.add_argument("embeddings")
     p.add_argument("out")
-    p.set_defaults(run=_export_pt)
 
-    p = command("predict", help="VirNucPro calls per frame, chunk and read")
+
+def _predict_arguments(p, config):
     p.add_argument("embeddings")
     p.add_argument("frames")
     p.add_argument("reads")
@@ -163,33 +155,61 @@ def build_parser():
     p.add_argument("--chunk-length", type=int, default=None,
                    help="chunk length of the run, checked against the classifier's (None: as recorded in the "
                         "embeddings file)")
-    p.set_defaults(run=_predict)
 
-    p = command("demo-models", help="write the tiny UNTRAINED demo models")
+
+def _demo_models_arguments(p, config):
     p.add_argument("--dnabert-s", default="resources/demo_models/dnabert_s_tiny")
     p.add_argument("--esm2", default="resources/demo_models/esm2_t2_tiny.pt")
     p.add_argument("--classifier", default="resources/demo_models/classifier_tiny.pth")
-    p.set_defaults(run=_demo_models)
 
-    p = command("download-models", help="download published models into the local caches")
+
+def _download_models_arguments(p, config):
     p.add_argument("models", nargs="*", default=list(config["models"].values()))
-    p.set_defaults(run=_download_models)
 
-    p = command("run-in-parts", help="snakemake over a large sample sheet in parts, then once over the whole sheet",
-                description="Cut the sample sheet into parts of --part-size samples (part sheets in --parts-dir), run "
-                            "snakemake on each part in turn with the arguments after `--` and --config samples=<part>, "
-                            "then once on the whole sheet (the report). Stops at the first failing part; the same "
-                            "command again skips the parts that finished. Example: virnucflow run-in-parts "
-                            "--samples config/samples.tsv -- --profile profiles/slurm")
+
+def _run_in_parts_arguments(p, config):
     p.add_argument("--samples", required=True, help="the sample sheet to run (TSV, as `samples:` in the config)")
     p.add_argument("--part-size", type=int, default=50, help="samples per part")
     p.add_argument("--parts-dir", default="parts", help="folder for the part sheets and their .done records")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE_ARGS",
                    help="everything after `--` is given to every snakemake run")
-    p.set_defaults(run=_run_in_parts)
 
-    for sub in commands.choices.values():
+
+# (name, what it runs, its arguments, its help texts), in the order `virnucflow --help` lists them.
+PARTS_DESCRIPTION = (
+    "Cut the sample sheet into parts of --part-size samples (part sheets in --parts-dir), run snakemake on "
+    "each part in turn with the arguments after `--` and --config samples=<part>, then once on the whole "
+    "sheet (the report). Stops at the first failing part; the same command again skips the parts that "
+    "finished. Example: virnucflow run-in-parts --samples config/samples.tsv -- --profile profiles/slurm")
+
+# (name, what it runs, its arguments, its help texts), in the order `virnucflow --help` lists them.
+COMMANDS = (
+    ("prepare", _prepare, _prepare_arguments,
+     dict(help="chunk reads, translate six frames, write frames.tsv and shards")),
+    ("embed", _embed, _embed_arguments, dict(help="embed one shard FASTA with DNABERT-S (dna) or ESM-2 (protein)")),
+    ("merge", _merge, _merge_arguments, dict(help="join DNA and protein shards by id into one validated HDF5")),
+    ("export-pt", _export_pt, _export_pt_arguments,
+     dict(help="write VirNucPro's merged .pt format from embeddings.h5")),
+    ("predict", _predict, _predict_arguments, dict(help="VirNucPro calls per frame, chunk and read")),
+    ("demo-models", _demo_models, _demo_models_arguments, dict(help="write the tiny UNTRAINED demo models")),
+    ("download-models", _download_models, _download_models_arguments,
+     dict(help="download published models into the local caches")),
+    ("run-in-parts", _run_in_parts, _run_in_parts_arguments,
+     dict(help="snakemake over a large sample sheet in parts, then once over the whole sheet",
+          description=PARTS_DESCRIPTION)),
+)
+
+
+def build_parser():
+    config = defaults()
+    parser = argparse.ArgumentParser(prog="virnucflow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, run, arguments, texts in COMMANDS:
+        sub = commands.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **texts)
+        arguments(sub, config)
         sub.add_argument("--log", default=None, help="also write the log to this file")
+        sub.set_defaults(run=run)
     return parser
 
 

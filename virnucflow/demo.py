@@ -13,24 +13,26 @@ import torch
 
 from .atomic import atomic_path
 from .classifier import MLPClassifier
+from .models.dnabert_s import DnabertSConfig
+from .models.esm2 import Esm2Config
 from .models.random_weights import write_random_dnabert_s, write_random_esm2
 
 log = logging.getLogger(__name__)
 
 # Small but not degenerate: 6 heads exercise the ALiBi slope rule for head counts that are not a power of two.
-DNABERT_S_TINY = dict(hidden=48, layers=2, heads=6, intermediate=96, vocab_size=256, seed=1)
-ESM2_TINY = dict(num_layers=2, embed_dim=64, attention_heads=4, seed=2)
-CLASSIFIER_SEED = 3
+DNABERT_S_TINY = DnabertSConfig(hidden=48, layers=2, heads=6, intermediate=96, vocab_size=256)
+ESM2_TINY = Esm2Config(layers=2, embed_dim=64, heads=4)
+DNABERT_S_SEED, ESM2_SEED, CLASSIFIER_SEED = 1, 2, 3
 
 
 def write_demo_models(dnabert_s_dir, esm2_path, classifier_path):
     """Write the three demo models, each under a temporary name first (a killed run leaves no folder that
     looks finished); the classifier takes DNABERT-S then ESM-2 features."""
     with atomic_path(dnabert_s_dir) as tmp:
-        write_random_dnabert_s(tmp, **DNABERT_S_TINY)
+        write_random_dnabert_s(tmp, DNABERT_S_TINY, seed=DNABERT_S_SEED)
     with atomic_path(esm2_path) as tmp:
-        write_random_esm2(tmp, layout="fair-esm", **ESM2_TINY)
-    input_dim = DNABERT_S_TINY["hidden"] + ESM2_TINY["embed_dim"]
+        write_random_esm2(tmp, "fair-esm", ESM2_TINY, seed=ESM2_SEED)
+    input_dim = DNABERT_S_TINY.hidden + ESM2_TINY.embed_dim
     write_demo_classifier(Path(classifier_path), input_dim=input_dim, seed=CLASSIFIER_SEED)
     log.info("wrote untrained demo models: %s, %s, %s (classifier input %d)", dnabert_s_dir, esm2_path,
              classifier_path, input_dim)

@@ -1,15 +1,10 @@
 """Which device an embed job runs on, and the precision that goes with it.
 
-A scheduler (SLURM, LSF, PBS) that gives a job a GPU says which in CUDA_VISIBLE_DEVICES: the job
-uses the first device it sees and locks nothing. Snakemake's local executor sets nothing, so on a
-node with several GPUs each job claims a free one under a lock file per device; the kernel drops
-the lock when the process dies, even by SIGKILL, so a killed job never keeps a GPU claimed.
-
-A job that was given a GPU (by a scheduler, or on a machine with NVIDIA devices) never falls back to
-the CPU silently: with a CPU-only torch it fails, naming the torch build, unless `cpu_fallback` says so.
-
-VIRNUCFLOW_FAKE_GPUS=N makes this module pretend N devices exist (without touching CUDA; the work runs
-on the CPU), so the claiming and the scheduling can be tested on a machine without a GPU.
+A scheduler that gives a job a GPU says which in CUDA_VISIBLE_DEVICES: the job uses the first device
+it sees and locks nothing. Snakemake's local executor sets nothing, so on a node with several GPUs
+each job claims a free one under a lock file per device (an flock: the kernel drops it when the
+process dies, even by SIGKILL). A job that was given a GPU torch cannot use fails rather than
+compute on the CPU for days, unless `cpu_fallback` says so.
 """
 
 import contextlib
@@ -21,15 +16,11 @@ import time
 from pathlib import Path
 
 from .errors import VirnucflowError
+from .scheduler import GPU_VARIABLES, JOB_IDS, scheduler_environment
 
 # torch is imported where it is used: the Snakefile counts GPUs with this module, without torch.
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-SCHEDULER_JOB_IDS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID")
-# Set by schedulers for a job that was given GPUs (SLURM --gpus/--gres, LSF -gpu, PBS ngpus).
-SCHEDULER_GPU_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "LSB_GPU_ALLOC_INFO",
-                           "PBS_GPUFILE")
-CUDA_INSTALL = ("install a CUDA build of torch: `make setup-gpu` (README, 'GPU setup'), or `pip uninstall torch` "
-                "then `pip install torch==2.13.0` from PyPI (CUDA 13) or from download.pytorch.org/whl/cuXXX")
+CUDA_INSTALL = "install a CUDA build of torch: `make setup-gpu` (README, 'GPU setup')"
 
 
 def precision_name(dtype):
@@ -52,11 +43,6 @@ def lock_dir():
     return Path(os.environ.get("VIRNUCFLOW_LOCK_DIR", "/tmp/virnucflow-gpu-locks"))
 
 
-def _fake_gpus():
-    value = os.environ.get("VIRNUCFLOW_FAKE_GPUS", "")
-    return int(value) if value.strip() else None
-
-
 def _listed_devices():
     """Entries of CUDA_VISIBLE_DEVICES (None when unset). Like CUDA, stop at the first invalid one."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -71,30 +57,41 @@ def _listed_devices():
     return names
 
 
+# What this module knows of the hardware, in three functions (tests/fake_gpus replaces them).
+def _gpu_count():
+    """GPUs torch can use."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _nvidia_device_files():
+    """NVIDIA devices of the machine, counted without torch: /dev/nvidia0, /dev/nvidia1, ..."""
+    if not os.path.isdir("/dev"):
+        return 0
+    return len([name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)])
+
+
+def _select_gpu(index):
+    """Make GPU `index` this process's current device -> its name."""
+    import torch
+
+    torch.cuda.set_device(index)
+    return torch.cuda.get_device_name(index)
+
+
 def visible_devices():
     """Names of the GPUs this process may use, in CUDA's order: the CUDA_VISIBLE_DEVICES entries
     (physical ids or UUIDs) when it is set, else '0', '1', ..."""
     listed = _listed_devices()
-    fake = _fake_gpus()
-    if fake is not None:
-        count = fake if listed is None else min(fake, len(listed))
-    else:
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [listed[i] if listed is not None and i < len(listed) else str(i) for i in range(count)]
+    return [listed[i] if listed is not None and i < len(listed) else str(i) for i in range(_gpu_count())]
 
 
 def machine_gpus():
-    """How many GPUs a local run may use, found without torch (the Snakefile asks, once per run):
-    VIRNUCFLOW_FAKE_GPUS, else the CUDA_VISIBLE_DEVICES entries when it is set, else the NVIDIA
-    device files /dev/nvidia0, /dev/nvidia1, ..."""
-    fake, listed = _fake_gpus(), _listed_devices()
-    if fake is not None:
-        return fake if listed is None else min(fake, len(listed))
-    if listed is not None:
-        return len(listed)
-    return len([name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)]) if os.path.isdir("/dev") else 0
+    """How many GPUs a local run may use, found without torch (the Snakefile asks, once per run): the
+    CUDA_VISIBLE_DEVICES entries when it is set, else the NVIDIA device files."""
+    listed = _listed_devices()
+    return len(listed) if listed is not None else _nvidia_device_files()
 
 
 def gpu_expected():
@@ -103,10 +100,11 @@ def gpu_expected():
     listed = _listed_devices()
     if listed:
         return f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}"
-    for key in SCHEDULER_GPU_VARIABLES:
-        if os.environ.get(key, "").strip() not in ("", "0"):
-            return f"{key}={os.environ[key]}"
-    if listed is None and _fake_gpus() is None and machine_gpus():
+    scheduler = scheduler_environment()
+    for key in GPU_VARIABLES:
+        if scheduler.get(key, "").strip() not in ("", "0"):
+            return f"{key}={scheduler[key]}"
+    if listed is None and _nvidia_device_files():
         return "this machine has NVIDIA devices (/dev/nvidia0)"
     return None
 
@@ -122,16 +120,14 @@ def _no_usable_gpu(reason):
 
 
 def computes_on(device):
-    """The torch device that does the work of a claimed `device` ('cpu' for a pretend GPU)."""
-    return "cpu" if _fake_gpus() is not None else device
+    """The torch device that does the work of a claimed `device` (tests/fake_gpus: 'cpu')."""
+    return device
 
 
 def scheduler_job():
     """'SLURM_JOB_ID=123' when a batch scheduler started this process, else None."""
-    for key in SCHEDULER_JOB_IDS:
-        if os.environ.get(key):
-            return f"{key}={os.environ[key]}"
-    return None
+    scheduler = scheduler_environment()
+    return next((f"{key}={scheduler[key]}" for key in JOB_IDS if scheduler.get(key)), None)
 
 
 @contextlib.contextmanager
@@ -149,22 +145,7 @@ def claim_device(requested="auto", log=None, poll_seconds=1.0, cpu_fallback=Fals
         raise VirnucflowError(f"device {requested!r} is not one of auto, cuda, cuda:N, cpu")
     devices = visible_devices()
     if not devices:
-        expected = gpu_expected()
-        if requested != "auto":
-            if expected:
-                raise _no_usable_gpu(expected)
-            raise VirnucflowError(
-                f"device {requested!r} was asked for but no CUDA device is visible (CUDA_VISIBLE_DEVICES="
-                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use device: auto or cpu, or run on a GPU node"
-            )
-        if expected and not cpu_fallback:
-            raise _no_usable_gpu(expected)
-        if log:
-            if expected:
-                log.warning("this job has a GPU (%s) that torch cannot use: computing on the CPU (embed.cpu_fallback)",
-                            expected)
-            else:
-                log.info("no CUDA device visible: running on the CPU")
+        _check_cpu_will_do(requested, log, cpu_fallback)
         yield "cpu"
         return
     if str(requested).startswith("cuda:"):
@@ -173,48 +154,64 @@ def claim_device(requested="auto", log=None, poll_seconds=1.0, cpu_fallback=Fals
             raise VirnucflowError(f"device {requested!r} was asked for but only {len(devices)} GPU(s) are visible")
         yield _use(index, devices, log, "as configured, no lock")
         return
-    job = scheduler_job()
-    if job and _listed_devices() is not None and len(devices) == 1:
+    job, listed = scheduler_job(), _listed_devices()
+    if job and listed is not None and len(devices) == 1:
         # The scheduler gave this job its GPU; other jobs on the node may see theirs as device 0
         # too (cgroup renumbering), so a lock named after it would only make them wait for nothing.
         yield _use(0, devices, log, f"assigned by the scheduler ({job})")
         return
     # Several visible devices and nobody chose among them: claim one. Within a scheduler
     # allocation the names may be renumbered per job, so its locks carry the job id.
-    scope = f"{socket.gethostname()}-" + (f"{job.split('=')[1]}-" if job and _listed_devices() is not None else "")
+    scope = f"{socket.gethostname()}-" + (f"{job.split('=')[1]}-" if job and listed is not None else "")
+    with _lock_folder(log) as folder, _free_device(folder, scope, devices, log, poll_seconds) as (index, note):
+        yield _use(index, devices, log, note)
+
+
+def _check_cpu_will_do(requested, log, cpu_fallback):
+    """No GPU is visible: fine for 'auto' (saying so), unless this job was given one and no `cpu_fallback`."""
+    expected = gpu_expected()
+    if requested != "auto":
+        if expected:
+            raise _no_usable_gpu(expected)
+        raise VirnucflowError(
+            f"device {requested!r} was asked for but no CUDA device is visible (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use device: auto or cpu, or run on a GPU node"
+        )
+    if expected and not cpu_fallback:
+        raise _no_usable_gpu(expected)
+    if log and expected:
+        log.warning("this job has a GPU (%s) that torch cannot use: computing on the CPU (embed.cpu_fallback)",
+                    expected)
+    elif log:
+        log.info("no CUDA device visible: running on the CPU")
+
+
+@contextlib.contextmanager
+def _free_device(folder, scope, devices, log, poll_seconds):
+    """Yield (index, how it was claimed) of the first device whose lock is free, waiting for one."""
     started = time.monotonic()
     waited = False
-    with _lock_folder(log) as folder:
-        while True:
-            for index, name in enumerate(devices):
-                path = folder / re.sub(r"[^\w.-]", "_", f"{scope}gpu{name}.lock")  # UUIDs of MIG slices have '/' 
-                handle = _try_lock(path)
-                if handle is None:
-                    continue
-                try:
-                    note = f"lock {path}"
-                    if waited:
-                        note += f", after waiting {time.monotonic() - started:.0f} s"
-                    yield _use(index, devices, log, note)
-                finally:
-                    handle.close()  # closing drops the flock
-                    if log:
-                        log.info("released cuda:%d (GPU %s)", index, name)
-                return
-            if not waited and log:
-                log.info("all %d visible GPUs are claimed by other virnucflow jobs; waiting for one", len(devices))
-            waited = True
-            time.sleep(poll_seconds)
+    while True:
+        for index, name in enumerate(devices):
+            path = folder / re.sub(r"[^\w.-]", "_", f"{scope}gpu{name}.lock")  # UUIDs of MIG slices have '/'
+            handle = _try_lock(path)
+            if handle is None:
+                continue
+            try:
+                yield index, f"lock {path}" + (f", after waiting {time.monotonic() - started:.0f} s" if waited else "")
+            finally:
+                handle.close()  # closing drops the flock
+                if log:
+                    log.info("released cuda:%d (GPU %s)", index, name)
+            return
+        if not waited and log:
+            log.info("all %d visible GPUs are claimed by other virnucflow jobs; waiting for one", len(devices))
+        waited = True
+        time.sleep(poll_seconds)
 
 
 def _use(index, devices, log, how):
-    if _fake_gpus() is None:
-        import torch
-
-        torch.cuda.set_device(index)
-        label = torch.cuda.get_device_name(index)
-    else:
-        label = "fake GPU, computing on the CPU"
+    label = _select_gpu(index)
     if log:
         log.info("using cuda:%d (GPU %s, %s; %s)", index, devices[index], label, how)
     return f"cuda:{index}"

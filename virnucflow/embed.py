@@ -1,42 +1,27 @@
 """An embed job: one shard FASTA in, one HDF5 of pooled embeddings out, rows in input order.
 
-Lock, plan, run, assemble. The job first takes the lock of its sidecar (virnucflow.sidecar): one job
-owns an output at a time; a second job on the same shard (an orphan of a killed Snakemake still
-running, a `--rerun-incomplete` beside it) waits, saying who holds the lock, and when it gets the lock
-reuses the output the first one wrote if that output's provenance is its own. Sequences are sorted by
-length into token-budget batches (little padding); the plan is stored in the sidecar when it is made
-and a resumed job follows it, whatever the current token budget, so that its rows are bitwise those
-of an uninterrupted run (on the CPU, rows depend on the batch they were computed in, in the last bits).
-Each batch is embedded, split in two and retried when it runs out of memory (down to single
-sequences; recorded in the output's attributes), and appended to the sidecar. The final file is
-assembled from the sidecar in input order after every batch's CRC is checked again, and the sidecar
-is removed once the file is in place.
-
-Output attributes besides the embedding file's own (virnucflow.embeddings): `model`,
-`model_revision`, `untrained` (the model is one of the demo's random-weight ones), `kind`, `pooling`,
-`precision`, `device`, `attention`, `layer` (ESM-2),
-`input_sha256` (of the shard FASTA, which the merge checks), `tokens`, `token_budget` and `batches`
-(of the plan the rows were computed in), `oom_split_batches` / `oom_split_rows` (planned batches,
-and their rows, that ran out of memory and were computed in smaller pieces; their ids are in the
-dataset `oom_split_ids`).
+Lock, prepare, run, assemble: under its sidecar's lock (virnucflow.sidecar) a job reuses an earlier
+job's output when its provenance is this job's; else it follows the batch plan stored in the sidecar
+(virnucflow.batching), so that a resumed job's rows are bitwise an uninterrupted run's, appends each
+batch there, and assembles the output in input order (its attributes: `_prepare`, `_assemble`).
 """
 
 import contextlib
-import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .atomic import atomic_open
+from .atomic import remove_stale_temporaries
+from .batching import BatchEmbedder, Progress, make_batches
 from .devices import claim_device, computes_on, dtype_for, gpu_expected, precision_name
+from .embed_stats import EmbedStats, read_stats_json, write_stats_json
 from .embeddings import EmbeddingWriter, open_embeddings, verify_checksums
 from .errors import InputError, VirnucflowError
 from .models.resolve import load_encoder
+from .provenance import file_sha256
 from .sidecar import Sidecar, SidecarLock, remove_sidecar
 from .workfiles import read_shard_fasta
 
@@ -64,57 +49,61 @@ def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, 
         torch.set_num_threads(int(threads))
     fasta, out_h5 = Path(fasta), Path(out_h5)
     ids, seqs = read_shard_fasta(fasta)
-    input_sha256 = hashlib.sha256(fasta.read_bytes()).hexdigest()
+    input_sha256 = file_sha256(fasta)
 
     # Waits while another job owns this output; held until the sidecar is removed (or the job dies).
     with SidecarLock(sidecar_dir or f"{out_h5}.partial") as lock:
-        _remove_stale_temporaries(out_h5)  # under the lock: no other job is writing this output
+        remove_stale_temporaries(out_h5)  # under the lock: no other job is writing this output
         with claim_device(device, log=log, cpu_fallback=cpu_fallback) as claimed:
-            plan = _plan(seqs, input_sha256, kind=kind, model=model, device=computes_on(claimed),
-                         precision=precision, token_budget=int(token_budget), layer=layer, attention=attention)
-            earlier = _reusable(out_h5, plan.attrs, ids)
+            job = _prepare(seqs, input_sha256, kind=kind, model=model, device=computes_on(claimed),
+                           precision=precision, token_budget=int(token_budget), layer=layer, attention=attention)
+            earlier = _reusable(out_h5, job.attrs, ids)
             if earlier is not None:
-                plan.encoder = None
-                return _reuse(out_h5, earlier, plan, lock, stats_json, started, fasta)
-            _open_sidecar(plan, lock.folder, int(token_budget))
-            loaded = plan.loaded_at
-            log.info("%s: %d sequences, %d tokens, %d batches of at most %d padded tokens; model %s (%s) on %s in "
-                     "%s, ready after %.1f s", fasta, len(seqs), sum(plan.lengths), len(plan.sidecar.plan["batches"]),
-                     plan.attrs["token_budget"], plan.encoder.name, plan.encoder.revision, plan.device,
-                     plan.attrs["precision"], loaded - started)
-            if plan.resumed:
-                log.info("resuming: %d of %d sequences already embedded in %s", plan.resumed, len(seqs),
-                         plan.sidecar.folder)
-            run = _run(plan, ids, fasta, on_error, progress_seconds)
+                job.encoder = None
+                return _reuse(out_h5, earlier, lock, stats_json, started, fasta)
+            _open_sidecar(job, lock.folder, int(token_budget))
+            _log_start(job, fasta, started)
+            run = _run(job, ids, fasta, on_error, progress_seconds)
         embedded = time.monotonic()
 
-        kept, skipped = _assemble(plan.sidecar, ids, plan.attrs, out_h5)
-        stats = {
-            # padded_tokens: of the batches this run embedded (resumed ones are not counted)
-            "sequences": len(seqs), "tokens": sum(plan.lengths), "padded_tokens": run.padded_tokens,
-            "seconds": round(time.monotonic() - started, 3), "device": plan.device, "claimed_device": claimed,
-            "gpu_expected": gpu_expected(), "precision": plan.attrs["precision"], "model": plan.attrs["model"],
-            "model_revision": plan.attrs["model_revision"], "untrained": plan.attrs["untrained"],
-            "resumed": plan.resumed, "skipped": skipped,
-            "kind": kind, "batches": plan.attrs["batches"], "oom_splits": run.splits,
-            "load_seconds": round(loaded - started, 3), "embed_seconds": round(embedded - loaded, 3),
-            "device_name": plan.device_name, "peak_gpu_memory_bytes": run.peak_memory,
-            "input_sha256": input_sha256, "waited_seconds": round(lock.waited, 3),
-        }
+        kept, skipped = _assemble(job.sidecar, ids, job.attrs, out_h5)
+        stats = _stats(job, run, claimed, skipped, lock.waited, started, embedded)
         if stats_json:
-            with atomic_open(stats_json) as handle:
-                json.dump(stats, handle, indent=2)
-        plan.sidecar.remove(lock)  # last: a kill before this point reruns from a complete sidecar
-    computed, seconds = len(seqs) - plan.resumed, max(embedded - loaded, 1e-9)
+            write_stats_json(stats, stats_json)
+        job.sidecar.remove(lock)  # last: a kill before this point reruns from a complete sidecar
+    computed, seconds = len(seqs) - job.resumed, max(embedded - job.loaded_at, 1e-9)
     log.info("wrote %s: %d rows, %d skipped, %d resumed from the sidecar; %d sequences embedded in %.1f s "
              "(%.1f sequences/s, %.0f tokens/s, padding %.1f%%, %d out-of-memory splits)", out_h5, kept, skipped,
-             plan.resumed, computed, embedded - loaded, computed / seconds, run.tokens / seconds,
+             job.resumed, computed, embedded - job.loaded_at, computed / seconds, run.tokens / seconds,
              100 * (1 - run.tokens / max(run.padded_tokens, 1)), run.splits)
-    return stats
+    return stats.as_json()
+
+
+def _log_start(job, fasta, started):
+    log.info("%s: %d sequences, %d tokens, %d batches of at most %d padded tokens; model %s (%s) on %s in "
+             "%s, ready after %.1f s", fasta, len(job.tokens), sum(job.lengths), len(job.sidecar.plan["batches"]),
+             job.attrs["token_budget"], job.encoder.name, job.encoder.revision, job.device,
+             job.attrs["precision"], job.loaded_at - started)
+    if job.resumed:
+        log.info("resuming: %d of %d sequences already embedded in %s", job.resumed, len(job.tokens),
+                 job.sidecar.folder)
+
+
+def _stats(job, run, claimed, skipped, waited, started, embedded):
+    """The stats of a job that computed its output (`run`: what `_run` did; times from time.monotonic())."""
+    attrs, loaded = job.attrs, job.loaded_at
+    return EmbedStats(
+        sequences=len(job.tokens), tokens=sum(job.lengths), padded_tokens=run.padded_tokens,
+        seconds=round(time.monotonic() - started, 3), device=job.device, claimed_device=claimed,
+        gpu_expected=gpu_expected(), precision=attrs["precision"], model=attrs["model"],
+        model_revision=attrs["model_revision"], untrained=attrs["untrained"], resumed=job.resumed, skipped=skipped,
+        kind=attrs["kind"], batches=attrs["batches"], oom_splits=run.splits, load_seconds=round(loaded - started, 3),
+        embed_seconds=round(embedded - loaded, 3), device_name=job.device_name, peak_gpu_memory_bytes=run.peak_memory,
+        input_sha256=attrs["input_sha256"], waited_seconds=round(waited, 3))
 
 
 @dataclass
-class _Plan:
+class _Job:
     """What a job will do: the loaded encoder, the tokens, the batches still to compute, the sidecar."""
 
     encoder: object
@@ -130,7 +119,7 @@ class _Plan:
     batches: list = None  # of input indices, the planned batches the sidecar does not hold
 
 
-def _plan(seqs, input_sha256, *, kind, model, device, precision, token_budget, layer, attention):
+def _prepare(seqs, input_sha256, *, kind, model, device, precision, token_budget, layer, attention):
     """Load the model and tokenize; what the output's attributes will be."""
     dtype = dtype_for(precision, device)
     encoder = load_encoder(kind, model, device=device, dtype=dtype, layer=layer, attention=attention)
@@ -149,25 +138,25 @@ def _plan(seqs, input_sha256, *, kind, model, device, precision, token_budget, l
     if kind == "protein":
         attrs["layer"] = key["layer"] = int(encoder.layer)
     device_name = torch.cuda.get_device_name(torch.device(device)) if on_gpu else device_type
-    return _Plan(encoder=encoder, device=device, device_name=device_name, loaded_at=loaded_at, tokens=tokens,
+    return _Job(encoder=encoder, device=device, device_name=device_name, loaded_at=loaded_at, tokens=tokens,
                  lengths=lengths, attrs=attrs, key=key)
 
 
-def _open_sidecar(plan, folder, token_budget):
+def _open_sidecar(job, folder, token_budget):
     """Open the sidecar (or make it, with a new batch plan) and list the planned batches still to do."""
-    lengths = plan.lengths
+    lengths = job.lengths
 
     def new_plan():
         return {"token_budget": token_budget, "batches": make_batches(lengths, token_budget)}
 
-    plan.sidecar = sidecar = Sidecar(folder, plan.key, plan.encoder.dim, new_plan)
+    job.sidecar = sidecar = Sidecar(folder, job.key, job.encoder.dim, new_plan)
     stored = int(sidecar.plan["token_budget"])
     if stored != token_budget:
         log.info("following the batch plan stored in %s (token budget %d, not the current %d): the rows are then "
                  "bitwise those of an uninterrupted run", folder, stored, token_budget)
-    plan.attrs.update(token_budget=stored, batches=len(sidecar.plan["batches"]))
-    plan.resumed = len(sidecar.positions)
-    plan.batches = [batch for batch in sidecar.plan["batches"] if not all(i in sidecar.positions for i in batch)]
+    job.attrs.update(token_budget=stored, batches=len(sidecar.plan["batches"]))
+    job.resumed = len(sidecar.positions)
+    job.batches = [batch for batch in sidecar.plan["batches"] if not all(i in sidecar.positions for i in batch)]
 
 
 def _reusable(out_h5, attrs, ids):
@@ -200,7 +189,7 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _reuse(out_h5, attrs, plan, lock, stats_json, started, fasta):
+def _reuse(out_h5, attrs, lock, stats_json, started, fasta):
     """Stats of a job that found its output written by the job it waited for: that job's own stats
     when they are there (they say how the rows were computed), else what the file's attributes tell."""
     waited = f" (this job waited {lock.waited:.0f} s for it)" if lock.waited else ""
@@ -209,23 +198,22 @@ def _reuse(out_h5, attrs, plan, lock, stats_json, started, fasta):
              attrs["device"])
     stats = None
     with contextlib.suppress(OSError, ValueError, TypeError):
-        stats = json.loads(Path(stats_json).read_text()) if stats_json else None
-    if not (isinstance(stats, dict) and all(stats.get(k) == attrs.get(k) for k in
-                                            ("input_sha256", "model_revision", "precision", "kind"))):
+        stats = read_stats_json(stats_json) if stats_json else None
+    if stats is None or any(getattr(stats, k) != attrs.get(k) for k in
+                            ("input_sha256", "model_revision", "precision", "kind")):
         sequences = attrs["rows"] + attrs["skipped"]
-        stats = {"sequences": sequences, "tokens": attrs.get("tokens"), "padded_tokens": None,
-                 "device": attrs.get("device"), "claimed_device": None, "gpu_expected": gpu_expected(),
-                 "precision": attrs["precision"], "model": attrs["model"], "model_revision": attrs["model_revision"],
-                 "untrained": bool(attrs.get("untrained", False)), "resumed": sequences, "skipped": attrs["skipped"], "kind": attrs["kind"],
-                 "batches": attrs.get("batches"), "oom_splits": None, "load_seconds": None, "embed_seconds": None,
-                 "device_name": None, "peak_gpu_memory_bytes": None, "input_sha256": attrs["input_sha256"]}
-    stats.update(reused=True, waited_seconds=round(lock.waited, 3), seconds=round(time.monotonic() - started, 3))
+        stats = EmbedStats(sequences=sequences, tokens=attrs.get("tokens"), device=attrs.get("device"),
+                           gpu_expected=gpu_expected(), precision=attrs["precision"], model=attrs["model"],
+                           model_revision=attrs["model_revision"], untrained=bool(attrs.get("untrained", False)),
+                           resumed=sequences, skipped=attrs["skipped"], kind=attrs["kind"],
+                           batches=attrs.get("batches"), input_sha256=attrs["input_sha256"])
+    stats = replace(stats, reused=True, waited_seconds=round(lock.waited, 3),
+                    seconds=round(time.monotonic() - started, 3))
     if stats_json:
-        with atomic_open(stats_json) as handle:
-            json.dump(stats, handle, indent=2)
+        write_stats_json(stats, stats_json)
     remove_sidecar(lock.folder, lock)  # what an even earlier attempt may have left: the output is final
     log.info("%s: nothing to compute, %s is in place", fasta, out_h5)
-    return stats
+    return stats.as_json()
 
 
 @dataclass
@@ -236,23 +224,23 @@ class _Run:
     peak_memory: int | None  # bytes of GPU memory at most, None on the CPU
 
 
-def _run(plan, ids, fasta, on_error, progress_seconds):
+def _run(job, ids, fasta, on_error, progress_seconds):
     """Embed the planned batches into the sidecar, with a progress line every `progress_seconds`."""
-    lengths = plan.lengths
-    embedder = BatchEmbedder(plan.encoder, plan.tokens, ids, fasta, on_error)
-    progress = Progress(len(ids), sum(lengths), plan.resumed, sum(lengths[i] for i in plan.sidecar.positions),
+    lengths = job.lengths
+    embedder = BatchEmbedder(job.encoder, job.tokens, ids, fasta, on_error)
+    progress = Progress(len(ids), sum(lengths), job.resumed, sum(lengths[i] for i in job.sidecar.positions),
                         progress_seconds)
     try:
-        for batch in plan.batches:
+        for batch in job.batches:
             vectors, skipped, pieces = embedder(batch)
-            plan.sidecar.append(batch, vectors, skipped, pieces)
+            job.sidecar.append(batch, vectors, skipped, pieces)
             progress.update(len(batch), sum(lengths[i] for i in batch), max(lengths[i] for i in batch) * len(batch))
     except BaseException:
-        plan.sidecar.close()
+        job.sidecar.close()
         raise
-    on_gpu = plan.attrs["device"] == "cuda" and torch.cuda.is_available()
+    on_gpu = job.attrs["device"] == "cuda" and torch.cuda.is_available()
     peak_memory = torch.cuda.max_memory_allocated() if on_gpu else None
-    plan.encoder = embedder.encoder = None  # the GPU memory goes before the device is handed back
+    job.encoder = embedder.encoder = None  # the GPU memory goes before the device is handed back
     return _Run(padded_tokens=progress.padded, tokens=progress.tokens, splits=embedder.splits,
                 peak_memory=peak_memory)
 
@@ -280,131 +268,3 @@ def _assemble(sidecar, ids, attrs, out_h5):
                     "can differ from an unsplit run in the last bits (attributes oom_split_batches, oom_split_rows; "
                     "ids in oom_split_ids)", len(split), len(sidecar.entries), len(in_pieces), out_h5)
     return len(keep), len(skipped)
-
-
-def make_batches(lengths, token_budget, indices=None):
-    """`indices` (default: all) grouped into batches, longest first, each with
-    max_len * size <= token_budget; a sequence longer than the budget goes alone."""
-    indices = range(len(lengths)) if indices is None else indices
-    order = sorted(indices, key=lambda i: (-lengths[i], i))
-    batches, current = [], []
-    for index in order:
-        # Sorted longest first, so the batch's first sequence sets its padded width.
-        width = lengths[current[0]] if current else lengths[index]
-        if current and width * (len(current) + 1) > token_budget:
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _is_oom(error):
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-class BatchEmbedder:
-    """Embeds a batch of sequences, halving it on out-of-memory down to single sequences.
-
-    When a batch of P padded tokens runs out of memory, batches of more than P/2 are split before
-    they are tried: a token budget too large for the device costs a failure or two, not one per
-    batch. A single sequence that fails does not lower the cap (one outlier must not shrink every
-    batch of the shard).
-    """
-
-    def __init__(self, encoder, tokens, ids, fasta, on_error):
-        self.encoder, self.tokens, self.ids, self.fasta = encoder, tokens, ids, fasta
-        self.on_error = on_error
-        self.cap = None  # most padded tokens a batch of several sequences may have on this device
-        self.splits = 0
-
-    def __call__(self, batch):
-        """(vectors (len(batch), dim) float32 with zero rows where skipped, [(position, reason)], the sizes
-        of the pieces the batch was computed in if it was split, else None)."""
-        vectors = np.zeros((len(batch), self.encoder.dim), dtype=np.float32)
-        skipped, pieces = [], []
-        self._embed(batch, 0, vectors, skipped, pieces)
-        return vectors, skipped, pieces if len(pieces) > 1 else None
-
-    def _embed(self, batch, start, vectors, skipped, pieces):
-        padded = max(len(self.tokens[i]) for i in batch) * len(batch)
-        if len(batch) > 1 and self.cap is not None and padded > self.cap:
-            return self._split(batch, start, vectors, skipped, pieces)
-        result, message = self._attempt(batch)
-        if result is not None:
-            vectors[start : start + len(batch)] = result
-            pieces.append(len(batch))
-            return None
-        if len(batch) > 1:
-            self.cap = padded // 2
-            log.warning("out of memory on %d sequences (%d padded tokens): batches of more than %d padded tokens "
-                        "are split from now on; a token budget of %d would avoid this", len(batch), padded, self.cap,
-                        self.cap)
-            return self._split(batch, start, vectors, skipped, pieces)
-        sid, length = self.ids[batch[0]], len(self.tokens[batch[0]])
-        reason = f"out of memory even alone ({length} tokens): {message}"
-        if self.on_error == "skip":
-            log.warning("skipping %s: %s", sid, reason)
-            skipped.append((start, reason))
-            pieces.append(1)
-            return None
-        raise InputError(f"{self.fasta}: sequence {sid} ({length} tokens) runs out of memory even alone; "
-                         "use a GPU with more memory, or set embed.on_error: skip to record it and go on")
-
-    def _split(self, batch, start, vectors, skipped, pieces):
-        self.splits += 1
-        half = len(batch) // 2
-        self._embed(batch[:half], start, vectors, skipped, pieces)
-        self._embed(batch[half:], start + half, vectors, skipped, pieces)
-
-    def _attempt(self, batch):
-        """(vectors, None) or (None, the out-of-memory message)."""
-        try:
-            return self.encoder.embed([self.tokens[i] for i in batch]).numpy(), None
-        except RuntimeError as error:  # torch.OutOfMemoryError is one
-            if not _is_oom(error):
-                raise
-            message = str(error).strip().splitlines()[0][:200]
-        # Outside the except block: the failed attempt's tensors, held by the traceback, are free now.
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return None, message
-
-
-class Progress:
-    """A log line every few seconds: sequences done, rates of this run, padding share, time left."""
-
-    def __init__(self, total, total_tokens, done, done_tokens, every_seconds):
-        self.total, self.total_tokens = total, total_tokens
-        self.done, self.done_tokens = done, done_tokens
-        self.computed = self.tokens = self.padded = 0
-        self.every = every_seconds
-        self.started = self.last = time.monotonic()
-
-    def update(self, sequences, tokens, padded):
-        self.done += sequences
-        self.done_tokens += tokens
-        self.computed += sequences
-        self.tokens += tokens
-        self.padded += padded
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            log.info("%s", self.line(now))
-
-    def line(self, now=None):
-        seconds = max((now or time.monotonic()) - self.started, 1e-9)
-        token_rate = self.tokens / seconds
-        left = (self.total_tokens - self.done_tokens) / token_rate if token_rate else float("nan")
-        return (f"{self.done}/{self.total} sequences, {self.computed / seconds:.1f} sequences/s, "
-                f"{token_rate:.0f} tokens/s, padding {100 * (1 - self.tokens / max(self.padded, 1)):.1f}%, "
-                f"about {left:.0f} s left")
-
-
-def _remove_stale_temporaries(out_h5):
-    """Temporary files of killed earlier attempts at this output (atomic_path names them
-    `.{name}.tmp.{pid}`); only the job that holds the sidecar's lock writes the output, so none is in use."""
-    for stale in out_h5.parent.glob(f".{out_h5.name}.tmp.*"):
-        with contextlib.suppress(OSError):
-            stale.unlink()

@@ -13,6 +13,7 @@ import sys
 import time
 
 from .errors import VirnucflowError
+from .scheduler import scheduler_environment
 
 PACKAGE = "virnucflow"
 FORMAT = logging.Formatter("%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
@@ -71,11 +72,8 @@ def job(name, log_path=None):
         logger.addHandler(handler)
     started = time.monotonic()
     # Where the job ran, so cluster runs can be audited from the logs alone.
-    env = " ".join(
-        f"{key}={os.environ[key]}"
-        for key in ("SLURM_JOB_ID", "LSB_JOBID", "CUDA_VISIBLE_DEVICES")
-        if key in os.environ
-    )
+    env = " ".join(f"{key}={value}" for key, value in scheduler_environment().items()
+                   if key in ("SLURM_JOB_ID", "LSB_JOBID", "CUDA_VISIBLE_DEVICES"))
     logger.info("%s: host=%s pid=%d %s", name, socket.gethostname(), os.getpid(), env, extra={"file_only": True})
     try:
         yield logger

@@ -36,7 +36,6 @@ Result attributes (besides those of every embedding file: dim, rows, package_ver
 """
 
 import contextlib
-import json
 import logging
 import time
 
@@ -45,7 +44,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_open
 from .embeddings import EmbeddingWriter, RowReader, open_embeddings
-from .validation import RowsCheck, Tally, inspect_shards, join
+from .validation import RowsCheck, Tally, inspect_shards, join, write_validation_json
 from .workfiles import frames_by_shard
 
 log = logging.getLogger(__name__)
@@ -68,10 +67,7 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
                  ", ".join(kind for kind, given in (("dna", dna_fasta), ("protein", protein_fasta)) if given is None))
     dims = shards.dims
     width = dims["dna"] + dims["protein"]
-    out_attrs = {"dna_columns": [0, dims["dna"]], "protein_columns": [dims["dna"], width]}
-    for kind in ("dna", "protein"):
-        out_attrs.update({f"{kind}_{key}": value for key, value in shards.meta[kind].items()})
-    out_attrs.update(chunk_length=int(chunk_length), compat=str(compat), dtype=str(dtype))
+    out_attrs = _result_attrs(shards, chunk_length, compat, dtype)
     # The result is about as large as its shards: what a full disk's message names.
     expected_rows = max(shards.rows.values())
 
@@ -94,26 +90,43 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
         tally.finish()
         for key in ("expected", "missing", "skipped"):
             writer.attrs[key] = getattr(tally, key)
-        checksums = writer.checksums()  # of every row now written; the writer stores them at close
-        # No duplicates count: an id twice is an error (the merge fails and writes no validation.json).
-        report = {
-            "expected": tally.expected, "present": writer.rows, "missing": tally.missing,
-            "extra": tally.extra, "skipped": tally.skipped, "allow_missing": bool(allow_missing),
-            "ok": writer.rows == tally.expected,
-            "missing_first": tally.missing_first, "extra_first": tally.extra_first,
-            "skipped_ids": tally.skipped_entries,
-            "shards": len(shards.pairs), "dna_dim": dims["dna"], "protein_dim": dims["protein"],
-            "ids_sha256": checksums["ids_sha256"], "embeddings_crc32": checksums["embeddings_crc32"],
-            "version": __version__,
-        }
+        report = _validation_report(tally, writer, shards, allow_missing)
         # Inside the writer's block: a failure here leaves no embeddings.h5 either.
-        with atomic_open(validation_json) as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
+        write_validation_json(report, validation_json)
     seconds = time.monotonic() - started
     log.info("merged %d of %d expected ids (%d missing, %d skipped, %d extra) from %d shard pairs into %s: "
              "%d columns, %.1f s, %.0f MB/s", writer.rows, tally.expected, tally.missing, tally.skipped,
              tally.extra, len(shards.pairs), out_h5, width, seconds, writer.rows * width * 4 / 1e6 / max(seconds, 1e-9))
+    _warn_about_ids(tally, out_h5, validation_json, missing_ids_txt)
+    return report
+
+
+def _result_attrs(shards, chunk_length, compat, dtype):
+    """The result's attributes: each block's columns, each model's provenance, the prepare settings."""
+    dims = shards.dims
+    attrs = {"dna_columns": [0, dims["dna"]], "protein_columns": [dims["dna"], dims["dna"] + dims["protein"]]}
+    for kind in ("dna", "protein"):
+        attrs.update({f"{kind}_{key}": value for key, value in shards.meta[kind].items()})
+    attrs.update(chunk_length=int(chunk_length), compat=str(compat), dtype=str(dtype))
+    return attrs
+
+
+def _validation_report(tally, writer, shards, allow_missing):
+    """validation.json's content (no duplicates count: an id twice fails the merge, which writes none)."""
+    checksums = writer.checksums()  # of every row now written; the writer stores them at close
+    return {
+        "expected": tally.expected, "present": writer.rows, "missing": tally.missing,
+        "extra": tally.extra, "skipped": tally.skipped, "allow_missing": bool(allow_missing),
+        "ok": writer.rows == tally.expected,
+        "missing_first": tally.missing_first, "extra_first": tally.extra_first,
+        "skipped_ids": tally.skipped_entries,
+        "shards": len(shards.pairs), "dna_dim": shards.dims["dna"], "protein_dim": shards.dims["protein"],
+        "ids_sha256": checksums["ids_sha256"], "embeddings_crc32": checksums["embeddings_crc32"],
+        "version": __version__,
+    }
+
+
+def _warn_about_ids(tally, out_h5, validation_json, missing_ids_txt):
     if tally.missing:
         log.warning("allow_missing: %d expected ids have no embedding and were left out (first: %s); "
                     "all are listed in %s", tally.missing, ", ".join(tally.missing_first), missing_ids_txt)
@@ -123,7 +136,6 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     if tally.skipped:
         log.warning("%d ids were skipped by the embed jobs (on_error: skip) and are not in %s; reasons in %s",
                     tally.skipped, out_h5, validation_json)
-    return report
 
 
 @contextlib.contextmanager

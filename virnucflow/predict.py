@@ -100,20 +100,7 @@ def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, out_dir=Non
         reads = _ReadCalls(read_out, reads_tsv, max_ambiguous_fraction, min_virus_score)
         with _SortedChunkCalls(paths[1], sort_rows, embeddings_h5) as sorted_calls:
             chunks = _ChunkTally(sorted_calls, reads, scores_out)
-            virus_frames = 0
-            for start in range(0, len(merged), batch_rows):
-                ids = merged.read_ids(start, start + batch_rows)
-                probabilities = score(model, merged.read_rows(start, start + batch_rows))  # (rows, 2) float32
-                lines = []
-                for row, (frame_id, (p_other, p_virus)) in enumerate(zip(ids, probabilities), start):
-                    read_id = frames.read_of(frame_id, row)
-                    # str() of numpy float32 gives the original's digits (shortest round trip); an f-string
-                    # field alone would format them as float64 (17 digits).
-                    label = "virus" if p_virus > p_other else "others"
-                    virus_frames += label == "virus"
-                    lines.append(f"{frame_id}\t{label}\t{str(p_other)}\t{str(p_virus)}\n")
-                    chunks.add(frame_id[:-2], read_id, p_other, p_virus)  # VirNucPro's Modified_ID: F1..R3 removed
-                pred_out.write("".join(lines))
+            virus_frames = _score_frames(merged, model, frames, chunks, pred_out, batch_rows)
             chunks.close()
             frames.finish()
             calls = reads.finish()
@@ -132,6 +119,26 @@ def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, out_dir=Non
                     "%d reads have no scored frame (call not_scored)", counts["missing"], frames_tsv,
                     len(counts["missing_first"]), ", ".join(counts["missing_first"]), calls["not_scored"])
     return counts
+
+
+def _score_frames(merged, model, frames, chunks, pred_out, batch_rows):
+    """Score every row of `merged`, `batch_rows` at a time, into predictions.tsv and the chunk tally;
+    returns the number of frames called virus."""
+    virus_frames = 0
+    for start in range(0, len(merged), batch_rows):
+        ids = merged.read_ids(start, start + batch_rows)
+        probabilities = score(model, merged.read_rows(start, start + batch_rows))  # (rows, 2) float32
+        lines = []
+        for row, (frame_id, (p_other, p_virus)) in enumerate(zip(ids, probabilities), start):
+            read_id = frames.read_of(frame_id, row)
+            # str() of numpy float32 gives the original's digits (shortest round trip); an f-string
+            # field alone would format them as float64 (17 digits).
+            label = "virus" if p_virus > p_other else "others"
+            virus_frames += label == "virus"
+            lines.append(f"{frame_id}\t{label}\t{str(p_other)}\t{str(p_virus)}\n")
+            chunks.add(frame_id[:-2], read_id, p_other, p_virus)  # VirNucPro's Modified_ID: F1..R3 removed
+        pred_out.write("".join(lines))
+    return virus_frames
 
 
 def chunk_calls_from_predictions(predictions_tsv, chunk_calls_tsv, *, sort_rows=SORT_ROWS):

@@ -39,6 +39,7 @@ import numpy as np
 
 from .atomic import atomic_open, reporting_disk_full
 from .errors import VirnucflowError
+from .scheduler import scheduler_environment
 
 log = logging.getLogger(__name__)
 SIDECAR_FORMAT = 2  # 2: plan.json and the lock
@@ -53,9 +54,10 @@ class SidecarDamaged(VirnucflowError):
 
 def _holder():
     """Who holds a lock: written into the lock file for the message of a job that waits for it."""
-    now = time.time()
-    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "lsf_job_id": os.environ.get("LSB_JOBID"), "since": now,
+
+    now, scheduler = time.time(), scheduler_environment()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": scheduler.get("SLURM_JOB_ID"),
+            "lsf_job_id": scheduler.get("LSB_JOBID"), "since": now,
             "since_text": datetime.datetime.fromtimestamp(now).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 

@@ -16,14 +16,17 @@ that is there now, and intact since its embed job wrote it.
 """
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_open
 from .embeddings import RowsChecksum, id_lines, open_embeddings, row_sums64
 from .errors import InputError, ValidationError
+from .provenance import file_sha256
 from .workfiles import frames_by_shard
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,15 @@ class ShardSet:
     rows: dict
 
 
-def file_sha256(path, block=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+def write_validation_json(report, path):
+    """A sample's validation.json: merge's `report` (counts, first missing ids, checksums), indented."""
+    with atomic_open(path) as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+
+
+def read_validation_json(path):
+    return json.loads(Path(path).read_text())
 
 
 def check_input(path, recorded, fasta, actual):
@@ -85,18 +91,50 @@ def pair_shards(dna_shards, protein_shards):
     return {index: {"dna": d, "protein": p} for index, (d, p) in enumerate(zip(dna, protein))}
 
 
+def _shard_fastas(shards, **given):
+    """{kind: [shard FASTA paths]} of the kinds whose FASTA files are given (one per shard, in order)."""
+    fastas = {}
+    for kind, paths in given.items():
+        if paths is not None:
+            if len(paths) != shards:
+                raise InputError(f"{len(paths)} {kind} shard FASTA files for {shards} shards; pass one per "
+                                 "shard, in the same order")
+            fastas[kind] = [Path(f) for f in paths]
+    return fastas
+
+
+def _check_fasta(shard, fasta):
+    """The shard file was computed from `fasta` as it is now (the sha256 its embed job recorded)."""
+    if not fasta.is_file():
+        raise InputError(f"{fasta}: shard FASTA not found; rerun prepare for this sample")
+    recorded = shard.attrs.get("input_sha256")
+    check_input(shard.path, None if recorded is None else str(recorded), fasta, file_sha256(fasta))
+
+
+def _note_copied(shard, kind, seen):
+    """Record the shard's COPIED attributes in `seen` {(kind, key): {value: first path}}; a MUST_AGREE
+    attribute that differs from another shard's of the same kind is an error."""
+    path = shard.path
+    for key in COPIED:
+        if key not in shard.attrs:
+            continue
+        value = shard.attrs[key]
+        value = value.item() if hasattr(value, "item") else value
+        before = seen.setdefault((kind, key), {value: path})
+        if value not in before:
+            if key in MUST_AGREE:
+                other_value, other = next(iter(before.items()))
+                raise ValidationError(f"{path}: {key} {value!r} but {other} has {other_value!r}; all {kind} shards "
+                                      "must come from one model: rerun the embed jobs of the odd ones")
+            before[value] = path
+
+
 def inspect_shards(dna_shards, protein_shards, dna_fasta=None, protein_fasta=None):
     """The checked `ShardSet` of the given files; a file of the wrong kind, width or model, or computed
     from another version of its shard FASTA (`dna_fasta`, `protein_fasta`: in the same order, when
     given), is an error."""
     pairs = pair_shards(dna_shards, protein_shards)
-    fastas = {}
-    for kind, given in (("dna", dna_fasta), ("protein", protein_fasta)):
-        if given is not None:
-            if len(given) != len(pairs):
-                raise InputError(f"{len(given)} {kind} shard FASTA files for {len(pairs)} shards; pass one per "
-                                 "shard, in the same order")
-            fastas[kind] = [Path(f) for f in given]
+    fastas = _shard_fastas(len(pairs), dna=dna_fasta, protein=protein_fasta)
     dims, meta, first, seen, skipped, unverified = {}, {kind: {} for kind in KINDS}, {}, {}, {}, set()
     rows, in_pieces = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
     for index, pair in pairs.items():
@@ -107,11 +145,7 @@ def inspect_shards(dna_shards, protein_shards, dna_fasta=None, protein_fasta=Non
                     raise InputError(f"{path}: holds {shard.attrs['kind']} embeddings but was passed as a {kind} "
                                      "shard; check the file names")
                 if kind in fastas:
-                    fasta = fastas[kind][index]
-                    if not fasta.is_file():
-                        raise InputError(f"{fasta}: shard FASTA not found; rerun prepare for this sample")
-                    recorded = shard.attrs.get("input_sha256")
-                    check_input(path, None if recorded is None else str(recorded), fasta, file_sha256(fasta))
+                    _check_fasta(shard, fastas[kind][index])
                 if any(key not in shard.attrs for key in ("ids_sha256", "embeddings_sum64")):
                     unverified.add(str(path))
                 rows[kind] += len(shard)
@@ -124,19 +158,7 @@ def inspect_shards(dna_shards, protein_shards, dna_fasta=None, protein_fasta=Non
                             f"the {kind} shards were made with different models: delete the odd ones and rerun "
                             "their embed jobs")
                     first.setdefault(kind, path)
-                for key in COPIED:
-                    if key not in shard.attrs:
-                        continue
-                    value = shard.attrs[key]
-                    value = value.item() if hasattr(value, "item") else value
-                    before = seen.setdefault((kind, key), {value: path})
-                    if value not in before:
-                        if key in MUST_AGREE:
-                            other_value, other = next(iter(before.items()))
-                            raise ValidationError(
-                                f"{path}: {key} {value!r} but {other} has {other_value!r}; all {kind} shards "
-                                "must come from one model: rerun the embed jobs of the odd ones")
-                        before[value] = path
+                _note_copied(shard, kind, seen)
                 for sid, reason in shard.skipped():
                     skipped.setdefault(index, []).append((sid, kind, reason, str(path)))
     for (kind, key), values in seen.items():

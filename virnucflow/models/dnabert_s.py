@@ -18,6 +18,7 @@ attention kernel (projection, residuals, LayerNorms, the gated GELU unit) into f
 import functools
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,21 @@ PADDING_BIAS = -10000.0  # what the reference adds at padded keys; exp(-10000) i
 FLEX_BLOCK = 128  # flex_attention's tile size
 
 
-def alibi_slopes(num_heads):
+@dataclass(frozen=True)
+class DnabertSConfig:
+    """DNABERT-S's size (the published one by default); config.json spells them hidden_size,
+    num_hidden_layers, num_attention_heads, intermediate_size, vocab_size."""
+
+    hidden: int = 768
+    layers: int = 12
+    heads: int = 12
+    intermediate: int = 3072
+    vocab_size: int = 4096
+    type_vocab_size: int = 2
+    eps: float = 1e-12
+
+
+def alibi_slopes(heads):
     """ALiBi head slopes (Press et al.): the geometric series 2^(-8i/n), i = 1..n, for n = 2^k heads.
     Other counts (DNABERT-S has 12) take the 2^k slopes of the nearest lower power of two plus
     every other slope of the next power of two, so slopes still span the same range."""
@@ -37,10 +52,10 @@ def alibi_slopes(num_heads):
         start = 2 ** (-(2 ** -(math.log2(n) - 3)))
         return [start * start**i for i in range(n)]
 
-    if math.log2(num_heads).is_integer():
-        return power_of_2(num_heads)
-    closest = 2 ** math.floor(math.log2(num_heads))
-    return power_of_2(closest) + alibi_slopes(2 * closest)[0::2][: num_heads - closest]
+    if math.log2(heads).is_integer():
+        return power_of_2(heads)
+    closest = 2 ** math.floor(math.log2(heads))
+    return power_of_2(closest) + alibi_slopes(2 * closest)[0::2][: heads - closest]
 
 
 def alibi_bias(slopes, length, device=None):
@@ -111,10 +126,10 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    def __init__(self, hidden, num_heads):
+    def __init__(self, hidden, heads):
         super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = hidden // num_heads
+        self.heads = heads
+        self.head_dim = hidden // heads
         self.Wqkv = nn.Linear(hidden, 3 * hidden)  # fused: [Q | K | V], each (heads, head_dim)
 
     def forward(self, x, bias=None, block_mask=None, slopes=None):
@@ -123,10 +138,10 @@ class BertSelfAttention(nn.Module):
         qkv = self.Wqkv(x)
         if block_mask is None:
             batch, tokens, _ = x.shape
-            q, k, v = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (batch, heads, tokens, d)
             return out.transpose(1, 2).reshape(batch, tokens, -1)
-        q, k, v = qkv.view(-1, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (heads, tokens, d)
+        q, k, v = qkv.view(-1, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)  # (heads, tokens, d)
         out = packed_alibi_attention(q, k, v, block_mask, slopes)  # (heads, tokens, d)
         return out.transpose(0, 1).reshape(x.shape[0], -1)
 
@@ -142,9 +157,9 @@ class BertSelfOutput(nn.Module):
 
 
 class BertAttention(nn.Module):
-    def __init__(self, hidden, num_heads, eps=1e-12):
+    def __init__(self, hidden, heads, eps=1e-12):
         super().__init__()
-        self.self = BertSelfAttention(hidden, num_heads)
+        self.self = BertSelfAttention(hidden, heads)
         self.output = BertSelfOutput(hidden, eps)
 
     def forward(self, x, **attention):
@@ -167,9 +182,9 @@ class BertGatedLinearUnitMLP(nn.Module):
 
 
 class BertLayer(nn.Module):
-    def __init__(self, hidden, num_heads, intermediate, eps=1e-12):
+    def __init__(self, hidden, heads, intermediate, eps=1e-12):
         super().__init__()
-        self.attention = BertAttention(hidden, num_heads, eps)
+        self.attention = BertAttention(hidden, heads, eps)
         self.mlp = BertGatedLinearUnitMLP(hidden, intermediate, eps)
 
     def forward(self, x, **attention):
@@ -181,9 +196,9 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    def __init__(self, hidden, layers, num_heads, intermediate, eps=1e-12):
+    def __init__(self, hidden, layers, heads, intermediate, eps=1e-12):
         super().__init__()
-        self.layer = nn.ModuleList([BertLayer(hidden, num_heads, intermediate, eps) for _ in range(layers)])
+        self.layer = nn.ModuleList([BertLayer(hidden, heads, intermediate, eps) for _ in range(layers)])
 
 
 class DNABERTS(nn.Module):
@@ -193,13 +208,13 @@ class DNABERTS(nn.Module):
     load_state_dict(assign=True)). On meta, nn.Embedding's normal_ has no native kernel and would
     import torch's compiler stack: ~1 s per job."""
 
-    def __init__(self, vocab_size=4096, hidden=768, layers=12, num_heads=12, intermediate=3072,
-                 type_vocab_size=2, eps=1e-12, init=True):
+    def __init__(self, config=DnabertSConfig(), init=True):
         super().__init__()
-        self.hidden = hidden
-        self.num_heads = num_heads
-        self.embeddings = BertEmbeddings(vocab_size, hidden, type_vocab_size, eps, init)
-        self.encoder = BertEncoder(hidden, layers, num_heads, intermediate, eps)
+        self.config = config
+        self.hidden = config.hidden
+        self.heads = config.heads
+        self.embeddings = BertEmbeddings(config.vocab_size, config.hidden, config.type_vocab_size, config.eps, init)
+        self.encoder = BertEncoder(config.hidden, config.layers, config.heads, config.intermediate, config.eps)
         self.layer_step = BertLayer.after_attention
         self._slope_tensors = {}
 
@@ -219,7 +234,7 @@ class DNABERTS(nn.Module):
         # copy from the host to a GPU waits for the GPU's queue. A plain tensor even in inference mode.
         if device not in self._slope_tensors:
             with torch.inference_mode(False):
-                self._slope_tensors[device] = torch.tensor(alibi_slopes(self.num_heads), dtype=torch.float32,
+                self._slope_tensors[device] = torch.tensor(alibi_slopes(self.heads), dtype=torch.float32,
                                                            device=device)
         return self._slope_tensors[device]
 

@@ -1,19 +1,17 @@
-"""The nucleotide encoder of the embed jobs: DNABERT-S features the VirNucPro way, in token-budgeted batches.
+"""The nucleotide encoder of the embed jobs: DNABERT-S features the VirNucPro way, in token-budgeted batches
+(`embed`, `prepare`, `embed_prepared`: see BatchedEncoder)."""
 
-`embed(batch)` is `embed_prepared(prepare(batch)).result()`, as the ESM-2 encoder's (see there).
-"""
-
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
-from .batches import BatchedEncoder, pack, pad, pinned
+from .packing import BatchedEncoder, pack, pad, pinned
 from .dnabert_s_pretrained import load_dnabert_s_module, load_tokenizer
 
-log = logging.getLogger(__name__)
+# Two token counts: the second one compiles for dynamic shapes, which later batches then reuse.
+COMPILE_WARM_UP = (["ACGT" * 8, "GATTACA"], ["ACGT" * 40, "GATTACA" * 9, "CAT"])
 
 
 def load_dnabert_s(source_dir, device="cpu", dtype=torch.float32, attention="auto", name=None, compile_layers=False):
@@ -24,15 +22,6 @@ def load_dnabert_s(source_dir, device="cpu", dtype=torch.float32, attention="aut
         raise ModelError(f"{source_dir}: tokenizer.json has {tokenizer.get_vocab_size()} tokens, the model "
                          f"{model.embeddings.word_embeddings.num_embeddings}; tokenizer and weights do not match")
     return DnabertSEncoder(model, tokenizer, name or Path(source_dir).name, device, dtype, attention, compile_layers)
-
-
-def choose_attention(attention):
-    """'auto' -> 'padded' on every device: SDPA with the ALiBi bias needs no compiler (packed flex_attention
-    costs 8-9 s of compiling per job on a GPU) and was the faster one on an H200 (bf16, 262,144-token
-    batches: 959k tokens/s padded, 842k packed). 'packed' stays an explicit choice."""
-    if attention not in ("auto", "padded", "packed"):
-        raise ModelError(f"attention {attention!r} is not one of auto, padded, packed")
-    return "padded" if attention == "auto" else attention
 
 
 @dataclass
@@ -52,15 +41,16 @@ class PreparedBatch:
 
 class DnabertSEncoder(BatchedEncoder):
     """Embeds DNA the VirNucPro way: mean of the last hidden states over all tokens, [CLS] and
-    [SEP] included, padding excluded. attention: 'padded', 'packed', or 'auto' (padded; see
-    choose_attention). compile_layers: torch.compile the layers (DNABERTS.compile_layers); without a
-    working compiler the encoder says so in the log and runs them eagerly (`.compiled` tells which)."""
+    [SEP] included, padding excluded. attention: 'padded', 'packed', or 'auto' (padded on every device:
+    SDPA with the ALiBi bias needs no compiler and was the faster one, BENCHMARKS.md). compile_layers:
+    torch.compile the layers (DNABERTS.compile_layers); without a working compiler the encoder says so
+    in the log and runs them eagerly (`.compiled` tells which)."""
 
     pooling = "mean of last hidden states over all tokens incl. [CLS]/[SEP]"
+    packed_when_auto = staticmethod(lambda device, dtype, head_dim: False)
 
     def __init__(self, model, tokenizer, name, device="cpu", dtype=torch.float32, attention="auto",
                  compile_layers=False):
-        self.attention = choose_attention(attention)
         self.name = name
         self.dim = model.hidden
         # The published DNABERT-S tokenizer.json pads every sequence to 2000 tokens and cuts longer
@@ -70,36 +60,26 @@ class DnabertSEncoder(BatchedEncoder):
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.dtype = dtype
+        self.attention = self.choose_attention(attention, self.device, dtype, model.config.hidden // model.config.heads)
         self.model = model.to(device=self.device, dtype=dtype)
         self.pad_id = tokenizer.token_to_id("[PAD]")
-        self.compiled = False
         if compile_layers:
             self.model.compile_layers()
         if compile_layers or (self.attention == "packed" and self.device.type == "cuda"):
-            self._check_compiled(compile_layers)
+            # Compiled now (the packed kernel on CUDA, the layers where asked): without them, padded
+            # attention and eager layers run instead, and the output's attributes say which ran.
+            compiles = self.compile_or_fall_back("compiling", COMPILE_WARM_UP, lambda: self._uncompiled(compile_layers))
+            self.compiled = compile_layers and compiles
 
-    def _check_compiled(self, compile_layers):
-        """Compile now (the packed kernel on CUDA, the layers where asked), so that a GPU or toolchain
-        without them falls back (to padded attention, to eager layers) before any row is made, and the
-        output's attributes say which ran. Two token counts: the second one compiles for dynamic
-        shapes, which later batches then reuse."""
-        try:
-            self.embed([self.tokenize("ACGT" * 8), self.tokenize("GATTACA")])
-            self.embed([self.tokenize("ACGT" * 40), self.tokenize("GATTACA" * 9), self.tokenize("CAT")])
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any compiler failure
-            instead = []
-            if self.attention == "packed" and self.device.type == "cuda":
-                self.attention = "padded"
-                instead.append("padded attention (not packed: compiled flex_attention)")
-            if compile_layers:
-                self.model.compile_layers(False)
-                instead.append("eager layers (not compiled)")
-            log.warning("compiling failed on %s: %s: %s; using %s", self.device, type(exc).__name__,
-                        (str(exc).strip().splitlines() or [""])[0][:300], " and ".join(instead))
-            return
-        self.compiled = compile_layers
+    def _uncompiled(self, compile_layers):
+        instead = []
+        if self.attention == "packed" and self.device.type == "cuda":
+            self.attention = "padded"
+            instead.append("padded attention (not packed: compiled flex_attention)")
+        if compile_layers:
+            self.model.compile_layers(False)
+            instead.append("eager layers (not compiled)")
+        return "using " + " and ".join(instead)
 
     def tokenize(self, sequence):
         """VirNucPro's tokenizer(seq)["input_ids"]: [CLS] + BPE tokens + [SEP]."""

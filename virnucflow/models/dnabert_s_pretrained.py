@@ -7,7 +7,7 @@ import torch
 
 from ..errors import ModelError
 from .checkpoints import read_config, read_tensors, weight_files
-from .dnabert_s import DNABERTS
+from .dnabert_s import DNABERTS, DnabertSConfig
 
 CONFIG_KEYS = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"]
 HEAD_PREFIXES = ("cls.", "pooler.")  # MLM and pooler heads: not part of the encoder
@@ -25,11 +25,10 @@ def load_dnabert_s_module(folder):
             if not key.startswith(HEAD_PREFIXES):
                 state[key] = value
     with torch.device("meta"):  # no memory and no random values for weights the checkpoint replaces
-        model = DNABERTS(
-            vocab_size=config["vocab_size"], hidden=config["hidden_size"], layers=config["num_hidden_layers"],
-            num_heads=config["num_attention_heads"], intermediate=config["intermediate_size"],
-            type_vocab_size=config.get("type_vocab_size", 2), eps=config.get("layer_norm_eps", 1e-12), init=False,
-        )
+        model = DNABERTS(DnabertSConfig(
+            hidden=config["hidden_size"], layers=config["num_hidden_layers"], heads=config["num_attention_heads"],
+            intermediate=config["intermediate_size"], vocab_size=config["vocab_size"],
+            type_vocab_size=config.get("type_vocab_size", 2), eps=config.get("layer_norm_eps", 1e-12)), init=False)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     if missing:

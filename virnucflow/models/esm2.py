@@ -5,7 +5,7 @@ The module tree mirrors fair-esm's state-dict names (`embed_tokens`, `layers.N.s
 `emb_layer_norm_after`) with one exception: fair-esm's `q_proj`, `k_proj` and `v_proj` are one
 Linear of 3x width here, `self_attn.qkv_proj` (rows [q | k | v]: one GEMM instead of three);
 esm2_pretrained concatenates them when it loads a checkpoint. Any size (8M .. 15B): the layer
-count, width and head count are arguments.
+count, width and head count are an `Esm2Config`.
 
 Two attention paths give the same numbers:
 - padded: a (batch, tokens) matrix with a key-padding mask, through SDPA (CPU and GPU);
@@ -27,6 +27,23 @@ import torch.nn.functional as F
 from torch import nn
 
 MASK_RATIO_TRAIN = 0.15 * 0.8  # BERT-style masking: 15% of tokens chosen, 80% of those set to <mask>
+
+
+@dataclass(frozen=True)
+class Esm2Config:
+    """ESM-2's size: 6 layers, 320 wide, 20 heads (8M) .. 48, 5120, 40 (15B); fair-esm's cfg spells them
+    encoder_layers, encoder_embed_dim, encoder_attention_heads, Hugging Face's num_hidden_layers,
+    hidden_size, num_attention_heads."""
+
+    layers: int
+    embed_dim: int
+    heads: int
+    token_dropout: bool = True
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self):
+        return self.embed_dim // self.heads
 
 
 def gelu(x):
@@ -138,10 +155,10 @@ def padded_attention(q, k, v, attend=None):
 
 
 class MultiheadAttention(nn.Module):
-    def __init__(self, embed_dim, num_heads, init=True):
+    def __init__(self, embed_dim, heads, init=True):
         super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
+        self.heads = heads
+        self.head_dim = embed_dim // heads
         self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim)  # fair-esm's q_proj, k_proj, v_proj stacked
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         self.rot_emb = RotaryEmbedding(self.head_dim, init)
@@ -150,7 +167,7 @@ class MultiheadAttention(nn.Module):
         """Rotated queries and keys, and values, each (..., tokens, heads, head_dim), for x (..., tokens, dim).
         fair-esm scales q by head_dim ** -0.5 before the rotation; the rotation is linear, so the attention
         kernels' own default scale, the same factor, stands for it."""
-        q, k, v = self.qkv_proj(x).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)
+        q, k, v = self.qkv_proj(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(-3)
         q, k = self.rot_emb(q, k, positions)
         return q, k, v
 
@@ -162,9 +179,9 @@ class MultiheadAttention(nn.Module):
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm block: attention, then a GELU MLP of 4x width, each added to the residual."""
 
-    def __init__(self, embed_dim, ffn_dim, num_heads, layer_norm_eps=1e-5, init=True):
+    def __init__(self, embed_dim, ffn_dim, heads, layer_norm_eps=1e-5, init=True):
         super().__init__()
-        self.self_attn = MultiheadAttention(embed_dim, num_heads, init)
+        self.self_attn = MultiheadAttention(embed_dim, heads, init)
         self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
@@ -187,27 +204,21 @@ class ESM2(nn.Module):
     on the meta device, then load_state_dict(assign=True)). On meta, nn.Embedding's normal_ and the
     frequencies' arange have no native kernel and would import torch's compiler stack: ~1 s per job."""
 
-    def __init__(self, num_layers, embed_dim, attention_heads, alphabet_size=33, padding_idx=1, mask_idx=32,
-                 token_dropout=True, layer_norm_eps=1e-5, init=True):
+    def __init__(self, config, alphabet_size=33, padding_idx=1, mask_idx=32, init=True):
         super().__init__()
-        self.num_layers = num_layers
-        self.embed_dim = embed_dim
-        self.attention_heads = attention_heads
+        self.config = config
+        self.embed_dim = config.embed_dim
         self.padding_idx = padding_idx
         self.mask_idx = mask_idx
-        self.token_dropout = token_dropout
-        self.embed_tokens = nn.Embedding(alphabet_size, embed_dim, padding_idx=padding_idx,
-                                         _weight=None if init else torch.empty(alphabet_size, embed_dim))
+        self.token_dropout = config.token_dropout
+        self.embed_tokens = nn.Embedding(alphabet_size, config.embed_dim, padding_idx=padding_idx,
+                                         _weight=None if init else torch.empty(alphabet_size, config.embed_dim))
         self.layers = nn.ModuleList(
-            [TransformerLayer(embed_dim, 4 * embed_dim, attention_heads, layer_norm_eps, init)
-             for _ in range(num_layers)]
+            [TransformerLayer(config.embed_dim, 4 * config.embed_dim, config.heads, config.layer_norm_eps, init)
+             for _ in range(config.layers)]
         )
-        self.emb_layer_norm_after = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.emb_layer_norm_after = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
         self.layer_steps = (TransformerLayer.attention_inputs, TransformerLayer.attention_output)
-
-    @property
-    def head_dim(self):
-        return self.embed_dim // self.attention_heads
 
     def compile_layers(self, enable=True):
         """The two steps of every layer through torch.compile with dynamic token counts (one graph each,
@@ -227,12 +238,12 @@ class ESM2(nn.Module):
         return x
 
     def _encode(self, x, repr_layer, positions, attention):
-        repr_layer = self.num_layers if repr_layer is None else repr_layer
+        repr_layer = self.config.layers if repr_layer is None else repr_layer
         attention_inputs, attention_output = self.layer_steps
         for layer in self.layers[:repr_layer]:
             x = attention_output(layer, x, attention(*attention_inputs(layer, x, positions)))
         # The last layer's representation is taken after the final LayerNorm; earlier ones are raw (as fair-esm's repr_layers).
-        return self.emb_layer_norm_after(x) if repr_layer == self.num_layers else x
+        return self.emb_layer_norm_after(x) if repr_layer == self.config.layers else x
 
     def forward(self, tokens, repr_layer=None, padded=None):
         """Hidden states of `repr_layer` (0 = embeddings; default: the last layer, after the final

@@ -1,12 +1,6 @@
-"""The protein encoder of the embed jobs: ESM-2 features the VirNucPro way, in token-budgeted batches.
+"""The protein encoder of the embed jobs: ESM-2 features the VirNucPro way, in token-budgeted batches
+(`embed`, `prepare`, `embed_prepared`: see BatchedEncoder)."""
 
-`embed(batch)` is `embed_prepared(prepare(batch)).result()`; the three parts are there for a caller
-that overlaps the host's work with the GPU's: `prepare` (host only: packing, positions, pooling
-indices), `embed_prepared` (queues the copy, the forward and the pooling; on a GPU it returns before
-they ran), `result()` (waits for that batch's rows).
-"""
-
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,13 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelError
-from .batches import BatchedEncoder, pack, pad, pinned
+from .packing import BatchedEncoder, pack, pad, pinned
 from .esm2 import Packing, flash_varlen_runs
 from .esm2_alphabet import PAD, tokenize
 from .esm2_pretrained import load_esm2_module
 
-log = logging.getLogger(__name__)
 POOL_MAX_RESIDUES = 1024  # VirNucPro averages residues 1..min(L, 1024); the model still sees all of them
+# Compiled at several token counts (the later ones reuse the dynamic graph); a batch of one is a graph of its own.
+COMPILE_WARM_UP = (["MKTAYIAKQRQISFVK", "GAVL"], ["MKTAYIAKQRQISFVKSHFSRQ" * 3, "MW" * 9, "W"], ["MKV"])
 
 
 def load_esm2(source, device="cpu", dtype=torch.float32, layer=None, attention="auto", name=None,
@@ -31,17 +26,6 @@ def load_esm2(source, device="cpu", dtype=torch.float32, layer=None, attention="
     name = name or (source.stem if source.is_file() else source.name)
     return Esm2Encoder(model, name, device=device, dtype=dtype, layer=layer, attention=attention,
                        compile_layers=compile_layers)
-
-
-def choose_attention(attention, device, dtype, head_dim):
-    """'auto' -> 'packed' where FlashAttention's variable-length kernel takes the work (CUDA, fp16/bf16, a
-    head size that is a multiple of 8 up to 256), else 'padded'. An explicit 'packed' stays: where that
-    kernel does not run, its attention goes one sequence at a time (right, but slow)."""
-    if attention == "auto":
-        return "packed" if flash_varlen_runs(device, dtype, head_dim) else "padded"
-    if attention not in ("padded", "packed"):
-        raise ValueError(f"attention must be 'auto', 'padded' or 'packed', not {attention!r}")
-    return attention
 
 
 @dataclass
@@ -67,42 +51,34 @@ class Esm2Encoder(BatchedEncoder):
     """Embeds proteins the VirNucPro way: the representation of one layer (default: the last,
     after the final LayerNorm), averaged over residues 1..min(L, 1024); BOS, EOS, padding excluded.
     compile_layers: torch.compile the layers (ESM2.compile_layers); without a working compiler the
-    encoder says so in the log and runs them eagerly (`.compiled` tells which)."""
+    encoder says so in the log and runs them eagerly (`.compiled` tells which).
+    attention: 'padded', 'packed', or 'auto' (packed where FlashAttention's variable-length kernel takes
+    the work: CUDA, fp16/bf16, a head size that is a multiple of 8 up to 256). An explicit 'packed' stays:
+    where that kernel does not run, its attention goes one sequence at a time (right, but slow)."""
+
+    packed_when_auto = staticmethod(flash_varlen_runs)
 
     def __init__(self, model, name, device="cpu", dtype=torch.float32, layer=None, attention="auto",
                  compile_layers=False):
         self.name = str(name)
         self.revision = "unknown"  # set by models.resolve from the snapshot or the file digest
         self.dim = model.embed_dim
-        self.layer = _resolve_layer(layer, model.num_layers)
+        self.layer = _resolve_layer(layer, model.config.layers)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.attention = choose_attention(attention, self.device, dtype, model.head_dim)
+        self.attention = self.choose_attention(attention, self.device, dtype, model.config.head_dim)
         for param in model.parameters():  # weights to `dtype`; the rotary buffers stay float32
             param.data = param.data.to(dtype)
         self.model = model.to(self.device).eval()
         self.pooling = f"mean of layer {self.layer} over residues 1..min(L,{POOL_MAX_RESIDUES})"
-        self.compiled = False
         if compile_layers:
-            self._compile()
+            self.model.compile_layers()
+            self.compiled = self.compile_or_fall_back("compiled layers (torch.compile)", COMPILE_WARM_UP,
+                                                      self._eager_layers)
 
-    def _compile(self):
-        """Compile now, at several token counts (the later ones reuse the dynamic graph), so that a toolchain
-        without a working compiler falls back to eager layers before any row is made."""
-        self.model.compile_layers()
-        try:
-            self.embed([tokenize("MKTAYIAKQRQISFVK"), tokenize("GAVL")])
-            self.embed([tokenize("MKTAYIAKQRQISFVKSHFSRQ" * 3), tokenize("MW" * 9), tokenize("W")])
-            self.embed([tokenize("MKV")])  # padded: a batch of one is a graph of its own
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any compiler failure
-            reason = (str(exc).strip().splitlines() or [""])[0][:300]
-            log.warning("compiled layers (torch.compile) failed on %s: %s: %s; running them eagerly",
-                        self.device, type(exc).__name__, reason)
-            self.model.compile_layers(False)
-        else:
-            self.compiled = True
+    def _eager_layers(self):
+        self.model.compile_layers(False)
+        return "running them eagerly"
 
     def tokenize(self, sequence):
         return tokenize(sequence)
@@ -138,13 +114,13 @@ class Esm2Encoder(BatchedEncoder):
         return _pool(hidden, inputs)
 
 
-def _resolve_layer(layer, num_layers):
+def _resolve_layer(layer, layers):
     """None -> the last layer; negative counts from the end as in fair-esm's extract.py (-1 = last)."""
     if layer is None:
-        return num_layers
-    resolved = layer + num_layers + 1 if layer < 0 else layer
-    if not 0 <= resolved <= num_layers:
-        raise ModelError(f"layer {layer} does not exist: this ESM-2 has layers 0..{num_layers}")
+        return layers
+    resolved = layer + layers + 1 if layer < 0 else layer
+    if not 0 <= resolved <= layers:
+        raise ModelError(f"layer {layer} does not exist: this ESM-2 has layers 0..{layers}")
     return resolved
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ModelError
 from .checkpoints import read_config, read_tensors, torch_load, weight_files
-from .esm2 import ESM2, rotary_frequencies
+from .esm2 import ESM2, Esm2Config, rotary_frequencies
 from .esm2_alphabet import MASK, PAD, TOKENS
 
 # Heads of the published sizes (embed_dim -> heads), for a fair-esm file whose config is unreadable.
@@ -60,14 +60,13 @@ def load_esm2_module(source, dtype=torch.float32):
     vocab, embed_dim = state["embed_tokens.weight"].shape
     if vocab != len(TOKENS):
         raise ModelError(f"{where}: a vocabulary of {vocab} tokens; the ESM-2 alphabet has {len(TOKENS)}")
-    num_layers = hparams["num_layers"] or 1 + max((int(k.split(".")[1]) for k in state if k.startswith("layers.")), default=-1)
+    layers = hparams["layers"] or 1 + max((int(k.split(".")[1]) for k in state if k.startswith("layers.")), default=-1)
     heads = hparams["heads"] or PUBLISHED_HEADS.get(embed_dim)
     if not heads:
         raise ModelError(f"{where}: the number of attention heads is not stated; use a checkpoint with its config")
     token_dropout = True if hparams["token_dropout"] is None else bool(hparams["token_dropout"])
     with torch.device("meta"):  # no memory and no random values for weights the checkpoint replaces
-        model = ESM2(num_layers, embed_dim, heads, token_dropout=token_dropout, layer_norm_eps=hparams["layer_norm_eps"],
-                     init=False)
+        model = ESM2(Esm2Config(layers, embed_dim, heads, token_dropout, hparams["layer_norm_eps"]), init=False)
 
     expected = checkpoint_shapes(model)
     head_dim = embed_dim // heads
@@ -77,10 +76,10 @@ def load_esm2_module(source, dtype=torch.float32):
     missing = [k for k in expected if k not in state]
     if missing:
         raise ModelError(f"{where}: missing key {file_key(missing[0])} ({len(missing)} missing); "
-                         f"the checkpoint is incomplete or not a {num_layers}-layer ESM-2; download it again")
+                         f"the checkpoint is incomplete or not a {layers}-layer ESM-2; download it again")
     unexpected = [k for k in state if k not in expected]
     if unexpected:
-        raise ModelError(f"{where}: unexpected key {file_key(unexpected[0])}; not a {num_layers}-layer ESM-2 checkpoint")
+        raise ModelError(f"{where}: unexpected key {file_key(unexpected[0])}; not a {layers}-layer ESM-2 checkpoint")
     for key, shape in expected.items():
         if state[key].shape != shape:
             raise ModelError(f"{where}: {file_key(key)} has shape {tuple(state[key].shape)}, "
@@ -156,7 +155,7 @@ def _read_fair_esm(path):
     cfg = data.get("cfg")
     args = _field(cfg, "model") if cfg is not None else data.get("args")  # ESM-2 files: cfg["model"]
     hparams = {
-        "num_layers": _number(args, "encoder_layers"),
+        "layers": _number(args, "encoder_layers"),
         "embed_dim": _number(args, "encoder_embed_dim"),
         "heads": _number(args, "encoder_attention_heads"),
         "token_dropout": _number(args, "token_dropout"),
@@ -203,9 +202,9 @@ def _read_hf(folder):
     vocab = folder / "vocab.txt"
     if vocab.is_file() and vocab.read_text().split() != TOKENS:
         raise ModelError(f"{vocab}: not the ESM-2 alphabet; this tokenizer is not supported")
-    num_layers = config.get("num_hidden_layers")
+    layers = config.get("num_hidden_layers")
     hparams = {
-        "num_layers": num_layers,
+        "layers": layers,
         "embed_dim": config.get("hidden_size"),
         "heads": config.get("num_attention_heads"),
         # transformers' EsmConfig defaults, for a config.json that leaves them out
@@ -222,14 +221,14 @@ def _read_hf(folder):
             for key, value in read_tensors(path):
                 if key.startswith("esm."):
                     prefix = "esm."
-                names = _module_keys(key.removeprefix("esm."), num_layers)
+                names = _module_keys(key.removeprefix("esm."), layers)
                 if names is not None:
                     yield key, names, value
 
     return _Checkpoint(folder, tensors(), hparams, lambda name: prefix + hf_key(name))
 
 
-def _module_keys(key, num_layers):
+def _module_keys(key, layers):
     """fair-esm module keys for a Hugging Face key ([] or several for a shared buffer), None to skip."""
     if key.startswith(HF_IGNORED):
         return None
@@ -239,7 +238,7 @@ def _module_keys(key, num_layers):
         return ["emb_layer_norm_after." + HF_LEAVES.get(match[1], match[1])]
     # transformers 5 keeps one rotary module and saves its buffer as encoder.layer.*.(...).inv_freq
     if re.fullmatch(r"(encoder\.layer\.\*\.attention\.self\.)?rotary_embeddings\.inv_freq", key):
-        return [f"layers.{i}.self_attn.rot_emb.inv_freq" for i in range(num_layers or 0)]
+        return [f"layers.{i}.self_attn.rot_emb.inv_freq" for i in range(layers or 0)]
     if match := re.fullmatch(r"encoder\.layer\.(\d+)\.attention\.self\.rotary_embeddings\.inv_freq", key):
         return [f"layers.{match[1]}.self_attn.rot_emb.inv_freq"]
     if (match := re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(\w+)", key)) and match[2] in HF_LAYER_MODULES:

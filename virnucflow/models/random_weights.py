@@ -6,37 +6,40 @@ The same arguments give the same bytes, so tests and demo outputs are reproducib
 """
 
 import argparse
+import dataclasses
 import json
 import random
 from pathlib import Path
 
 import torch
 
-from .dnabert_s import DNABERTS
-from .esm2 import ESM2, rotary_frequencies
+from .dnabert_s import DNABERTS, DnabertSConfig
+from .esm2 import ESM2, Esm2Config, rotary_frequencies
 from .esm2_alphabet import MASK, PAD, TOKENS
 from .esm2_pretrained import checkpoint_shapes, hf_key
 
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # ids 0..4, as DNABERT-2/S's tokenizer
 # Written into every model made here, where `checkpoints.is_untrained` finds it: the report warns.
 UNTRAINED = "virnucflow random weights (UNTRAINED, for tests and demos)"
+ESM2_SMALL = Esm2Config(layers=2, embed_dim=64, heads=4)
+DNABERT_S_SMALL = DnabertSConfig(hidden=48, layers=2, heads=6, intermediate=96, vocab_size=256)
 
 
 # --- ESM-2 ------------------------------------------------------------------------------------
 
 
-def write_random_esm2(path, layout="fair-esm", num_layers=2, embed_dim=64, attention_heads=4, seed=0):
+def write_random_esm2(path, layout="fair-esm", config=ESM2_SMALL, seed=0):
     """A random-weight ESM-2 in fair-esm's .pt layout (`path` is the file) or Hugging Face's
     (`path` is the folder: config.json, model.safetensors, vocab.txt). Same bytes for the same arguments."""
     if layout not in ("fair-esm", "hf"):
         raise ValueError(f"layout must be 'fair-esm' or 'hf', not {layout!r}")
-    if embed_dim % attention_heads:
-        raise ValueError(f"embed_dim {embed_dim} is not a multiple of attention_heads {attention_heads}")
-    state = _random_esm2_state(num_layers, embed_dim, attention_heads, seed)
+    if config.embed_dim % config.heads:
+        raise ValueError(f"embed_dim {config.embed_dim} is not a multiple of heads {config.heads}")
+    state = _random_esm2_state(config, seed)
     path = Path(path)
     if layout == "fair-esm":
-        cfg = argparse.Namespace(encoder_layers=num_layers, encoder_embed_dim=embed_dim,
-                                 encoder_ffn_embed_dim=4 * embed_dim, encoder_attention_heads=attention_heads,
+        cfg = argparse.Namespace(encoder_layers=config.layers, encoder_embed_dim=config.embed_dim,
+                                 encoder_ffn_embed_dim=4 * config.embed_dim, encoder_attention_heads=config.heads,
                                  token_dropout=True)
         model = {("encoder." if k.startswith("lm_head.") else "encoder.sentence_encoder.") + k: v
                  for k, v in state.items()}
@@ -50,7 +53,7 @@ def write_random_esm2(path, layout="fair-esm", num_layers=2, embed_dim=64, atten
     for key, value in state.items():
         if key != "lm_head.weight":  # tied to the word embeddings; Hugging Face does not save it
             weights[key if key.startswith("lm_head.") else "esm." + hf_key(key)] = value
-    weights["esm.contact_head.regression.weight"] = torch.zeros(1, num_layers * attention_heads)
+    weights["esm.contact_head.regression.weight"] = torch.zeros(1, config.layers * config.heads)
     weights["esm.contact_head.regression.bias"] = torch.zeros(1)
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sorted(weights.items())}, str(path / "model.safetensors"),
@@ -58,9 +61,9 @@ def write_random_esm2(path, layout="fair-esm", num_layers=2, embed_dim=64, atten
     config = {  # the keys of facebook/esm2_*'s config.json
         "_name_or_path": UNTRAINED, "architectures": ["EsmForMaskedLM"], "attention_probs_dropout_prob": 0.0, "classifier_dropout": None,
         "emb_layer_norm_before": False, "esmfold_config": None, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-        "hidden_size": embed_dim, "initializer_range": 0.02, "intermediate_size": 4 * embed_dim,
+        "hidden_size": config.embed_dim, "initializer_range": 0.02, "intermediate_size": 4 * config.embed_dim,
         "is_folding_model": False, "layer_norm_eps": 1e-05, "mask_token_id": MASK, "max_position_embeddings": 1026,
-        "model_type": "esm", "num_attention_heads": attention_heads, "num_hidden_layers": num_layers,
+        "model_type": "esm", "num_attention_heads": config.heads, "num_hidden_layers": config.layers,
         "pad_token_id": PAD, "position_embedding_type": "rotary", "token_dropout": True, "torch_dtype": "float32",
         "use_cache": True, "vocab_list": None, "vocab_size": len(TOKENS),
     }
@@ -69,15 +72,15 @@ def write_random_esm2(path, layout="fair-esm", num_layers=2, embed_dim=64, atten
     return path
 
 
-def _random_esm2_state(num_layers, embed_dim, attention_heads, seed):
+def _random_esm2_state(config, seed):
     """fair-esm-named random weights (encoder + lm_head), the same on every run for the same arguments."""
     with torch.device("meta"):  # shapes only, in fair-esm's names and order
-        shapes = checkpoint_shapes(ESM2(num_layers, embed_dim, attention_heads, init=False))
+        shapes = checkpoint_shapes(ESM2(config, init=False))
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape in shapes.items():
         if name.endswith("rot_emb.inv_freq"):
-            state[name] = rotary_frequencies(embed_dim // attention_heads)
+            state[name] = rotary_frequencies(config.head_dim)
         elif "layer_norm" in name:  # near identity with some spread, like trained LayerNorms
             noise = 0.1 * torch.randn(shape, generator=generator)
             state[name] = noise + (1.0 if name.endswith("weight") else 0.0)
@@ -89,6 +92,7 @@ def _random_esm2_state(num_layers, embed_dim, attention_heads, seed):
     # lm_head, as the published files carry it (fair-esm refuses a file without it); unused here
     state["lm_head.weight"] = state["embed_tokens.weight"]
     state["lm_head.bias"] = torch.zeros(len(TOKENS))
+    embed_dim = config.embed_dim
     state["lm_head.dense.weight"] = torch.randn(embed_dim, embed_dim, generator=generator) / embed_dim**0.5
     state["lm_head.dense.bias"] = torch.zeros(embed_dim)
     state["lm_head.layer_norm.weight"] = torch.ones(embed_dim)
@@ -99,16 +103,18 @@ def _random_esm2_state(num_layers, embed_dim, attention_heads, seed):
 # --- DNABERT-S --------------------------------------------------------------------------------
 
 
-def write_random_dnabert_s(out_dir, hidden=48, layers=2, heads=6, intermediate=96, vocab_size=256, seed=0):
+def write_random_dnabert_s(out_dir, config=DNABERT_S_SMALL, seed=0):
     """A deterministic random-weight DNABERT-S in the published layout (config.json,
-    pytorch_model.bin with BertModel keys, pooler included, tokenizer files). UNTRAINED."""
+    pytorch_model.bin with BertModel keys, pooler included, tokenizer files). UNTRAINED.
+    config.vocab_size is the tokenizer's target; the model gets the size the tokenizer reaches."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(vocab_size, seed)
-    vocab_size = tokenizer.get_vocab_size()
+    tokenizer = train_tokenizer(config.vocab_size, seed)
+    config = dataclasses.replace(config, vocab_size=tokenizer.get_vocab_size())
+    hidden = config.hidden
     with torch.random.fork_rng(devices=[]):  # seeded here; the caller's random state is left as it was
         torch.manual_seed(seed)
-        model = DNABERTS(vocab_size=vocab_size, hidden=hidden, layers=layers, num_heads=heads, intermediate=intermediate)
+        model = DNABERTS(config)
         state = dict(model.state_dict())
         state["pooler.dense.weight"] = torch.empty(hidden, hidden)
         state["pooler.dense.bias"] = torch.empty(hidden)
@@ -119,8 +125,7 @@ def write_random_dnabert_s(out_dir, hidden=48, layers=2, heads=6, intermediate=9
                 else:
                     param.copy_(torch.randn_like(param) * (0.5 / param.shape[-1] ** 0.5 if param.ndim > 1 else 0.05))
     torch.save(state, out_dir / "pytorch_model.bin")
-    config = dnabert_s_config(hidden, layers, heads, intermediate, vocab_size)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=4, sort_keys=True) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(dnabert_s_config(config), indent=4, sort_keys=True) + "\n")
     write_tokenizer_files(tokenizer, out_dir)
     return out_dir
 
@@ -143,18 +148,18 @@ def train_tokenizer(vocab_size, seed=0, reads=400, length=600):
     return tokenizer
 
 
-def dnabert_s_config(hidden, layers, heads, intermediate, vocab_size):
+def dnabert_s_config(config):
     """config.json with the keys of the published DNABERT-S config (less its auto_map, which
     points at remote code that this layout does not ship)."""
     return {
         "_name_or_path": UNTRAINED,
         "alibi_starting_size": 512, "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.0,
         "classifier_dropout": None, "gradient_checkpointing": False, "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1, "hidden_size": hidden, "initializer_range": 0.02,
-        "intermediate_size": intermediate, "layer_norm_eps": 1e-12, "max_position_embeddings": 512,
-        "model_type": "bert", "num_attention_heads": heads, "num_hidden_layers": layers, "pad_token_id": 0,
+        "hidden_dropout_prob": 0.1, "hidden_size": config.hidden, "initializer_range": 0.02,
+        "intermediate_size": config.intermediate, "layer_norm_eps": 1e-12, "max_position_embeddings": 512,
+        "model_type": "bert", "num_attention_heads": config.heads, "num_hidden_layers": config.layers, "pad_token_id": 0,
         "position_embedding_type": "absolute", "torch_dtype": "float32", "transformers_version": "4.28.0",
-        "type_vocab_size": 2, "use_cache": True, "vocab_size": vocab_size,
+        "type_vocab_size": config.type_vocab_size, "use_cache": True, "vocab_size": config.vocab_size,
     }
 
 

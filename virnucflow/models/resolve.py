@@ -18,6 +18,7 @@ from huggingface_hub import constants
 
 from ..atomic import atomic_open
 from ..errors import ModelError
+from ..provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def digest_cache():
 
 
 def _file_sha256(path):
-    """sha256 of a file, computed once per path, size and mtime (about 2 GB/s) and remembered in
+    """sha256 of a file, computed once per path, size and mtime (BENCHMARKS.md: its cost) and remembered in
     the process and in `digest_cache()` (best effort: a read-only home only costs the time)."""
     stat = path.stat()
     key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
@@ -162,11 +163,7 @@ def _file_sha256(path):
     except OSError:
         value = ""
     if not re.fullmatch(r"[0-9a-f]{64}", value):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 24):
-                digest.update(block)
-        value = digest.hexdigest()
+        value = file_sha256(path, block=1 << 24)
         try:
             with atomic_open(cached) as handle:  # concurrent jobs never read half a digest
                 handle.write(value + "\n")

@@ -7,9 +7,14 @@ and the forward never waits for a value from the device; `PendingRows.result()` 
 """
 
 import itertools
+import logging
 
 import numpy as np
 import torch
+
+from ..errors import ModelError
+
+log = logging.getLogger(__name__)
 
 
 def pack(batch):
@@ -55,7 +60,41 @@ class PendingRows:
 
 class BatchedEncoder:
     """What both encoders share: `embed` for a batch at once, `embed_prepared` to queue a batch made by
-    the encoder's `prepare` (host work) behind the previous one; `pooled` (the device work) is theirs."""
+    the encoder's `prepare` (host work) behind the previous one; `pooled` (the device work) is theirs;
+    the attention choice and the compile-or-fall-back check, each with the encoder's own rule."""
+
+    ATTENTIONS = ("auto", "padded", "packed")
+    compiled = False
+
+    @staticmethod
+    def packed_when_auto(device, dtype, head_dim):
+        """The encoder's rule: whether 'auto' attention is 'packed' for this work (else 'padded')."""
+        return False
+
+    @classmethod
+    def choose_attention(cls, attention, device, dtype, head_dim):
+        """'auto' -> 'packed' where the encoder's `packed_when_auto` says so, else 'padded'; an explicit
+        'padded' or 'packed' stays."""
+        if attention not in cls.ATTENTIONS:
+            raise ModelError(f"attention {attention!r} is not one of {', '.join(cls.ATTENTIONS)}")
+        if attention != "auto":
+            return attention
+        return "packed" if cls.packed_when_auto(device, dtype, head_dim) else "padded"
+
+    def compile_or_fall_back(self, what, warm_up, fall_back):
+        """Embed the `warm_up` sequences (batches of strings) now, so that a toolchain or GPU that cannot run
+        the compiled parts fails here, before any row is made; then `fall_back()` undoes them and returns
+        what runs instead, for the log. Whether the compiled parts run."""
+        try:
+            for batch in warm_up:
+                self.embed([self.tokenize(sequence) for sequence in batch])
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any compiler failure
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            log.warning("%s failed on %s: %s: %s; %s", what, self.device, type(exc).__name__, reason, fall_back())
+            return False
+        return True
 
     def embed(self, batch):
         """(B, dim) float32 on the CPU for a list of token-id lists (from `tokenize`); a row does not

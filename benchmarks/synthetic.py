@@ -1,4 +1,4 @@
-"""Seeded synthetic reads for the demo and the benchmarks: random DNA, and 'coding' DNA whose
+"""Seeded synthetic reads for the tests and the benchmarks: random DNA, and 'coding' DNA whose
 forward frame 1 has no stop codon (so frames survive as in real genes)."""
 
 import gzip
