@@ -15,12 +15,19 @@ from virnucflow.job_resources import (
     embed_runtime,
     file_bytes,
     merge_mem_mb,
+    prepare_disk_mb,
     prepare_mem_mb,
     stream_mem_mb,
     stream_runtime,
     weight_bytes,
 )
-from virnucflow.models.resolve import is_local_path, locate_model, model_width
+from virnucflow.models.resolve import (
+    CONFIG_KEYS,
+    PUBLISHED_WIDTHS,
+    is_local_path,
+    locate_model,
+    model_width,
+)
 from virnucflow.preflight import Product
 from virnucflow.samples import read_sample_sheet
 
@@ -70,20 +77,19 @@ def model_to_load(spec):
 
 # Job resources (mem_mb, runtime in minutes, disk_mb): declared by every rule, from what the job
 # processes, growing with `attempt` (virnucflow/job_resources.py). Profiles add only site settings.
-MODEL_KEYS = {"dna": "dnabert_s", "protein": "esm2"}
-PUBLISHED_WIDTHS = {"dna": 768, "protein": 2560}
-
-
 def model_width_or_published(kind):
     try:
-        return model_width(kind, config["models"][MODEL_KEYS[kind]])
-    except Exception:  # not built or not downloaded yet: the checks and the job say so
+        return model_width(kind, config["models"][CONFIG_KEYS[kind]])
+    except (
+        VirnucflowError,
+        OSError,
+    ):  # not built or downloaded yet: the checks and the job say so
         return PUBLISHED_WIDTHS[kind]
 
 
 def embed_resource(name, kind):
     """An embed job's mem_mb, runtime or disk_mb, from its model's weights and its shard FASTA."""
-    spec = config["models"][MODEL_KEYS[kind]]
+    spec = config["models"][CONFIG_KEYS[kind]]
 
     def value(wildcards, input, threads, attempt):
         model = weight_bytes(input.get("model") or spec, kind)
@@ -103,7 +109,7 @@ def merge_resource(name):
     def value(wildcards, input, attempt):
         shards = file_bytes(list(input.dna) + list(input.protein))
         if name == "mem_mb":
-            width = sum(map(model_width_or_published, MODEL_KEYS))
+            width = sum(map(model_width_or_published, CONFIG_KEYS))
             return merge_mem_mb(config["merge"]["buffer_rows"], width, attempt)
         if name == "runtime":
             return stream_runtime(shards, attempt)
@@ -113,18 +119,29 @@ def merge_resource(name):
 
 
 def streaming_resource(name):
-    """mem_mb or runtime of a job that streams its input files once (prepare, predict, report):
-    prepare's memory grows with the reads (8 bytes each, for the duplicate-id check)."""
+    """mem_mb or runtime of a job that streams its input files once (predict, report, ...)."""
 
-    def value(wildcards, input, attempt, rulename):
+    def value(wildcards, input, attempt):
+        size = file_bytes(list(input))
+        return (
+            stream_runtime(size, attempt)
+            if name == "runtime"
+            else stream_mem_mb(0, attempt)
+        )
+
+    return value
+
+
+def prepare_resource(name):
+    """prepare's mem_mb (its duplicate-id check grows with the reads), runtime and disk_mb (work/)."""
+
+    def value(wildcards, input, attempt):
         size = file_bytes(list(input))
         if name == "runtime":
             return stream_runtime(size, attempt)
-        return (
-            prepare_mem_mb(size, attempt)
-            if rulename == "prepare"
-            else stream_mem_mb(0, attempt)
-        )
+        if name == "mem_mb":
+            return prepare_mem_mb(size, attempt)
+        return prepare_disk_mb(size, attempt)
 
     return value
 
@@ -155,17 +172,16 @@ def made_by_rule(path):
 
 def marked_incomplete(path):
     """Snakemake's marker of an output whose job started and did not finish: a file named by the
-    urlsafe base64 of the path under .snakemake/incomplete/ (file persistence, Snakemake 9.27.1).
+    urlsafe base64 of the path under .snakemake/incomplete/ (the default file persistence of
+    Snakemake 9.27.1; with --persistence-backend db a killed build is seen by its missing outputs only).
     """
     key = urlsafe_b64encode(str(path).encode()).decode()
-    parts = [key[i : i + 254] for i in range(0, len(key), 254)]
-    marker = [
-        ".snakemake",
-        "incomplete",
-        *(f"@{part}" for part in parts[:-1]),
-        parts[-1],
-    ]
-    return os.path.exists(os.path.join(*marker))
+    folder = os.path.join(".snakemake", "incomplete")
+    piece = (os.pathconf(folder, "PC_NAME_MAX") if os.path.isdir(folder) else 255) - 1
+    parts = [key[i : i + piece] for i in range(0, len(key), piece)]
+    return os.path.exists(
+        os.path.join(folder, *(f"@{part}" for part in parts[:-1]), parts[-1])
+    )
 
 
 def maybe_temp(path):

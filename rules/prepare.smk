@@ -17,8 +17,9 @@ checkpoint prepare:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=prepare_resource("mem_mb"),
+        runtime=prepare_resource("runtime"),
+        disk_mb=prepare_resource("disk_mb"),
     params:
         chunk_length=config["chunk_length"],
         compat=config["compat"],

@@ -42,6 +42,9 @@ def test_part_sheets_are_written_once_and_shrink_with_the_sheet(tmp_path):
 def test_the_part_goes_into_the_snakemake_config():
     assert with_samples(["--profile", "p"], "x.tsv") == ["--profile", "p", "--config", "samples=x.tsv"]
     assert with_samples(["--config", "a=1", "-n"], "x.tsv") == ["--config", "samples=x.tsv", "a=1", "-n"]
+    # the attached forms too: Snakemake keeps only the last --config, so the user's values stay in it
+    assert with_samples(["--config=a=1", "-n"], "x.tsv") == ["--config", "samples=x.tsv", "a=1", "-n"]
+    assert with_samples(["-Ca=1"], "x.tsv") == ["--config", "samples=x.tsv", "a=1"]
     with pytest.raises(VirnucflowError, match="--samples"):
         with_samples(["--config", "samples=y.tsv"], "x.tsv")
 

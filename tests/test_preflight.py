@@ -11,7 +11,7 @@ import pytest
 from virnucflow.demo import write_demo_models
 from virnucflow.demo import write_demo_classifier
 from conftest import copy_workflow
-from virnucflow.preflight import PreflightError, Product, preflight, runs_no_job
+from virnucflow.preflight import PreflightError, Product, is_dry_run, preflight, runs_no_job, snakemake_command
 
 CONFIG = {"chunk_length": 500, "embed": {"device": "auto"}, "classifier": None}
 
@@ -147,16 +147,26 @@ def test_a_finished_but_broken_product_of_a_rule_is_named_as_a_leftover(tmp_path
                          f"leftover; delete {empty} and run again)")
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["snakemake", "--configfile", "c.yaml", "--unlock"], "--unlock"),
-    (["snakemake", "--cleanup-metadata", "x"], "--cleanup-metadata"),
-    (["snakemake", "--list-rules"], "--list-rules"),
-    (["snakemake", "--report=r.html"], "--report"),
-    (["snakemake", "-n"], None),
-    (["snakemake", "--rerun-incomplete", "--cores", "2"], None),
+@pytest.mark.parametrize("argv, option, dry", [
+    (["snakemake", "--configfile", "c.yaml", "--unlock"], "unlock", False),
+    (["/env/bin/snakemake", "--unl"], "unlock", False),  # abbreviations, as snakemake's parser takes them
+    (["snakemake", "--cleanup-metadata", "x"], "cleanup_metadata", False),
+    (["snakemake", "--list-rules"], "list_rules", False),
+    (["snakemake", "--report=r.html"], "report", False),
+    (["snakemake", "-np"], None, True),
+    (["snakemake", "-sSnakefile", "--config", "x=-n", "note=--unlock"], None, False),
+    (["snakemake", "--rerun-incomplete", "--cores", "2"], None, False),
 ])
-def test_commands_that_run_no_job_are_recognised(argv, flag):
-    assert runs_no_job(argv) == flag
+def test_commands_that_run_no_job_are_recognised(argv, option, dry):
+    command = snakemake_command(argv)
+    assert runs_no_job(command) == option and is_dry_run(command) == dry
+
+
+def test_through_the_python_api_the_host_programs_arguments_count_for_nothing():
+    """pytest -v, or pytest -n 4 (xdist): neither --version nor a dry run of Snakemake's."""
+    for argv in (["pytest", "-v"], ["pytest", "-n", "4"], ["myapp", "--unlock"]):
+        command = snakemake_command(argv)
+        assert command is None and runs_no_job(command) is None and not is_dry_run(command)
 
 
 def snakemake_in(workdir, *args):

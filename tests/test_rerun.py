@@ -54,6 +54,7 @@ NOTHING_CHANGES = {
     "embed.threads": 2,
     "embed.device": "auto",
     "merge.buffer_rows": 7,
+    "keep_shards": False,
 }
 
 

@@ -139,28 +139,47 @@ def report_lines(estimates, widths, weight_bytes, result_dtype="float32"):
     return lines
 
 
-def estimate_run(config, samples):
+def estimate_run(config, samples, made_by_rule=lambda path: None):
     """report_lines for a checked config and {sample: reads path(s)}: the models' widths, weight bytes and
-    DNABERT-S tokenizer are read where they resolve (the published figures where they do not)."""
+    DNABERT-S tokenizer are read where they resolve (the published figures where they do not). A sample
+    whose reads a rule has not made yet, or whose first records prepare would refuse, gets a line saying
+    so (prepare names the record)."""
+    from .errors import VirnucflowError
     from .job_resources import weight_bytes
-    from .models.resolve import locate_model, model_width
+    from .models.resolve import CONFIG_KEYS, PUBLISHED_WIDTHS, locate_model, model_width
 
-    widths, weights, tokenizer = [], {}, None
-    for kind, key, published in (("dna", "dnabert_s", 768), ("protein", "esm2", 2560)):
+    widths, weights = [], {}
+    for kind, key in CONFIG_KEYS.items():
         spec = config["models"][key]
         try:
             widths.append(model_width(kind, spec))
-        except Exception:  # not built or downloaded yet: the published width
-            widths.append(published)
+        except (VirnucflowError, OSError):  # not built or downloaded yet: the published width
+            widths.append(PUBLISHED_WIDTHS[kind])
         weights[kind] = weight_bytes(spec, kind)
-    try:
-        from .models.dnabert_s_pretrained import load_tokenizer
+    tokenizer = _dna_tokenizer(locate_model, config["models"]["dnabert_s"])
+    estimates, problems = [], []
+    for name, paths in samples.items():
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        try:
+            if any(made_by_rule(path) is not None and not made_by_rule(path).finished for path in paths):
+                raise VirnucflowError("its reads are made by a rule of the workflow that has not run yet")
+            estimates.append(estimate_sample(name, paths, config["chunk_length"], config["compat"],
+                                             dna_tokenizer=tokenizer))
+        except VirnucflowError as error:
+            problems.append(f"  {name}: no estimate ({error})")
+    lines = report_lines(estimates, widths, weights, config["merge"]["dtype"]) if estimates else []
+    return lines + problems
 
-        tokenizer = load_tokenizer(locate_model(config["models"]["dnabert_s"], "dna")[0])
-        tokenizer.no_padding()  # as the encoder: the published file pads to 2,000 tokens
-        tokenizer.no_truncation()
-    except Exception:
-        tokenizer = None
-    estimates = [estimate_sample(name, paths, config["chunk_length"], config["compat"], dna_tokenizer=tokenizer)
-                 for name, paths in samples.items()]
-    return report_lines(estimates, widths, weights, config["merge"]["dtype"])
+
+def _dna_tokenizer(locate_model, spec):
+    """DNABERT-S's tokenizer set up as the encoder uses it, or None where the model does not resolve."""
+    from .errors import VirnucflowError
+    from .models.dnabert_s_pretrained import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(locate_model(spec, "dna")[0])
+    except (VirnucflowError, OSError):
+        return None
+    tokenizer.no_padding()  # as the encoder: the published file pads to 2,000 tokens
+    tokenizer.no_truncation()
+    return tokenizer

@@ -7,6 +7,7 @@ model's weight files) and the rates in BENCHMARKS.md ("Job resources"), with a m
 a little too much waits a little longer in the queue, one asking too little is killed.
 """
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -23,20 +24,27 @@ LOAD_PEAK_PER_WEIGHT_BYTE = 2.0
 FLOPS = {"gpu": 1e14, "cpu_thread": 5e9}
 STREAM_BYTES_PER_S = 50 * MB  # prepare, merge and predict stream their files at this rate or faster
 SAFETY = 3  # times the estimated compute time, for slow nodes and shared file systems
-GZIP_RATIO = 4  # decompressed bytes per gzip byte of sequence text (at most, for reads)
+GZIP_RATIO = 4  # decompressed bytes per gzip byte of sequence text (typical of reads; low-complexity text compresses more)
 
 
 def weight_bytes(spec, kind):
     """Bytes of the model's weight files where the workflow runs, else the published model's."""
+    from .errors import VirnucflowError
+
+    try:
+        return _found_weight_bytes(str(spec), kind)
+    except (VirnucflowError, OSError):  # not resolvable here (not built yet, or no cache): the checks say so
+        return PUBLISHED_WEIGHT_BYTES[kind]
+
+
+@functools.lru_cache(maxsize=None)  # once per model and process, not per job; a miss is not cached
+def _found_weight_bytes(spec, kind):
     from .models.checkpoints import weight_files
     from .models.resolve import locate_model
 
-    try:
-        path, _ = locate_model(spec, kind)
-        files = [path] if path.is_file() else weight_files(path)
-        return sum(Path(file).stat().st_size for file in files)
-    except Exception:  # not resolvable here (a login node without the cache): the checks say so
-        return PUBLISHED_WEIGHT_BYTES[kind]
+    path, _ = locate_model(spec, kind)
+    files = [path] if path.is_file() else weight_files(path)
+    return sum(Path(file).stat().st_size for file in files)
 
 
 def _grow(value, attempt):
@@ -70,8 +78,9 @@ def embed_runtime(model_bytes, fasta_bytes, on_gpu, threads=1, attempt=1):
 
 def embed_disk_mb(fasta_bytes, dim, attempt=1):
     """The shard's rows twice (the sidecar's batches and the assembled file) at 4 bytes a number,
-    with every 100 bytes of shard FASTA taken as a row (frames are 166 residues or 500 bases)."""
-    rows = fasta_bytes / 100
+    with every 50 bytes of shard FASTA taken as a row (a frame is at least ~16 residues of a short read
+    and its id: 166 residues or 500 bases for 500-bp chunks)."""
+    rows = fasta_bytes / 50
     return _grow(100 + 2 * rows * dim * 4 / MB, attempt)
 
 
@@ -86,9 +95,15 @@ def stream_runtime(input_bytes, attempt=1):
 
 
 def prepare_mem_mb(reads_bytes, attempt=1):
-    """Prepare streams the reads; the duplicate-id check keeps 8 bytes per read (a read is at least
-    100 bytes of FASTA/FASTQ text here)."""
-    return _grow(PYTHON_AND_TORCH_MB + 8 * reads_bytes / 100 / MB, attempt)
+    """Prepare streams the reads; the duplicate-id check keeps 8 bytes per read and sorts them (about 32
+    bytes per read at its peak; a read is at least 100 bytes of FASTA/FASTQ text here)."""
+    return _grow(PYTHON_AND_TORCH_MB + 32 * reads_bytes / 100 / MB, attempt)
+
+
+def prepare_disk_mb(reads_bytes, attempt=1):
+    """The work folder: frames.tsv, reads.tsv and the shard FASTA hold about 2.3x the reads' text
+    (BENCHMARKS.md "Disk use": 755 B per frame + 21 B per read, at 0.5-1.5 frames per 500-bp read)."""
+    return _grow(100 + 3 * reads_bytes / MB, attempt)
 
 
 def merge_mem_mb(buffer_rows, dim, attempt=1):

@@ -96,7 +96,8 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
     seconds = time.monotonic() - started
     log.info("merged %d of %d expected ids (%d missing, %d skipped, %d extra) from %d shard pairs into %s: "
              "%d columns, %.1f s, %.0f MB/s", writer.rows, tally.expected, tally.missing, tally.skipped,
-             tally.extra, len(shards.pairs), out_h5, width, seconds, writer.rows * width * 4 / 1e6 / max(seconds, 1e-9))
+             tally.extra, len(shards.pairs), out_h5, width, seconds,
+             writer.rows * width * np.dtype(dtype).itemsize / 1e6 / max(seconds, 1e-9))
     _warn_about_ids(tally, out_h5, validation_json, missing_ids_txt)
     return report
 

@@ -67,7 +67,12 @@ def write_parts(sheet, part_size, folder):
 
 def with_samples(snakemake_args, sheet):
     """`snakemake_args` with `samples=<sheet>` added to their --config (or a --config of its own)."""
-    args = list(snakemake_args)
+    # --config=a=1 and -Ca=1 as --config a=1: Snakemake keeps only its last --config, so samples=
+    # must join the user's own values, not follow them in a --config of its own.
+    args = []
+    for arg in snakemake_args:
+        attached = arg[len("--config="):] if arg.startswith("--config=") else arg[2:] if arg[:2] == "-C" else ""
+        args += ["--config", attached] if attached else [arg]
     if any(arg.startswith("samples=") for arg in args):
         raise VirnucflowError("give the sample sheet with --samples, not as samples=... in the snakemake arguments")
     for flag in ("--config", "-C"):

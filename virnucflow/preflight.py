@@ -1,11 +1,16 @@
 """What is checked when the workflow loads, before any job runs (so `snakemake -n` reports it too).
 
-Each problem is one line naming the config key or sample and the fix. Cheap by design: a FASTA file
-is checked by its first 64 KiB (the full record checks are prepare's), a model by its folder, config
-and table of contents (not its weights), the classifier by loading it (a few MB).
+Each problem is one line naming the config key or sample and the fix. Cheap by design: a reads file
+(FASTA or FASTQ) is checked by its first 64 KiB (the full record checks are prepare's), a model by its
+folder, config and table of contents (not its weights), the classifier by loading it (a few MB). Files
+a rule of the workflow makes are checked once that rule has finished them (`Product`), and commands
+that run no job (`snakemake_command`, `runs_no_job`) are not checked at all.
 """
 
+import argparse
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import VirnucflowError
 from .fasta import check_reads_start
@@ -19,7 +24,7 @@ class PreflightError(VirnucflowError):
 
 def preflight(config, samples, local_gpus=None, made_by_rule=lambda path: None):
     """Raise a PreflightError listing every problem of `config` (validated against the schema) and
-    `samples` ({name: FASTA path}). `local_gpus`: GPU slots of a local run (None on a cluster).
+    `samples` ({name: [reads path, or R1 and R2]}). `local_gpus`: GPU slots of a local run (None on a cluster).
     `made_by_rule(path)`: a `Product` for a file a rule of the workflow makes, else None. An unfinished
     product (the rule will build it again) is not checked here but by the job that loads it: a leftover
     of a killed run must never stand between Snakemake and its own recovery."""
@@ -72,26 +77,37 @@ def _leftover_hint(path, product):
 
 
 # Commands that run no job: the checks only matter before jobs run, and must not block Snakemake's own
-# recovery (`--unlock` after a kill) or its bookkeeping.
-NO_JOB_FLAGS = {"--unlock", "--cleanup-metadata", "--cm", "--report", "--lint", "--summary", "-S",
-                "--detailed-summary", "-D", "--dag", "--rulegraph", "--filegraph", "--d3dag", "--touch", "-t",
-                "--delete-all-output", "--delete-temp-output", "--cleanup-shadow", "--archive",
-                "--containerize", "--generate-unit-tests", "--print-compilation", "--version", "-v"}
+# recovery (`--unlock` after a kill) or its bookkeeping. Names as snakemake's own parser stores them.
+NO_JOB_OPTIONS = {"unlock", "cleanup_metadata", "report", "lint", "summary", "detailed_summary", "dag", "rulegraph",
+                  "filegraph", "d3dag", "touch", "delete_all_output", "delete_temp_output", "cleanup_shadow",
+                  "archive", "containerize", "generate_unit_tests", "print_compilation"}
 
 
-def runs_no_job(argv):
-    """The first argument of a snakemake command line that makes it a command that runs no job, or None."""
-    for arg in argv[1:]:
-        name = arg.split("=", 1)[0]
-        if name in NO_JOB_FLAGS or name.startswith("--list-"):
+def snakemake_command(argv):
+    """snakemake's own parse of `argv` when its command-line program runs this process, else None: through
+    the Python API, the host program's arguments say nothing about what Snakemake was asked to do."""
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if Path(argv[0]).name != "snakemake" and not (main and main.name.split(".")[0] == "snakemake"):
+        return None
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(argv[1:])
+    except SystemExit:  # --help, --version, or arguments snakemake itself refuses
+        return None
+    return args
+
+
+def runs_no_job(command):
+    """The option that makes a parsed snakemake command (snakemake_command) one that runs no job, or None."""
+    for name, value in vars(command or argparse.Namespace()).items():
+        if value and (name in NO_JOB_OPTIONS or name.startswith("list_")):
             return name
     return None
 
 
-def is_dry_run(argv):
-    """True for `snakemake -n` (or --dry-run, --dryrun, short flags combined as -np)."""
-    return any(arg in ("--dry-run", "--dryrun") or (arg[:1] == "-" and arg[1:2] != "-" and "n" in arg[1:])
-               for arg in argv[1:])
+def is_dry_run(command):
+    return bool(command is not None and command.dryrun)
 
 
 def _reads_problems(samples, made_by_rule):

@@ -23,6 +23,9 @@ from ..provenance import file_sha256
 log = logging.getLogger(__name__)
 
 KINDS = ("dna", "protein")
+# Each kind's config key (models.<key>) and the published model's features per sequence.
+CONFIG_KEYS = {"dna": "dnabert_s", "protein": "esm2"}
+PUBLISHED_WIDTHS = {"dna": 768, "protein": 2560}
 HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
 
