@@ -13,6 +13,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 RUNS = [
     ["prepare.py", "--reads", "100000", "200000"],
+    ["prepare.py", "--reads", "100000", "--no-reader", "--fastq", "--repeat", "5",
+     "--out", str(HERE / "results/prepare_fastq.md")],
+    ["disk.py"],
     ["merge.py", "--rows", "100000", "1000000"],
     ["merge.py", "--rows", "100000", "--shuffle", "--out", str(HERE / "results/merge_shuffled.md")],
     ["dag.py", "--shards", "100", "1000", "5000", "10000"],
