@@ -136,13 +136,20 @@ def assert_same_results(run, reference):
     assert (run / "results/report/summary.tsv").is_file()
 
 
-def test_slurm_profile_asks_for_what_each_job_needs(runs):
-    workdir, log, state = finished(runs, "slurm")
-    jobs = submitted_jobs(log, "SLURM")
-    sbatch = {call["jobid"]: call["argv"] for call in calls(state, "sbatch")}
-    assert set(sbatch) == set(jobs)
+def submissions(runs, name, scheduler, submit):
+    """(run folder, the stand-in's records, {job id: (rule, threads, resources)}, {job id: submit argv},
+    embed job ids) of a finished cluster run, every job submitted once, one embed job per shard and model."""
+    workdir, log, state = finished(runs, name)
+    jobs = submitted_jobs(log, scheduler)
+    argvs = {call["jobid"]: call["argv"] for call in calls(state, submit)}
+    assert set(argvs) == set(jobs)
     embeds = [jobid for jobid, (rule, *_) in jobs.items() if rule.startswith("embed_")]
-    assert len(embeds) == 2 * len(list(workdir.glob("work/*/shards/*.faa")))  # one per shard and model
+    assert len(embeds) == 2 * len(list(workdir.glob("work/*/shards/*.faa")))
+    return workdir, state, jobs, argvs, embeds
+
+
+def test_slurm_profile_asks_for_what_each_job_needs(runs):
+    workdir, state, jobs, sbatch, embeds = submissions(runs, "slurm", "SLURM", "sbatch")
     for jobid, argv in sbatch.items():
         rule, threads, resources = jobs[jobid]
         assert f"--cpus-per-task={threads}" in argv, (rule, argv)  # cpus = threads, nothing overrides them
@@ -164,12 +171,7 @@ def test_slurm_profile_asks_for_what_each_job_needs(runs):
 
 
 def test_lsf_profile_asks_for_what_each_job_needs(runs):
-    workdir, log, state = finished(runs, "lsf")
-    jobs = submitted_jobs(log, "LSF")
-    bsub = {call["jobid"]: call["argv"] for call in calls(state, "bsub")}
-    assert set(bsub) == set(jobs)
-    embeds = [jobid for jobid, (rule, *_) in jobs.items() if rule.startswith("embed_")]
-    assert len(embeds) == 2 * len(list(workdir.glob("work/*/shards/*.faa")))
+    workdir, state, jobs, bsub, embeds = submissions(runs, "lsf", "LSF", "bsub")
     for jobid, argv in bsub.items():
         rule, threads, resources = jobs[jobid]
         assert value_after(argv, "-n") == str(threads), (rule, argv)
@@ -184,10 +186,7 @@ def test_lsf_profile_asks_for_what_each_job_needs(runs):
 
 
 def test_a_plain_slurm_executor_without_a_profile_submits_every_job_with_memory_and_runtime(runs):
-    workdir, log, state = finished(runs, "plain")
-    jobs = submitted_jobs(log, "SLURM")
-    sbatch = {call["jobid"]: call["argv"] for call in calls(state, "sbatch")}
-    assert set(sbatch) == set(jobs) and any(rule.startswith("embed_") for rule, *_ in jobs.values())
+    workdir, state, jobs, sbatch, embeds = submissions(runs, "plain", "SLURM", "sbatch")
     for jobid, argv in sbatch.items():
         rule, threads, resources = jobs[jobid]
         assert int(value_after(argv, "--mem")) == int(resources["mem_mb"]) >= 1000, (rule, argv)

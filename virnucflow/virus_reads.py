@@ -20,6 +20,7 @@ import os
 from .atomic import atomic_open
 from .errors import InputError
 from .fasta import read_records
+from .workfiles import table_rows
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = ("sample", "read_id", "length", "max_virus_score", "virus_chunks", "chunks_with_frames",
@@ -106,19 +107,7 @@ def write_virus_table(samples, read_calls, table_tsv):
 
 def _call_rows(path, columns):
     """(line number, values of `columns` as bytes) for each row of a read_calls.tsv, streamed."""
-    with open(path, "rb") as handle:
-        header = handle.readline().rstrip(b"\r\n").split(b"\t")
-        missing = [c for c in columns if c.encode() not in header]
-        if missing:
-            raise InputError(f"{path}: not a read_calls.tsv (no column {', '.join(missing)}); rerun predict")
-        index = [header.index(c.encode()) for c in columns]
-        width = max(index)
-        for line_number, line in enumerate(handle, 2):
-            fields = line.rstrip(b"\r\n").split(b"\t")
-            if len(fields) <= width:
-                raise InputError(f"{path}, line {line_number}: {len(fields)} fields, the header has {len(header)}; "
-                                 "the file is damaged: rerun predict")
-            yield line_number, [fields[i] for i in index]
+    return table_rows(path, "read_calls.tsv", columns, writer="predict")
 
 
 class _Counted:

@@ -158,26 +158,27 @@ class WorkFolderWriter:
 # --- reading -------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _table(path, name, columns):
-    """(open file after its header, index of each of `columns`) of a TSV written by prepare."""
+def _table(path, name, columns, writer="prepare"):
+    """(open file after its header, index of each of `columns`) of a TSV that stage `writer` wrote."""
     with open(path, "rb") as handle:
         header = handle.readline().rstrip(b"\r\n").split(b"\t")
         wanted = [column.encode() for column in columns]
         if not header[0] or any(column not in header for column in wanted):
             absent = ", ".join(c.decode() for c in wanted if c not in header)
-            raise InputError(f"{path}: not a {name} written by prepare (no column {absent}); rerun prepare for "
-                             "this sample")
+            what = f"{name} written by prepare" if writer == "prepare" else name
+            raise InputError(f"{path}: not a {what} (no column {absent}); rerun {writer} for this sample")
         yield handle, [header.index(column) for column in wanted]
 
 
-def _short_row(path, number, fields):
-    return InputError(f"{path}, line {number}: {len(fields)} columns, fewer than its header; rerun prepare for "
+def _short_row(path, number, fields, writer="prepare"):
+    return InputError(f"{path}, line {number}: {len(fields)} columns, fewer than its header; rerun {writer} for "
                       "this sample")
 
 
-def _rows(path, name, columns):
-    """(line number, [fields of `columns`] as bytes) per data row of a TSV written by prepare."""
-    with _table(path, name, columns) as (handle, at):
+def table_rows(path, name, columns, writer="prepare"):
+    """(line number, [fields of `columns`] as bytes) per data row of a TSV that stage `writer` wrote
+    (prepare's work files; predict's read_calls.tsv, by its header), streamed."""
+    with _table(path, name, columns, writer) as (handle, at):
         for number, line in enumerate(handle, 2):
             fields = line.rstrip(b"\r\n").split(b"\t")
             if fields == [b""]:
@@ -185,7 +186,7 @@ def _rows(path, name, columns):
             try:
                 yield number, [fields[i] for i in at]
             except IndexError:
-                raise _short_row(path, number, fields) from None
+                raise _short_row(path, number, fields, writer) from None
 
 
 def _typed(path, number, fields, columns, numeric):
@@ -199,7 +200,7 @@ def _typed(path, number, fields, columns, numeric):
 def read_frames(frames_tsv):
     """Yield a `Frame` per row of frames.tsv, in file order (= input order)."""
     numeric = {"chunk", "frame", "start", "end", "residues", "shard"}
-    for number, fields in _rows(frames_tsv, "frames.tsv", FRAME_COLUMNS):
+    for number, fields in table_rows(frames_tsv, "frames.tsv", FRAME_COLUMNS):
         yield Frame(*_typed(frames_tsv, number, fields, FRAME_COLUMNS, numeric))
 
 
@@ -232,7 +233,7 @@ def frames_by_shard(frames_tsv):
 def read_reads(reads_tsv):
     """Yield a `Read` per row of reads.tsv, in file order (= input order)."""
     numeric = set(READ_COLUMNS[1:])
-    for number, fields in _rows(reads_tsv, "reads.tsv", READ_COLUMNS):
+    for number, fields in table_rows(reads_tsv, "reads.tsv", READ_COLUMNS):
         yield Read(*_typed(reads_tsv, number, fields, READ_COLUMNS, numeric))
 
 
