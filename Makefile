@@ -73,8 +73,9 @@ gpu-wheels: setup
 slurm-test: setup
 	bash tests/slurm/run.sh
 
+# What config/config.yaml names (CONFIG=my.yaml: that config on top of it), classifiers included.
 download-models: setup
-	$(BIN)/python -m virnucflow download-models
+	$(BIN)/python -m virnucflow download-models $(if $(CONFIG),--configfile $(CONFIG))
 
 clean:
 	rm -rf work results logs resources .snakemake

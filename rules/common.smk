@@ -21,6 +21,7 @@ from virnucflow.job_resources import (
     stream_runtime,
     weight_bytes,
 )
+from virnucflow.models.published_classifiers import classifier_file
 from virnucflow.models.resolve import (
     CONFIG_KEYS,
     PUBLISHED_WIDTHS,
@@ -40,6 +41,14 @@ try:
     SAMPLES = read_sample_sheet(config["samples"])
 except VirnucflowError as error:
     raise WorkflowError(str(error)) from None
+
+# The classifier file, an input of predict: `virnucpro` is the published one for chunk_length, an absolute
+# path in the classifier cache (virnucflow/models/published_classifiers.py); None without a classifier.
+# A chunk length without a published classifier leaves the name as it is: the checks say what to do.
+try:
+    CLASSIFIER = classifier_file(config["classifier"], config["chunk_length"])
+except VirnucflowError:
+    CLASSIFIER = config["classifier"]
 
 
 wildcard_constraints:

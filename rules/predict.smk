@@ -6,7 +6,7 @@ rule predict:
         h5="results/{sample}/embeddings.h5",
         frames="work/{sample}/frames.tsv",
         reads="work/{sample}/reads.tsv",
-        classifier=config["classifier"] or [],
+        classifier=CLASSIFIER or [],
     output:
         predictions="results/{sample}/predictions.tsv",
         chunk_calls="results/{sample}/chunk_calls.tsv",

@@ -7,6 +7,7 @@ run the whole pipeline (see README).
 
 import argparse
 import sys
+from pathlib import Path
 
 from .jobs import job
 from .schema import choices, defaults
@@ -69,7 +70,53 @@ def _download_models(args):
     from .models.resolve import download_models
 
     with job("download-models", args.log):
-        download_models(args.models)
+        models = _configured_downloads(args.configfile) if isinstance(args.models, ConfigNames) else args.models
+        download_models(models, classifier_url=args.classifier_url)
+
+
+# The Snakefile's `configfile:`; --configfile files go on top of it, as with snakemake.
+WORKFLOW_CONFIG = "config/config.yaml"
+
+
+class ConfigNames(list):
+    """download-models without names: what the config names. Equal to the schema's models (what a default
+    config downloads besides the classifier); shown as what it means in --help."""
+
+    def __repr__(self):
+        return "the models and classifier the config names"
+
+
+def _configured_downloads(configfiles):
+    """The models a config names (local paths need no download), and `virnucpro` when it uses the published
+    classifier: `configfiles` each on top of the one before (config/config.yaml skipped where it is not),
+    on the schema's defaults."""
+    import yaml
+
+    from .errors import VirnucflowError
+    from .models.published_classifiers import NAME
+    from .models.resolve import is_local_path
+
+    config = defaults()
+    for file in configfiles:
+        if file == WORKFLOW_CONFIG and not Path(file).is_file():
+            continue
+        try:
+            _update(config, yaml.safe_load(Path(file).read_text()) or {})
+        except (OSError, yaml.YAMLError) as error:
+            reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+            raise VirnucflowError(f"{file}: cannot read the config ({reason}); give an existing YAML file to "
+                                  "--configfile") from None
+    models = [spec for spec in config["models"].values() if not is_local_path(spec)]
+    return models + ([NAME] if config.get("classifier") == NAME else [])
+
+
+def _update(config, changes):
+    """Merge `changes` into `config`, nested keys by key (as snakemake layers config files)."""
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            _update(config[key], value)
+        else:
+            config[key] = value
 
 
 def _run_in_parts(args):
@@ -164,7 +211,18 @@ def _demo_models_arguments(p, config):
 
 
 def _download_models_arguments(p, config):
-    p.add_argument("models", nargs="*", default=list(config["models"].values()))
+    from .models.published_classifiers import BASE_URL
+
+    p.add_argument("models", nargs="*", default=ConfigNames(config["models"].values()), metavar="MODEL",
+                   help="Hugging Face ids, fair-esm names, or `virnucpro`: VirNucPro's 500_model.pth and 300_model.pth, "
+                        "verified by their git blob ids, into $VIRNUCFLOW_CLASSIFIER_CACHE or "
+                        "~/.cache/virnucflow/classifiers")
+    p.add_argument("--configfile", action="append", default=[WORKFLOW_CONFIG], metavar="FILE",
+                   help="without MODEL: the config whose models and classifier to fetch, on top of config/config.yaml "
+                        "as with snakemake (repeatable)")
+    p.add_argument("--classifier-url", metavar="BASE", default=BASE_URL,
+                   help="where 500_model.pth and 300_model.pth are fetched from (BASE/500_model.pth): a site mirror; "
+                        "they are verified the same way")
 
 
 def _run_in_parts_arguments(p, config):
@@ -193,7 +251,7 @@ COMMANDS = (
     ("predict", _predict, _predict_arguments, dict(help="VirNucPro calls per frame, chunk and read")),
     ("demo-models", _demo_models, _demo_models_arguments, dict(help="write the tiny UNTRAINED demo models")),
     ("download-models", _download_models, _download_models_arguments,
-     dict(help="download published models into the local caches")),
+     dict(help="download the published models and VirNucPro's classifiers into the local caches")),
     ("run-in-parts", _run_in_parts, _run_in_parts_arguments,
      dict(help="snakemake over a large sample sheet in parts, then once over the whole sheet",
           description=PARTS_DESCRIPTION)),

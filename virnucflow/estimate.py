@@ -139,11 +139,12 @@ def report_lines(estimates, widths, weight_bytes, result_dtype="float32"):
     return lines
 
 
-def estimate_run(config, samples, made_by_rule=lambda path: None):
-    """report_lines for a checked config and {sample: reads path(s)}: the models' widths, weight bytes and
-    DNABERT-S tokenizer are read where they resolve (the published figures where they do not). A sample
-    whose reads a rule has not made yet, or whose first records prepare would refuse, gets a line saying
-    so (prepare names the record)."""
+def estimate_run(config, samples, made_by_rule=lambda path: None, checked=()):
+    """report_lines for a validated config and {sample: reads path(s)}, before the load-time checks: the
+    models' widths, weight bytes and DNABERT-S tokenizer are read where they resolve (the published figures
+    where they do not: the estimate needs no download). A sample whose reads a rule has not made yet, or
+    whose first records prepare would refuse, gets a line saying so (prepare names the record); one in
+    `checked`, whose reads files the load-time checks name, a line pointing there (said once)."""
     from .errors import VirnucflowError
     from .job_resources import weight_bytes
     from .models.resolve import CONFIG_KEYS, PUBLISHED_WIDTHS, locate_model, model_width
@@ -161,11 +162,13 @@ def estimate_run(config, samples, made_by_rule=lambda path: None):
     for name, paths in samples.items():
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         try:
+            if name in checked:
+                raise VirnucflowError("its reads are named by the checks below")
             if any(made_by_rule(path) is not None and not made_by_rule(path).finished for path in paths):
                 raise VirnucflowError("its reads are made by a rule of the workflow that has not run yet")
             estimates.append(estimate_sample(name, paths, config["chunk_length"], config["compat"],
                                              dna_tokenizer=tokenizer))
-        except VirnucflowError as error:
+        except (VirnucflowError, OSError) as error:  # it runs before the checks, which then name the file
             problems.append(f"  {name}: no estimate ({error})")
     lines = report_lines(estimates, widths, weights, config["merge"]["dtype"]) if estimates else []
     return lines + problems

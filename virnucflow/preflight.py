@@ -2,9 +2,10 @@
 
 Each problem is one line naming the config key or sample and the fix. Cheap by design: a reads file
 (FASTA or FASTQ) is checked by its first 64 KiB (the full record checks are prepare's), a model by its
-folder, config and table of contents (not its weights), the classifier by loading it (a few MB). Files
-a rule of the workflow makes are checked once that rule has finished them (`Product`), and commands
-that run no job (`snakemake_command`, `runs_no_job`) are not checked at all.
+folder, config and table of contents (not its weights), the classifier by loading it (a few MB; the
+published one, `virnucpro`, also by its git blob id). Files a rule of the workflow makes are checked
+once that rule has finished them (`Product`), and commands that run no job (`snakemake_command`,
+`runs_no_job`) are not checked at all.
 """
 
 import argparse
@@ -19,7 +20,12 @@ MODELS = (("dnabert_s", "dna"), ("esm2", "protein"))
 
 
 class PreflightError(VirnucflowError):
-    """The run cannot succeed as configured; the message has one line per problem."""
+    """The run cannot succeed as configured; the message has one line per problem. `samples`: those
+    whose reads files it names (the dry run's estimate leaves them to these lines)."""
+
+    def __init__(self, message, samples=()):
+        super().__init__(message)
+        self.samples = frozenset(samples)
 
 
 def preflight(config, samples, local_gpus=None, made_by_rule=lambda path: None):
@@ -28,7 +34,8 @@ def preflight(config, samples, local_gpus=None, made_by_rule=lambda path: None):
     `made_by_rule(path)`: a `Product` for a file a rule of the workflow makes, else None. An unfinished
     product (the rule will build it again) is not checked here but by the job that loads it: a leftover
     of a killed run must never stand between Snakemake and its own recovery."""
-    problems = [f"sample {name}: {error}" for name, error in _reads_problems(samples, made_by_rule)]
+    bad_reads = list(_reads_problems(samples, made_by_rule))
+    problems = [f"sample {name}: {error}" for name, error in bad_reads]
     device = config["embed"]["device"]
     if device.startswith("cuda") and local_gpus is not None:
         index = int(device.split(":")[1]) if ":" in device else 0
@@ -45,15 +52,9 @@ def preflight(config, samples, local_gpus=None, made_by_rule=lambda path: None):
             widths[key] = _model_width(kind, spec)
         except VirnucflowError as error:
             problems.append(f"models.{key}: {error}{_leftover_hint(spec, made_by_rule(spec))}")
-    classifier = config.get("classifier")
-    if classifier and not _unfinished(made_by_rule(classifier)):
-        features = sum(widths.values()) if len(widths) == len(MODELS) else None
-        try:
-            _check_classifier(classifier, features, config["chunk_length"])
-        except VirnucflowError as error:
-            problems.append(f"classifier: {error}{_leftover_hint(classifier, made_by_rule(classifier))}")
+    problems += _classifier_problems(config, widths, made_by_rule)
     if problems:
-        raise PreflightError("\n".join(problems))
+        raise PreflightError("\n".join(problems), samples=[name for name, _ in bad_reads])
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,26 @@ def _model_width(kind, spec):
     from .models.resolve import model_width  # imports torch: only when a model is to be checked
 
     return model_width(kind, spec)
+
+
+def _classifier_problems(config, widths, made_by_rule):
+    """The classifier's problem, as a list of at most one line: `virnucpro` is the published classifier
+    for chunk_length, downloaded and verified; a file must load safely and fit the models' widths."""
+    from .models.published_classifiers import locate_classifier
+
+    classifier = config.get("classifier")
+    try:
+        classifier = classifier and locate_classifier(classifier, config["chunk_length"])
+    except VirnucflowError as error:
+        return [f"classifier: {error}"]
+    if not classifier or _unfinished(made_by_rule(classifier)):
+        return []
+    features = sum(widths.values()) if len(widths) == len(MODELS) else None
+    try:
+        _check_classifier(classifier, features, config["chunk_length"])
+    except VirnucflowError as error:
+        return [f"classifier: {error}{_leftover_hint(classifier, made_by_rule(classifier))}"]
+    return []
 
 
 def _check_classifier(path, features, chunk_length):

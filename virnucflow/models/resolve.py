@@ -218,58 +218,75 @@ def load_encoder(kind, spec, device="cpu", dtype=None, layer=None, attention="au
     return encoder
 
 
-def download_models(specs):
+def download_models(specs, classifier_url=None):
     """Download models into the local caches (needs internet: a login node): Hugging Face ids
-    into the hub cache, fair-esm names into the torch hub cache. Without a connection: one
-    ModelError naming the host, the cache it would have filled and how to bring a cache over."""
+    into the hub cache, fair-esm names into the torch hub cache, `virnucpro` (a reserved name) the
+    published classifiers into theirs (from `classifier_url`, a mirror, instead of VirNucPro's
+    repository). Every spec is tried; a ModelError at the end has one line per failed file (without a
+    connection: the host, the cache it would have filled and how to bring a cache over)."""
+    from .published_classifiers import BASE_URL, NAME, download_classifiers
+
+    problems = []
     for spec in specs:
-        if "/" not in spec:
-            target = torch_hub_checkpoints() / f"{spec}.pt"
-            if not target.exists():
-                import torch
-
-                url = FAIR_ESM_URL.format(name=spec)
-                _check_reachable(url, target.parent)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    torch.hub.download_url_to_file(url, str(target))
-                except Exception as exc:  # noqa: BLE001 - URL, HTTP and socket errors alike
-                    raise _download_failed(url, target.parent, exc) from None
-            log.info("%s -> %s", spec, target)
+        if spec == NAME:
+            problems += download_classifiers(classifier_url or BASE_URL)
             continue
-        from huggingface_hub import list_repo_files, snapshot_download
-
-        _check_reachable(constants.ENDPOINT, constants.HF_HUB_CACHE)
         try:
-            files = list_repo_files(spec)
-            # One copy of the weights: safetensors when the repo has them (ESM-2 3B is 11 GB per format).
-            weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
-            folder = snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights])
-        except Exception as exc:  # noqa: BLE001 - HTTP, network and hub errors alike
-            raise _download_failed(f"{constants.ENDPOINT}/{spec}", constants.HF_HUB_CACHE, exc) from None
-        log.info("%s -> %s", spec, folder)
+            log.info("%s -> %s", spec, _download_model(spec))
+        except ModelError as error:
+            problems.append(f"{spec}: {error}")
+    if problems:
+        raise ModelError("\n".join(problems))
 
 
-def _check_reachable(url, cache, timeout=10):
+def _download_model(spec):
+    """Download one model (see download_models); its local path."""
+    if "/" not in spec:
+        target = torch_hub_checkpoints() / f"{spec}.pt"
+        if not target.exists():
+            import torch
+
+            url = FAIR_ESM_URL.format(name=spec)
+            _check_reachable(url, target.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                torch.hub.download_url_to_file(url, str(target))
+            except Exception as exc:  # noqa: BLE001 - URL, HTTP and socket errors alike
+                raise _download_failed(url, target.parent, exc) from None
+        return target
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    _check_reachable(constants.ENDPOINT, constants.HF_HUB_CACHE)
+    try:
+        files = list_repo_files(spec)
+        # One copy of the weights: safetensors when the repo has them (ESM-2 3B is 11 GB per format).
+        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
+        return snapshot_download(spec, allow_patterns=["*.json", "*.txt", weights])
+    except Exception as exc:  # noqa: BLE001 - HTTP, network and hub errors alike
+        raise _download_failed(f"{constants.ENDPOINT}/{spec}", constants.HF_HUB_CACHE, exc) from None
+
+
+def _check_reachable(url, cache, timeout=10, variables="HF_HOME / TORCH_HOME"):
     """Fail at once, in one line, when the host of `url` cannot be reached (no proxy configured):
     the libraries would retry for half a minute and end in a long traceback."""
     from urllib.parse import urlsplit
 
     if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return  # through a proxy: the download itself tells
-    host = urlsplit(url).hostname
-    port = urlsplit(url).port or 443
+    parts = urlsplit(url)
+    port = parts.port or (80 if parts.scheme == "http" else 443)
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as exc:
-        raise _download_failed(url, cache, exc, host=host) from None
+        raise _download_failed(url, cache, exc, host=parts.hostname, variables=variables) from None
 
 
-def _download_failed(url, cache, exc, host=None):
+def _download_failed(url, cache, exc, host=None, variables="HF_HOME / TORCH_HOME"):
+    """The one line of a download that could not connect; `variables`: what moves the cache."""
     from urllib.parse import urlsplit
 
     host = host or urlsplit(url).hostname
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
     return ModelError(f"cannot reach {host} ({reason}): this command downloads into {cache} and needs internet; "
                       f"run it on a machine that has it (a login node), then copy that folder here (rsync -a "
-                      f"LOGIN-NODE:{cache}/ {cache}/) or point HF_HOME / TORCH_HOME at a shared copy")
+                      f"LOGIN-NODE:{cache}/ {cache}/) or point {variables} at a shared copy")
