@@ -1,12 +1,12 @@
 # Snakemake entry point of rules `embed_dna` and `embed_protein`: the logic lives in virnucflow.embed.
 from virnucflow.embed import embed_shard
-from virnucflow.jobs import job
+from virnucflow.jobs import rule_job
 
 # Settings that cannot change a row come from the config, not params: changing them reruns nothing.
 settings = snakemake.config["embed"]
 kind = snakemake.params.kind
 
-with job(f"embed_{kind}", snakemake.log[0]):
+with rule_job(snakemake):
     embed_shard(
         snakemake.input.fasta,
         snakemake.output.h5,

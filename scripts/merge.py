@@ -1,8 +1,8 @@
 # Snakemake entry point of rule `merge`: the logic lives in virnucflow.merge.
-from virnucflow.jobs import job
+from virnucflow.jobs import rule_job
 from virnucflow.merge import merge_sample
 
-with job("merge", snakemake.log[0]):
+with rule_job(snakemake):
     merge_sample(
         snakemake.input.frames,
         list(snakemake.input.dna),

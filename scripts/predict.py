@@ -1,8 +1,8 @@
 # Snakemake entry point of rule `predict`: the logic lives in virnucflow.predict.
-from virnucflow.jobs import job
+from virnucflow.jobs import rule_job
 from virnucflow.predict import predict_sample
 
-with job("predict", snakemake.log[0]):
+with rule_job(snakemake):
     predict_sample(
         snakemake.input.h5,
         snakemake.input.frames,

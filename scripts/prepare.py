@@ -1,10 +1,10 @@
 # Snakemake entry point of checkpoint `prepare`: the logic lives in virnucflow.prepare.
 from pathlib import Path
 
-from virnucflow.jobs import job
+from virnucflow.jobs import rule_job
 from virnucflow.prepare import prepare_sample
 
-with job("prepare", snakemake.log[0]):
+with rule_job(snakemake):
     prepare_sample(
         snakemake.input.reads,  # one file, or R1 and R2
         Path(snakemake.output.frames).parent,

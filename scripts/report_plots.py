@@ -1,8 +1,8 @@
 # Snakemake entry point of rule `report_plots`: the logic lives in virnucflow.report.
-from virnucflow.jobs import job
+from virnucflow.jobs import rule_job
 from virnucflow.report import write_report_plots
 
-with job("report_plots", snakemake.log[0]):
+with rule_job(snakemake):
     write_report_plots(
         samples=snakemake.params.samples,
         summaries=list(snakemake.input.summaries),

@@ -207,6 +207,6 @@ def test_the_chunk_call_sort_on_a_full_disk_names_its_run_file_and_leaves_nothin
         with _SortedChunkCalls(disk / "chunk_calls.tsv", 100, "predictions.tsv") as calls:
             for i in range(5000):
                 calls.add(f"read_{i:06d}_with_a_long_name_chunk_1", i % 2 == 0)
-    assert re.fullmatch(f"{disk}/\\.chunk_calls\\.tsv\\.sort\\.[^/]+/\\d+\\.tsv: " + FULL_LINE.format(mount=disk),
+    assert re.fullmatch(f"{disk}/\\.chunk_calls\\.tsv\\.tmp\\.[^/]+/\\d+\\.tsv: " + FULL_LINE.format(mount=disk),
                         str(error.value)), str(error.value)
     assert files_in(disk) == []

@@ -2,7 +2,9 @@
 reported in one line.
 
 Snakemake does not notice half-written outputs of jobs downstream of a checkpoint after a kill,
-so every output of this package goes through `atomic_path`.
+so every output of this package goes through `atomic_path`. A temporary is named
+`.{name}.tmp.{host}.{pid}.{token}`: a later job for the same output removes it once its writer is
+provably gone (`remove_stale_temporaries`), so a kill leaves nothing behind for good.
 
 A write that fails because the file system is full (ENOSPC) or the user's quota is used up (EDQUOT)
 raises `DiskFull`: one line naming the file, about how much was being written, and the free space
@@ -15,7 +17,10 @@ import errno
 import glob
 import os
 import re
+import secrets
 import shutil
+import socket
+import time
 from pathlib import Path
 
 from .errors import VirnucflowError
@@ -97,20 +102,92 @@ def reporting_disk_full(path, needed_bytes):
         raise disk_full(path, needed, number) from error
 
 
-def _temporary_prefix(path):  # the one place that names atomic_path's temporaries
+HOST = socket.gethostname()
+# What follows `.{name}.tmp.` in a temporary's name (releases before 0.2 wrote the pid only: judged by age).
+_WRITER = re.compile(r"(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}")
+
+# Called with (temporary, final path) just before a temporary is renamed into place. Tests plant a kill
+# here (tests/kill_points); nothing else uses it.
+before_rename = None
+
+
+def _temporary_prefix(path):  # the one place that names the temporaries
     return f".{path.name}.tmp."
 
 
-def remove_stale_temporaries(path):
-    """Delete what killed writers of `path` left (atomic_path's temporaries, files or folders); only for a
-    caller that knows no other process is writing `path` now (e.g. it holds a lock on it)."""
+def temporary_path(path):
+    """A new name beside `path` for writing it: `.{name}.tmp.{host}.{pid}.{token}` (host and pid tell a
+    later job whether the writer is gone; the token keeps two writers in one process apart)."""
     path = Path(path)
-    for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*"):
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                stale.unlink()
+    return path.with_name(f"{_temporary_prefix(path)}{HOST}.{os.getpid()}.{secrets.token_hex(4)}")
+
+
+def rename_into_place(tmp, path):
+    """`os.replace(tmp, path)`: the last step of every atomic write."""
+    if before_rename is not None:
+        before_rename(tmp, path)
+    os.replace(tmp, path)
+
+
+def pid_alive(pid):
+    """True while process `pid` of this host runs (a zombie, killed but not yet reaped, is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _newest_mtime(path):
+    """The latest modification time in `path` (a file, or a folder and everything in it)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for folder, names, files in os.walk(path):
+            for name in names + files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    return newest
+
+
+def writer_gone(temporary, max_age_seconds=None):
+    """True when the writer of `temporary` can no longer be writing it: it ran on this host and its process
+    has ended, or (another host, or a name without one) nothing in it changed for `max_age_seconds` (the
+    rule's runtime, after which the scheduler has killed the job; None: never judged by age)."""
+    match = _WRITER.fullmatch(temporary.name.rsplit(".tmp.", 1)[-1])
+    if match and match["host"] == HOST:
+        return not pid_alive(int(match["pid"]))
+    if max_age_seconds is None:
+        return False
+    try:
+        return time.time() - _newest_mtime(temporary) > max_age_seconds
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def remove_stale_temporaries(path, max_age_seconds=None, every=False):
+    """Delete the temporaries of `path` (files or folders) whose writers are gone (`writer_gone`); with
+    `every`, all of them, for a caller that knows no other process writes `path` now (it holds its lock).
+    Returns the paths removed."""
+    path = Path(path)
+    removed = []
+    for stale in sorted(path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*")):
+        if every or writer_gone(stale, max_age_seconds):
+            _remove(stale)
+            removed.append(stale)
+    return removed
 
 
 @contextlib.contextmanager
@@ -119,15 +196,13 @@ def atomic_path(path):
     delete it on error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        rename_into_place(tmp, path)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            os.unlink(tmp)
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
         raise
 
 

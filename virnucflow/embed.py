@@ -53,7 +53,7 @@ def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, 
 
     # Waits while another job owns this output; held until the sidecar is removed (or the job dies).
     with SidecarLock(sidecar_dir or f"{out_h5}.partial") as lock:
-        remove_stale_temporaries(out_h5)  # under the lock: no other job is writing this output
+        remove_stale_temporaries(out_h5, every=True)  # under the lock: no other job writes this output
         with claim_device(device, log=log, cpu_fallback=cpu_fallback) as claimed:
             job = _prepare(seqs, input_sha256, kind=kind, model=model, device=computes_on(claimed),
                            precision=precision, token_budget=int(token_budget), layer=layer, attention=attention)

@@ -1,4 +1,5 @@
-"""What every workflow job shares: where its log goes, and one-line errors.
+"""What every workflow job shares: where its log goes, one-line errors, and no leftovers of killed
+jobs before it writes.
 
 The package's modules log to their own loggers (`logging.getLogger(__name__)`, all under
 "virnucflow"); `job()` gives that tree its handlers for the job's duration: the job's log file,
@@ -12,6 +13,7 @@ import socket
 import sys
 import time
 
+from .atomic import remove_stale_temporaries
 from .errors import VirnucflowError
 from .scheduler import scheduler_environment
 
@@ -51,13 +53,23 @@ class _ForTheTerminal(logging.Filter):
         return record.levelno < logging.ERROR and not getattr(record, "file_only", False)
 
 
+def rule_job(smk):
+    """`job` for the Snakemake `script:` of a rule, given its `snakemake` object: named after the rule,
+    logging to its log, first removing what killed jobs left of its outputs (within the rule's runtime)."""
+    runtime = smk.resources.get("runtime")
+    return job(smk.rule, smk.log[0], outputs=list(smk.output),
+               max_age_seconds=60 * runtime if isinstance(runtime, (int, float)) else None)
+
+
 @contextlib.contextmanager
-def job(name, log_path=None):
+def job(name, log_path=None, outputs=(), max_age_seconds=None):
     """Log the package to `log_path` and stderr; turn a VirnucflowError into one line on stderr and exit 1.
 
     The error goes to the log file (with its time) and once to stderr as `virnucflow NAME: error: ...`;
-    the workflow profile does not echo failed logs, so a local run shows each error once. Yields the
-    package's logger."""
+    the workflow profile does not echo failed logs, so a local run shows each error once. Before the
+    job's work, the temporaries of `outputs` whose writers are gone are removed (`atomic.writer_gone`:
+    a dead process of this host, or untouched for `max_age_seconds` elsewhere). Yields the package's
+    logger."""
     logger = logging.getLogger(PACKAGE)
     saved = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
@@ -75,6 +87,9 @@ def job(name, log_path=None):
     env = " ".join(f"{key}={value}" for key, value in scheduler_environment().items()
                    if key in ("SLURM_JOB_ID", "LSB_JOBID", "CUDA_VISIBLE_DEVICES"))
     logger.info("%s: host=%s pid=%d %s", name, socket.gethostname(), os.getpid(), env, extra={"file_only": True})
+    for output in outputs:
+        for stale in remove_stale_temporaries(output, max_age_seconds):
+            logger.info("removed %s, left by a killed job", stale)
     try:
         yield logger
         logger.info("%s done in %.1f s", name, time.monotonic() - started)

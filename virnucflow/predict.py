@@ -44,10 +44,9 @@ import heapq
 import logging
 import operator
 import shutil
-import tempfile
 from pathlib import Path
 
-from .atomic import atomic_open, reporting_disk_full
+from .atomic import atomic_open, reporting_disk_full, temporary_path
 from .classifier import load_classifier, score
 from .embeddings import open_embeddings
 from .errors import InputError
@@ -284,7 +283,8 @@ class _SortedChunkCalls:
     def _new_run(self, lines):
         """A run file holding `lines` (rows as 'chunk_id<TAB>True/False', in order)."""
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix=f".{self.path.name}.sort.", dir=self.path.parent)
+            self.folder = temporary_path(self.path)  # a temporary of the calls file: found by a later job
+            self.folder.mkdir()
         self.made += 1
         path = Path(self.folder) / f"{self.made}.tsv"
         written = [0]

@@ -19,9 +19,9 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import rename_into_place, temporary_path
 from .errors import InputError
 
 FRAME_COLUMNS = ("frame_id", "read_id", "chunk", "strand", "frame", "start", "end", "residues", "shard")
@@ -100,13 +100,15 @@ class ShardWriter:
 
 
 class WorkFolderWriter:
-    """Writes a sample's work folder beside `out_dir` under a temporary name; `finish(summary)` moves it
-    into place. Use as a context manager: leaving the block without `finish` leaves nothing behind."""
+    """Writes a sample's work folder in a temporary folder of `out_dir/shards` (an `atomic` temporary, so
+    a later prepare removes it when this job was killed); `finish(summary)` moves the files into place.
+    Use as a context manager: leaving the block without `finish` leaves nothing behind."""
 
     def __init__(self, out_dir, shard_residues):
         self.out_dir = Path(out_dir)
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.prepare.", dir=self.out_dir.parent))
+        self._made_out_dir = not self.out_dir.exists()  # removed again if the job fails
+        self.tmp = temporary_path(self.out_dir / "shards")
+        self.tmp.mkdir(parents=True)
         self._files = contextlib.ExitStack()
         try:
             self.shards = ShardWriter(self.tmp / "shards", shard_residues)
@@ -139,13 +141,16 @@ class WorkFolderWriter:
             os.unlink(out_dir / "summary.json")
         if (out_dir / "shards").exists():
             os.replace(out_dir / "shards", self.tmp / "old_shards")  # a folder cannot replace a non-empty one
-        os.replace(self.tmp / "shards", out_dir / "shards")
+        rename_into_place(self.tmp / "shards", out_dir / "shards")
         for name in ("frames.tsv", "reads.tsv", "summary.json"):
             os.replace(self.tmp / name, out_dir / name)
 
     def _close(self):
         self._files.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._made_out_dir:
+            with contextlib.suppress(OSError):
+                self.out_dir.rmdir()  # only when empty: the job failed before finish
 
     def __enter__(self):
         return self
