@@ -11,11 +11,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: help setup setup-gpu check-gpu demo test test-slow lint bench gpu-wheels slurm-test download-models clean
+.PHONY: help setup setup-gpu check-gpu demo test test-slow lint bench gpu-wheels slurm-test download-models clean clean-results
 
 help:
+	@echo "make setup            create .venv with the pinned dependencies (every other target does this first)"
 	@echo "make demo             set up .venv and run the workflow on config/example with tiny models"
 	@echo "make test             set up .venv and run the test suite (lint included)"
+	@echo "make lint             snakemake --lint and snakefmt --check on the Snakefile and rules/"
 	@echo "make setup-gpu        .venv with torch as a CUDA build (TORCH_INDEX=...), then check-gpu"
 	@echo "make check-gpu        print torch's version, its CUDA version and the GPUs it sees"
 	@echo "make test-slow        kill-and-resume matrix, the GPU checks on the CPU, other long checks"
@@ -23,6 +25,8 @@ help:
 	@echo "make bench            run the benchmarks (results in benchmarks/results/, summary in BENCHMARKS.md)"
 	@echo "make gpu-wheels       snakemake and its needs as wheels in .whl/ for the project's GPU machine"
 	@echo "make download-models  fetch the published models into the local caches (login node, needs internet)"
+	@echo "make clean            remove work/, logs/ and .snakemake/; keeps results/ and resources/"
+	@echo "make clean-results    make clean, then also remove results/ and resources/ (the demo models)"
 
 setup: $(VENV)/.installed
 
@@ -77,5 +81,9 @@ slurm-test: setup
 download-models: setup
 	$(BIN)/python -m virnucflow download-models $(if $(CONFIG),--configfile $(CONFIG))
 
+# results/ (the calls) and resources/ go only when asked for by name.
 clean:
-	rm -rf work results logs resources .snakemake
+	rm -rf work logs .snakemake
+
+clean-results: clean
+	rm -rf results resources

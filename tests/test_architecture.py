@@ -11,6 +11,7 @@ LAYERS = {
     "provenance": 1,
     "frames": 1, "classifier": 1, "devices": 1, "batching": 1, "models": 1,
     "validation": 2, "virnucpro_pt": 2, "job_resources": 2, "estimate": 2, "plots": 2,
+    "sample_sheet": 2,
     "prepare": 3, "embed": 3, "merge": 3, "predict": 3, "report": 3, "preflight": 3, "virus_reads": 3,
     "cli": 4, "jobs": 4, "demo": 4, "parts": 4, "__main__": 4,
 }

@@ -90,3 +90,75 @@ def test_merge_checks_the_shards_against_their_fasta_and_says_so_in_one_line(tmp
     assert proc.stderr.splitlines() == [f"virnucflow merge: error: {tmp_path / 'p.h5'} was computed from another "
                                         f"{tmp_path / '0.faa'} (sha256 {sha['faa'][:12]}.. != {now[:12]}.. now): "
                                         "delete it and rerun"]
+
+
+def test_version_is_the_package_version():
+    import virnucflow
+
+    proc = subprocess.run([sys.executable, "-m", "virnucflow", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == f"virnucflow {virnucflow.__version__}\n"
+
+
+def _subparsers(parser):
+    import argparse
+
+    return [(name, sub) for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name, sub in action.choices.items()]
+
+
+def test_every_option_has_help_and_states_its_default_once():
+    import argparse
+
+    parser = build_parser()
+    missing, twice = [], []
+    for name, sub in [("virnucflow", parser)] + _subparsers(parser):
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not (action.help or "").strip():
+                missing.append(label)
+                continue
+            shown = formatter._expand_help(action)  # the help as --help prints it
+            if shown.lower().count("default") > 1:
+                twice.append(f"{label}: {shown}")
+    assert not missing, f"options without help: {missing}"
+    assert not twice, f"default stated twice: {twice}"
+
+
+def test_the_report_names_the_version_that_made_it(tmp_path):
+    import virnucflow
+    from virnucflow.report import write_summary_html
+
+    write_summary_html([{"sample": "s1", "reads": 3}], tmp_path / "summary.html")
+    assert f"<p>Made by virnucflow {virnucflow.__version__}.</p>" in (tmp_path / "summary.html").read_text()
+
+
+
+def _makefile():
+    """The Makefile's rules as {target: (prerequisites, recipe lines)}."""
+    import re
+    from pathlib import Path
+
+    rules, target = {}, None
+    for line in (Path(__file__).resolve().parents[1] / "Makefile").read_text().splitlines():
+        rule = re.match(r"^([^\s#:=]+):(?!=)(.*)$", line)
+        if rule:
+            target = rule[1]
+            rules[target] = (rule[2].split(), [])
+        elif line.startswith("\t") and target:
+            rules[target][1].append(line.strip())
+        elif line.strip() and not line.startswith("#"):
+            target = None
+    return rules
+
+
+def test_make_help_lists_every_target_and_clean_keeps_the_results():
+    rules = _makefile()
+    phony = set(rules.pop(".PHONY")[0])
+    listed = {line.split()[2] for line in rules["help"][1] if line.startswith('@echo "make ')}
+    assert phony - {"help"} == listed, "every .PHONY target in `make help`, and nothing else"
+    assert {target for target in rules if not target.startswith("$")} == phony, "every target in .PHONY"
+    assert not any("results" in line for line in rules["clean"][1]), "make clean must keep results/"
+    assert any("results" in line for line in rules["clean-results"][1])

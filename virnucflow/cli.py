@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import __version__
 from .jobs import job
 from .schema import choices, defaults
 
@@ -119,6 +120,13 @@ def _update(config, changes):
             config[key] = value
 
 
+def _sample_sheet(args):
+    from .sample_sheet import write_sample_sheet
+
+    with job("sample-sheet", args.log):
+        write_sample_sheet(args.paths, args.out, force=args.force)
+
+
 def _run_in_parts(args):
     from .parts import run_in_parts
 
@@ -133,27 +141,31 @@ def _prepare_arguments(p, config):
     p.add_argument("out_dir", help="folder for frames.tsv, reads.tsv, summary.json and shards/")
     p.add_argument("--sample", default="sample", help="sample name recorded in summary.json")
     p.add_argument("--chunk-length", type=int, default=config["chunk_length"], help="bp per chunk")
-    p.add_argument("--compat", choices=choices("compat"), default=config["compat"])
+    p.add_argument("--compat", choices=choices("compat"), default=config["compat"],
+                   help="virnucpro: VirNucPro's chunking and translation; fixed: full-length chunks (config/README.md)")
     p.add_argument("--shard-residues", type=int, default=config["shard_residues"], help="protein residues per shard")
 
 
 def _embed_arguments(p, config):
     embed = config["embed"]
-    p.add_argument("fasta")
+    p.add_argument("fasta", help="the shard FASTA: work/{sample}/shards/{i}.fna (dna) or .faa (protein)")
     p.add_argument("out", help="output HDF5")
-    p.add_argument("--kind", choices=["dna", "protein"], required=True)
+    p.add_argument("--kind", choices=["dna", "protein"], required=True,
+                   help="dna: DNABERT-S on nucleotides; protein: ESM-2 on amino acids")
     p.add_argument("--model", required=True, help="Hugging Face id, local folder or checkpoint file")
     p.add_argument("--device", default=embed["device"], help="auto (a free GPU if there is one), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=choices("embed", "precision"), default=embed["precision"])
+    p.add_argument("--precision", choices=choices("embed", "precision"), default=embed["precision"],
+                   help="auto: bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--token-budget", type=int, default=None,
                    help="tokens, padding included, per batch (default: embed.dna_token_budget or "
                         f"embed.protein_token_budget, {embed['dna_token_budget']} / {embed['protein_token_budget']})")
-    p.add_argument("--on-error", choices=choices("embed", "on_error"), default=embed["on_error"])
+    p.add_argument("--on-error", choices=choices("embed", "on_error"), default=embed["on_error"],
+                   help="a sequence that cannot be embedded even alone: fail the job, or skip it and record its id")
     p.add_argument("--layer", type=int, default=embed["esm_layer"], help="ESM-2 layer to pool (None: the last)")
     p.add_argument("--threads", type=int, default=embed["threads"], help="CPU threads")
     p.add_argument("--cpu-fallback", action=argparse.BooleanOptionalAction, default=embed["cpu_fallback"],
                    help="compute on the CPU when this job has a GPU that torch cannot use (else an error)")
-    p.add_argument("--stats", default=None, help="write sequences/tokens/seconds as JSON here")
+    p.add_argument("--stats", default=None, help="write sequences/tokens/seconds as JSON here (none without it)")
 
 
 def _merge_arguments(p, config):
@@ -164,9 +176,9 @@ def _merge_arguments(p, config):
     p.add_argument("--protein", nargs="+", required=True, help="protein shard files, in the same order")
     p.add_argument("--dna-fasta", nargs="+", default=None,
                    help="the shard FASTA (.fna) each DNA shard was computed from, in the same order: each shard's "
-                        "recorded input sha256 is checked against it (default: not checked)")
+                        "recorded input sha256 is checked against it (not checked without it)")
     p.add_argument("--protein-fasta", nargs="+", default=None,
-                   help="the shard FASTA (.faa) of each protein shard, in the same order (default: not checked)")
+                   help="the shard FASTA (.faa) of each protein shard, in the same order (not checked without it)")
     p.add_argument("--validation", required=True, help="validation.json to write")
     p.add_argument("--missing", required=True, help="missing_ids.txt to write")
     p.add_argument("--chunk-length", type=int, required=True, help="chunk length of the prepare run (recorded)")
@@ -179,35 +191,38 @@ def _merge_arguments(p, config):
 
 
 def _export_pt_arguments(p, config):
-    p.add_argument("embeddings")
-    p.add_argument("out")
+    p.add_argument("embeddings", help="a merged results/{sample}/embeddings.h5")
+    p.add_argument("out", help="the .pt file to write (VirNucPro's merged features)")
 
 
 def _predict_arguments(p, config):
-    p.add_argument("embeddings")
-    p.add_argument("frames")
-    p.add_argument("reads")
+    p.add_argument("embeddings", help="the sample's merged embeddings.h5")
+    p.add_argument("frames", help="the sample's work/{sample}/frames.tsv")
+    p.add_argument("reads", help="the sample's work/{sample}/reads.tsv")
     p.add_argument("classifier", help="300_model.pth / 500_model.pth or a state_dict")
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--chunk-calls", required=True)
-    p.add_argument("--read-calls", required=True)
+    p.add_argument("--predictions", required=True, help="predictions.tsv to write (one row per frame)")
+    p.add_argument("--chunk-calls", required=True, help="chunk_calls.tsv to write (VirNucPro's call per chunk)")
+    p.add_argument("--read-calls", required=True, help="read_calls.tsv to write (one call per read)")
     p.add_argument("--chunk-scores", help="also write chunk_scores.tsv here (each chunk's frames and max scores)")
     p.add_argument("--max-ambiguous-fraction", type=float, default=config["calls"]["max_ambiguous_fraction"],
                    help="reads with a larger fraction of N and other ambiguity codes are called `ambiguous` "
-                        "(default %(default)s; 1 turns the rule off)")
+                        "(1 turns the rule off)")
     p.add_argument("--min-virus-score", type=float, default=config["calls"]["min_virus_score"],
                    help="a read is virus when its highest frame score2 (max_virus_score) is at least this, instead "
-                        "of when any chunk is by VirNucPro's chunk rule (default %(default)s: the chunk rule); "
+                        "of when any chunk is by VirNucPro's chunk rule (the chunk rule without it); "
                         "read_calls.tsv only")
     p.add_argument("--chunk-length", type=int, default=None,
-                   help="chunk length of the run, checked against the classifier's (None: as recorded in the "
-                        "embeddings file)")
+                   help="chunk length of the run, checked against the classifier's (without it: as recorded in "
+                        "the embeddings file)")
 
 
 def _demo_models_arguments(p, config):
-    p.add_argument("--dnabert-s", default="resources/demo_models/dnabert_s_tiny")
-    p.add_argument("--esm2", default="resources/demo_models/esm2_t2_tiny.pt")
-    p.add_argument("--classifier", default="resources/demo_models/classifier_tiny.pth")
+    p.add_argument("--dnabert-s", default="resources/demo_models/dnabert_s_tiny",
+                   help="folder for the tiny DNABERT-S (published layout)")
+    p.add_argument("--esm2", default="resources/demo_models/esm2_t2_tiny.pt",
+                   help="file for the tiny ESM-2 (fair-esm checkpoint)")
+    p.add_argument("--classifier", default="resources/demo_models/classifier_tiny.pth",
+                   help="file for the tiny classifier (untrained)")
 
 
 def _download_models_arguments(p, config):
@@ -218,11 +233,19 @@ def _download_models_arguments(p, config):
                         "verified by their git blob ids, into $VIRNUCFLOW_CLASSIFIER_CACHE or "
                         "~/.cache/virnucflow/classifiers")
     p.add_argument("--configfile", action="append", default=[WORKFLOW_CONFIG], metavar="FILE",
-                   help="without MODEL: the config whose models and classifier to fetch, on top of config/config.yaml "
-                        "as with snakemake (repeatable)")
+                   help="without MODEL: the config whose models and classifier to fetch; each one given goes on top "
+                        "of the ones before, as snakemake's --configfile (repeatable)")
     p.add_argument("--classifier-url", metavar="BASE", default=BASE_URL,
                    help="where 500_model.pth and 300_model.pth are fetched from (BASE/500_model.pth): a site mirror; "
                         "they are verified the same way")
+
+
+def _sample_sheet_arguments(p, config):
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="reads files, or folders searched for them (hidden entries skipped); paths are written as "
+                        "given, so give them relative to the folder snakemake runs in, or absolute")
+    p.add_argument("-o", "--out", metavar="FILE", help="write the sheet here (stdout without it)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
 def _run_in_parts_arguments(p, config):
@@ -240,6 +263,14 @@ PARTS_DESCRIPTION = (
     "sheet (the report). Stops at the first failing part; the same command again skips the parts that "
     "finished. Example: virnucflow run-in-parts --samples config/samples.tsv -- --profile profiles/slurm")
 
+SHEET_DESCRIPTION = (
+    "Write a sample sheet (config/README.md, 'Sample sheet') for the reads under PATH: files whose content "
+    "starts with > (FASTA) or @ (FASTQ), plain or gzip, whatever their names; other files are ignored and "
+    "counted. R1 and R2 are paired by the usual names (_R1/_R2, _R1_001, .R1, _1/_2); the sample name is "
+    "the file name without the tag and extension, other characters made _. A sample in several lanes or "
+    "parts stops it, with the cat command that joins them. Example: virnucflow sample-sheet data/ "
+    "-o config/samples.tsv")
+
 # (name, what it runs, its arguments, its help texts), in the order `virnucflow --help` lists them.
 COMMANDS = (
     ("prepare", _prepare, _prepare_arguments,
@@ -252,19 +283,33 @@ COMMANDS = (
     ("demo-models", _demo_models, _demo_models_arguments, dict(help="write the tiny UNTRAINED demo models")),
     ("download-models", _download_models, _download_models_arguments,
      dict(help="download the published models and VirNucPro's classifiers into the local caches")),
+    ("sample-sheet", _sample_sheet, _sample_sheet_arguments,
+     dict(help="write a sample sheet for the FASTA/FASTQ files under files and folders, R1 and R2 paired",
+          description=SHEET_DESCRIPTION)),
     ("run-in-parts", _run_in_parts, _run_in_parts_arguments,
      dict(help="snakemake over a large sample sheet in parts, then once over the whole sheet",
           description=PARTS_DESCRIPTION)),
 )
 
 
+class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, except a required option's and a None default (the help
+    says in words what happens without the option)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     config = defaults()
     parser = argparse.ArgumentParser(prog="virnucflow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, run, arguments, texts in COMMANDS:
-        sub = commands.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **texts)
+        sub = commands.add_parser(name, formatter_class=DefaultsOnce, **texts)
         arguments(sub, config)
         sub.add_argument("--log", default=None, help="also write the log to this file")
         sub.set_defaults(run=run)

@@ -10,6 +10,7 @@ import platform
 
 import numpy as np
 
+from . import __version__
 from .atomic import atomic_open
 from .embed_stats import read_embed_jobs
 from .plots import CALLS, MODELS, SCORE_BINS, plot_calls, plot_counts, plot_scores, plot_throughput
@@ -218,6 +219,7 @@ def write_summary_html(rows, path, models=None, versions=None):
     """The summary as a self-contained HTML page: warnings, the per-sample table, then the models and
     software that made the results (the Snakemake report shows HTML inline, a TSV only as a download)."""
     sections = [f'<p class="warning">{html.escape(warning)}</p>' for warning in run_warnings(rows)]
+    sections.append(f"<p>Made by virnucflow {html.escape(__version__)}.</p>")
     sections.append(_html_table(rows))
     if models:
         sections.append("<h3>Models</h3>\n" + _html_table(models))

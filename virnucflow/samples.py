@@ -2,6 +2,7 @@
 themselves are checked by `virnucflow.preflight`)."""
 
 import csv
+import io
 import re
 from pathlib import Path
 
@@ -21,7 +22,9 @@ MATES = ("reads2", "fasta2")  # the optional column of R2 files (paired-end), an
 
 def read_sample_sheet(path):
     """Return {sample: [reads path]} or, for paired-end samples, {sample: [R1 path, R2 path]}, from a TSV
-    with columns `sample`, `reads` (or `fasta`) and optionally `reads2` (or `fasta2`).
+    with columns `sample`, `reads` (or `fasta`) and optionally `reads2` (or `fasta2`). A spreadsheet's
+    "CSV UTF-8" is read too: a UTF-8 byte order mark is dropped, and a header without a tab makes the
+    sheet comma-separated (or semicolon-separated, without a comma either).
 
     Names must be safe path components (they become directories); paths are relative to the
     directory Snakemake runs in, like every other path of the workflow. A sample with an empty
@@ -31,8 +34,9 @@ def read_sample_sheet(path):
     if not path.is_file():
         raise InputError(f"{path}: sample sheet not found; set `samples:` in the config to a TSV with columns sample, "
                          "reads (and reads2 for paired-end)")
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.reader(handle, delimiter="\t") if row and not row[0].startswith("#")]
+    text = _sheet_text(path)
+    rows = [row for row in csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
+            if any(cell.strip() for cell in row) and not row[0].startswith("#")]
     header = [column.strip() for column in rows[0]] if rows else []
     if header[:1] != ["sample"] or len(header) < 2 or header[1] not in READS:
         raise InputError(f"{path}: the first line must be the header 'sample<TAB>reads' (or 'sample<TAB>fasta'), "
@@ -68,3 +72,27 @@ def read_sample_sheet(path):
     if not samples:
         raise InputError(f"{path}: no samples listed; add rows 'name<TAB>path/to/reads.fq.gz'")
     return samples
+
+
+def _sheet_text(path):
+    """The sheet's text: UTF-8, a byte order mark dropped; UTF-16 (a spreadsheet's "Unicode text") refused."""
+    data = Path(path).read_bytes()
+    encoding = ("UTF-16 little-endian" if data[:2] == b"\xff\xfe" else "UTF-16 big-endian" if data[:2] == b"\xfe\xff"
+                else "UTF-16 or UTF-32 (it has NUL bytes)" if b"\0" in data else None)
+    if encoding:
+        raise InputError(f"{path}: the sample sheet is {encoding}; save it as tab-separated text or as \"CSV UTF-8\" "
+                         "(a spreadsheet's Save As)")
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # the UTF-8 byte order mark
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise InputError(f"{path}: the sample sheet is not UTF-8 (byte {data[error.start]:#04x} on line {line}); save "
+                         "it as tab-separated UTF-8 text or as \"CSV UTF-8\"") from None
+
+
+def _delimiter(text):
+    """A tab; where the header line (the first that is no comment) has none, a comma, or a semicolon (a
+    spreadsheet's CSV where the comma is the decimal mark)."""
+    header = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
+    return next((mark for mark in "\t,;" if mark in header), "\t")
