@@ -197,16 +197,26 @@ def maybe_temp(path):
     return path if config["keep_shards"] else temp(path)
 
 
+# keep_embeddings: null (the default) keeps embeddings.h5 only without a classifier: with one, the calls are
+# the product, and they are made from predictions.tsv, never from the embeddings again.
+KEEP_EMBEDDINGS = (
+    config["keep_embeddings"]
+    if config["keep_embeddings"] is not None
+    else not config["classifier"]
+)
+
+
 def maybe_temp_embeddings(path):
-    """The merged embeddings.h5: temp() with keep_embeddings: false, so Snakemake deletes it once predict
-    (its only reader) has written the calls; refused without a classifier (it is then the only result).
+    """The merged embeddings.h5: temp() unless kept, so Snakemake deletes it once predict (its only reader)
+    has written the frame scores; refused without a classifier (it is then the only result).
     """
-    if config["keep_embeddings"]:
+    if KEEP_EMBEDDINGS:
         return path
     if not config["classifier"]:
         raise WorkflowError(
-            "keep_embeddings: false deletes results/{sample}/embeddings.h5 once the calls are written, but "
-            "classifier: is null (no calls): set classifier: (e.g. VirNucPro's 500_model.pth) or keep_embeddings: true"
+            "keep_embeddings: false deletes results/{sample}/embeddings.h5 once the frame scores are written, but "
+            "classifier: is null (no calls): set classifier: virnucpro (run virnucflow download-models virnucpro) "
+            "or keep_embeddings: true"
         )
     return temp(path)
 
@@ -246,7 +256,7 @@ def report_inputs(wildcards):
 def get_final_output():
     outputs = []
     for sample in SAMPLES:
-        if config["keep_embeddings"]:  # else temp: a target of `all` would be kept
+        if KEEP_EMBEDDINGS:  # else temp: a target of `all` would be kept
             outputs.append(f"results/{sample}/embeddings.h5")
         outputs.append(f"results/{sample}/validation.json")
         if config["classifier"]:

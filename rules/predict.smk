@@ -1,17 +1,12 @@
-# Merged features -> VirNucPro's calls per frame and chunk, and a call per read (only with `classifier:`).
+# Merged features -> VirNucPro's frame scores (only with `classifier:`); the calls are made from them.
 
 
 rule predict:
     input:
         h5="results/{sample}/embeddings.h5",
-        frames="work/{sample}/frames.tsv",
-        reads="work/{sample}/reads.tsv",
         classifier=CLASSIFIER or [],
     output:
         predictions="results/{sample}/predictions.tsv",
-        chunk_calls="results/{sample}/chunk_calls.tsv",
-        chunk_scores="results/{sample}/chunk_scores.tsv",
-        read_calls="results/{sample}/read_calls.tsv",  # not in the report: one row per read
     log:
         "logs/{sample}/predict.log",
     benchmark:
@@ -23,7 +18,5 @@ rule predict:
         runtime=streaming_resource("runtime"),
     params:
         chunk_length=config["chunk_length"],
-        max_ambiguous_fraction=config["calls"]["max_ambiguous_fraction"],
-        min_virus_score=config["calls"]["min_virus_score"],
     script:
         "../scripts/predict.py"

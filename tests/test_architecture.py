@@ -10,7 +10,7 @@ LAYERS = {
     "fasta": 1, "workfiles": 1, "embeddings": 1, "sidecar": 1, "samples": 1, "schema": 1, "embed_stats": 1,
     "provenance": 1,
     "frames": 1, "classifier": 1, "devices": 1, "batching": 1, "models": 1,
-    "validation": 2, "virnucpro_pt": 2, "job_resources": 2, "estimate": 2, "plots": 2,
+    "validation": 2, "virnucpro_pt": 2, "job_resources": 2, "estimate": 2, "plots": 2, "calls": 2,
     "sample_sheet": 2,
     "prepare": 3, "embed": 3, "merge": 3, "predict": 3, "report": 3, "preflight": 3, "virus_reads": 3,
     "cli": 4, "jobs": 4, "demo": 4, "parts": 4, "__main__": 4,

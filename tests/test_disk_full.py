@@ -200,7 +200,7 @@ def test_embed_on_a_full_disk_stops_in_one_line_and_resumes_identically(tmp_path
 # --- predict: the chunk-call sort's runs on a full disk ------------------------------------------------
 
 def test_the_chunk_call_sort_on_a_full_disk_names_its_run_file_and_leaves_nothing(small_disk):
-    from virnucflow.predict import _SortedChunkCalls
+    from virnucflow.calls import _SortedChunkCalls
 
     disk = small_disk("64k")
     with pytest.raises(DiskFull) as error:

@@ -17,8 +17,9 @@ from helpers import write_embeddings
 from virnucflow.classifier import MLPClassifier, load_classifier
 from virnucflow.demo import write_demo_classifier
 from virnucflow.errors import InputError, ModelError
-from virnucflow import predict
-from virnucflow.predict import chunk_calls_from_predictions, predict_sample
+from virnucflow import calls as calls_module
+from virnucflow.calls import chunk_calls_from_predictions
+from virnucflow.predict import predict_sample
 from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
 # The class as VirNucPro's train.py defines it; the script is run as __main__, so torch.save of
@@ -433,7 +434,7 @@ def test_frames_missing_from_the_embeddings_are_reported_not_fatal(tmp_path):
 def test_embeddings_from_another_run_are_an_input_error(tmp_path):
     _, _, ids, features, classifier = multi_chunk_sample(tmp_path)
     write_embeddings(tmp_path / "emb.h5", ids[::-1], features[::-1], {"chunk_length": 500})
-    with pytest.raises(InputError, match=r"emb.h5: row \d+ \(.+\) is not among the frames of .*rerun merge"):
+    with pytest.raises(InputError, match=r"p.tsv: row \d+ \(.+\) is not among the frames of .*rerun merge and predict"):
         run_predict(tmp_path, classifier)
     assert not any((tmp_path / name).exists() for name in ("p.tsv", "c.tsv", "r.tsv"))
 
@@ -482,9 +483,9 @@ def test_chunk_calls_are_sorted_as_the_originals_groupby_also_through_runs_on_di
     assert (tmp_path / "again.tsv").read_bytes() == in_memory
 
     # Sorted runs of 3 rows on disk, merged 2 at a time (a cascade of merges): the same bytes, no runs left.
-    monkeypatch.setattr(predict, "MERGE_FILES", 2)
+    monkeypatch.setattr(calls_module, "MERGE_FILES", 2)
     made = []
-    monkeypatch.setattr(predict._SortedChunkCalls, "_spill", lambda self, spill=predict._SortedChunkCalls._spill:
+    monkeypatch.setattr(calls_module._SortedChunkCalls, "_spill", lambda self, spill=calls_module._SortedChunkCalls._spill:
                         (made.append(len(self.rows)), spill(self)))
     run_predict(tmp_path, classifier, sort_rows=3)
     assert (tmp_path / "c.tsv").read_bytes() == in_memory and len(made) > 4
@@ -524,7 +525,7 @@ def test_ambiguity_dominated_reads_are_called_ambiguous_not_virus(tmp_path):
                                               "r4": "1.0000", "r5": "1.0000"}
     assert [calls[r][-1] for r in ("r2", "r3", "r4")] == ["ambiguous"] * 3 and calls["r5"][-1] == "no_frames"
     assert calls["r0"][-1] in ("virus", "others") and calls["r1"][-1] in ("virus", "others")
-    assert counts["ambiguous"] == 3 and sum(counts[c] for c in predict.CALLS) == 6
+    assert counts["ambiguous"] == 3 and sum(counts[c] for c in calls_module.CALLS) == 6
     assert all(calls[r][6] for r in ("r2", "r3", "r4"))  # their scores are still there to see
     outputs = {name: (tmp_path / name).read_bytes() for name in ("p.tsv", "c.tsv", "s.tsv")}
 
@@ -540,7 +541,7 @@ def test_ambiguity_dominated_reads_are_called_ambiguous_not_virus(tmp_path):
 def test_the_default_ambiguity_limit_is_the_schemas():
     from virnucflow.schema import defaults
 
-    assert defaults()["calls"]["max_ambiguous_fraction"] == predict.MAX_AMBIGUOUS_FRACTION == 0.2
+    assert defaults()["calls"]["max_ambiguous_fraction"] == calls_module.MAX_AMBIGUOUS_FRACTION == 0.2
 
 
 def test_reads_tsv_from_another_prepare_run_is_an_input_error(tmp_path):
@@ -600,7 +601,7 @@ def test_min_virus_score_never_rescues_an_ambiguous_read(tmp_path):
 def test_the_default_virus_score_threshold_is_the_schemas_null():
     from virnucflow.schema import defaults
 
-    assert defaults()["calls"]["min_virus_score"] is predict.MIN_VIRUS_SCORE is None
+    assert defaults()["calls"]["min_virus_score"] is calls_module.MIN_VIRUS_SCORE is None
 
 
 def test_the_predict_command_takes_the_threshold(tmp_path):

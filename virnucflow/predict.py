@@ -1,393 +1,62 @@
-"""Viral calls with VirNucPro's classifier: per frame and per chunk as the original, per read beyond it.
+"""Frame scores with VirNucPro's classifier (rule `predict`): embeddings.h5 -> predictions.tsv, VirNucPro's
+prediction_results.txt (format: virnucflow.calls, which makes the chunk and read calls from it).
 
-Outputs (tab-separated, one header line):
-- `predictions.tsv` = VirNucPro's prediction_results.txt: `Sequence_ID Prediction score1 score2`, one row
-  per scored frame in frames.tsv order; score1 = P(others), score2 = P(virus), written as the original
-  writes them (str of the float32 softmax); Prediction is `virus` when score2 > score1 (a tie is
-  `others`, as torch.max picks the first class).
-- `chunk_calls.tsv` = VirNucPro's prediction_results_highestscore.csv, byte for byte for the same
-  predictions: `Modified_ID Is_Virus` (the frame id minus its 2-character frame suffix; True when max
-  score2 >= max score1 over the chunk's frames), rows sorted by Modified_ID as the original's pandas
-  groupby sorts them (code point order: `r10_chunk_1` before `r1_chunk_1`, `chunk_10` before
-  `chunk_2`), an id holding a `"` quoted as pandas' to_csv quotes it. Chunks without a scored frame
-  have no row, as upstream. The sort holds at most `sort_rows` rows in memory: longer samples are
-  sorted in runs on disk, beside the file, and merged.
-- `chunk_scores.tsv` (optional): the same chunks in input order with what the call rests on:
-  `Modified_ID read_id frames max_score1 max_score2 Is_Virus`.
-- `read_calls.tsv`: one row per input read, described below.
-
-Read-level rule (not in VirNucPro, which stops at chunks): a read is `virus` when at least one of its
-chunks is called virus by VirNucPro's own chunk rule (max score2 >= max score1 over the chunk's
-frames); `others` when it has scored frames but no virus chunk; `ambiguous` instead of either when more
-than `max_ambiguous_fraction` of its bases are N or another ambiguity code (VirNucPro drops every codon
-that holds one, so the protein model saw little of such a read and its frames are mostly artefacts:
-README, "Read-level calls"); `no_frames` when none of its chunks kept a frame (the original drops such
-reads silently); `not_scored` when it has frames but none of them is in embeddings.h5 (only possible
-with `allow_missing: true`). Columns: read_id, length, ambiguous_fraction (bases other than ACGTU over
-length, 4 decimals; the rule uses the exact ratio), chunks, chunks_with_frames, virus_chunks,
-max_virus_score (highest score2 over the read's frames, empty when none was scored), call. Any-chunk is
-the sensitive choice: VirNucPro scores chunks independently and was trained on chunk-sized fragments,
-so a read longer than a chunk that carries a virus in one part (a prophage, a viral fragment of a
-chimeric contig) keeps its virus call.
-
-A threshold instead (`min_virus_score`, config calls.min_virus_score; None keeps the rule above): a
-scored read that is not `ambiguous` is `virus` when its max_virus_score, the number as written in
-read_calls.tsv, is >= min_virus_score, else `others` (so filtering the table on that column selects the
-same reads). predictions.tsv, chunk_calls.tsv and chunk_scores.tsv do not depend on it.
-
-Memory is bounded by a batch of embeddings and the chunk sort's buffer, whatever the sample's size:
-frames.tsv, reads.tsv and the embeddings are all in input order, so they are read side by side.
+Memory is bounded by a batch of embeddings, whatever the sample's size.
 """
 
-import contextlib
-import heapq
 import logging
-import operator
-import shutil
 from pathlib import Path
 
-from .atomic import atomic_open, reporting_disk_full, temporary_path
+from .atomic import atomic_open
+from .calls import PREDICTIONS_HEADER, call_sample, prediction_lines
+from .calls import MAX_AMBIGUOUS_FRACTION, MIN_VIRUS_SCORE, SORT_ROWS  # noqa: F401 (predict_sample's defaults)
 from .classifier import load_classifier, score
 from .embeddings import open_embeddings
-from .errors import InputError
-from .workfiles import read_frames, read_reads
 
 log = logging.getLogger(__name__)
-SHOW = 10  # ids named in a log line or message
-PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
-CHUNK_CALLS_HEADER = "Modified_ID\tIs_Virus\n"
-CHUNK_SCORES_HEADER = "Modified_ID\tread_id\tframes\tmax_score1\tmax_score2\tIs_Virus\n"
-READ_CALLS_HEADER = ("read_id\tlength\tambiguous_fraction\tchunks\tchunks_with_frames\tvirus_chunks\t"
-                     "max_virus_score\tcall\n")
-CALLS = ("virus", "others", "ambiguous", "no_frames", "not_scored")
-MAX_AMBIGUOUS_FRACTION = 0.2  # the default of the config key calls.max_ambiguous_fraction (README)
-MIN_VIRUS_SCORE = None  # the default of calls.min_virus_score: VirNucPro's chunk rule decides the read call
-SORT_ROWS = 1 << 20  # chunk calls sorted in memory at a time (about 150 MB); more go to runs on disk
-MERGE_FILES = 64  # runs merged at once
+
+
+def score_sample(embeddings_h5, classifier, predictions_tsv, *, chunk_length, trained_chunk=None, batch_rows=8192):
+    """Score every frame of `embeddings_h5` into `predictions_tsv`, streaming `batch_rows` rows at a time.
+    `chunk_length`: of the run, checked against the classifier's (None: the one recorded in the embeddings
+    file). `trained_chunk`: the classifier's, when its file name does not say. Returns counts: frames,
+    virus_frames."""
+    virus_frames = 0
+    with atomic_open(predictions_tsv) as out, open_embeddings(embeddings_h5) as merged:
+        if chunk_length is None and "chunk_length" in merged.attrs:
+            chunk_length = int(merged.attrs["chunk_length"])
+        # An empty sample's file may have no columns at all: nothing to check the classifier against.
+        model = load_classifier(classifier, input_dim=merged.dim if len(merged) or merged.dim else None,
+                                chunk_length=chunk_length, trained_chunk=trained_chunk)
+        out.write(PREDICTIONS_HEADER)
+        for start in range(0, len(merged), batch_rows):
+            probabilities = score(model, merged.read_rows(start, start + batch_rows))  # (rows, 2) float32
+            out.write("".join(prediction_lines(merged.read_ids(start, start + batch_rows), probabilities)))
+            virus_frames += int((probabilities[:, 1] > probabilities[:, 0]).sum())
+        frames = len(merged)
+    log.info("%d frames scored (%d virus)", frames, virus_frames)
+    return {"frames": frames, "virus_frames": virus_frames}
 
 
 def predict_sample(embeddings_h5, frames_tsv, reads_tsv, classifier, out_dir=None, *, chunk_length,
                    predictions_tsv=None, chunk_calls_tsv=None, read_calls_tsv=None, chunk_scores_tsv=None,
                    max_ambiguous_fraction=MAX_AMBIGUOUS_FRACTION, min_virus_score=MIN_VIRUS_SCORE,
                    trained_chunk=None, batch_rows=8192, sort_rows=SORT_ROWS):
-    """Score every frame of `embeddings_h5` and write predictions.tsv, chunk_calls.tsv, read_calls.tsv and,
-    when asked for, chunk_scores.tsv (into `out_dir` or the explicit paths; with explicit paths,
-    chunk_scores.tsv only if `chunk_scores_tsv` is given), streaming `batch_rows` rows at a time; all
-    appear together or not at all. `chunk_length`: of the run, checked against the classifier's (None:
-    the one recorded in the embeddings file). `max_ambiguous_fraction`: reads with a larger fraction of
-    ambiguous bases are called `ambiguous` instead of virus/others. `min_virus_score`: None (VirNucPro's
-    chunk rule: virus when a chunk is), or a read is virus when its highest frame score2 is at least this;
-    it changes read_calls.tsv only. `trained_chunk`: the classifier's,
-    when its file name does not say. `sort_rows`: chunk calls sorted in memory at a time. Frames of
-    frames.tsv absent from the embeddings (allow_missing) are counted and logged.
-    Returns counts: frames, virus_frames, missing (with missing_first), chunks, and reads per call."""
-    if not 0 <= max_ambiguous_fraction <= 1:
-        raise ValueError(f"max_ambiguous_fraction must be between 0 and 1, not {max_ambiguous_fraction!r}")
-    if min_virus_score is not None and not 0 <= min_virus_score <= 1:
-        raise ValueError(f"min_virus_score must be null or between 0 and 1, not {min_virus_score!r}")
+    """The workflow's `predict` and `calls` in one (the `virnucflow predict` command): predictions.tsv,
+    chunk_calls.tsv, read_calls.tsv and, when asked for, chunk_scores.tsv (into `out_dir` or the explicit
+    paths; with explicit paths, chunk_scores.tsv only if `chunk_scores_tsv` is given); all appear
+    together or not at all. Options: `score_sample` and `calls.call_sample`. Returns both counts."""
     paths = _outputs(out_dir, predictions_tsv, chunk_calls_tsv, read_calls_tsv, chunk_scores_tsv)
-    with contextlib.ExitStack() as outputs, open_embeddings(embeddings_h5) as merged:
-        pred_out, chunk_out, read_out = (outputs.enter_context(atomic_open(path)) for path in paths[:3])
-        scores_out = outputs.enter_context(atomic_open(paths[3])) if paths[3] is not None else None
-        if chunk_length is None and "chunk_length" in merged.attrs:
-            chunk_length = int(merged.attrs["chunk_length"])
-        # An empty sample's file may have no columns at all: nothing to check the classifier against.
-        model = load_classifier(classifier, input_dim=merged.dim if len(merged) or merged.dim else None,
-                                chunk_length=chunk_length, trained_chunk=trained_chunk)
-        pred_out.write(PREDICTIONS_HEADER)
-        frames = _FramesAlongside(frames_tsv, embeddings_h5)
-        reads = _ReadCalls(read_out, reads_tsv, max_ambiguous_fraction, min_virus_score)
-        with _SortedChunkCalls(paths[1], sort_rows, embeddings_h5) as sorted_calls:
-            chunks = _ChunkTally(sorted_calls, reads, scores_out)
-            virus_frames = _score_frames(merged, model, frames, chunks, pred_out, batch_rows)
-            chunks.close()
-            frames.finish()
-            calls = reads.finish()
-            sorted_calls.write(chunk_out)
-    counts = {"frames": len(merged), "virus_frames": virus_frames, "chunks": chunks.chunks,
-              "virus_chunks": chunks.virus_chunks, "missing": frames.missing, "missing_first": frames.missing_first,
-              **calls}
-    rule = ("a virus chunk (VirNucPro's rule)" if min_virus_score is None else
-            f"max_virus_score >= {min_virus_score:g}")
-    log.info("%d frames scored (%d virus); %d chunks (%d virus); reads: %d virus (%s), %d others, %d ambiguous "
-             "(more than %g of their bases ambiguous), %d without frames", counts["frames"], counts["virus_frames"],
-             counts["chunks"], counts["virus_chunks"], calls["virus"], rule, calls["others"], calls["ambiguous"],
-             max_ambiguous_fraction, calls["no_frames"])
-    if counts["missing"]:
-        log.warning("%d frames of %s have no embedding and were not scored (allow_missing), first %d: %s; "
-                    "%d reads have no scored frame (call not_scored)", counts["missing"], frames_tsv,
-                    len(counts["missing_first"]), ", ".join(counts["missing_first"]), calls["not_scored"])
+    counts = score_sample(embeddings_h5, classifier, paths[0], chunk_length=chunk_length,
+                          trained_chunk=trained_chunk, batch_rows=batch_rows)
+    try:
+        counts.update(call_sample(paths[0], frames_tsv, reads_tsv, chunk_calls_tsv=paths[1], read_calls_tsv=paths[2],
+                                  chunk_scores_tsv=paths[3], max_ambiguous_fraction=max_ambiguous_fraction,
+                                  min_virus_score=min_virus_score, sort_rows=sort_rows))
+    except BaseException:
+        paths[0].unlink(missing_ok=True)  # together or not at all
+        raise
     return counts
-
-
-def _score_frames(merged, model, frames, chunks, pred_out, batch_rows):
-    """Score every row of `merged`, `batch_rows` at a time, into predictions.tsv and the chunk tally;
-    returns the number of frames called virus."""
-    virus_frames = 0
-    for start in range(0, len(merged), batch_rows):
-        ids = merged.read_ids(start, start + batch_rows)
-        probabilities = score(model, merged.read_rows(start, start + batch_rows))  # (rows, 2) float32
-        lines = []
-        for row, (frame_id, (p_other, p_virus)) in enumerate(zip(ids, probabilities), start):
-            read_id = frames.read_of(frame_id, row)
-            # str() of numpy float32 gives the original's digits (shortest round trip); an f-string
-            # field alone would format them as float64 (17 digits).
-            label = "virus" if p_virus > p_other else "others"
-            virus_frames += label == "virus"
-            lines.append(f"{frame_id}\t{label}\t{str(p_other)}\t{str(p_virus)}\n")
-            chunks.add(frame_id[:-2], read_id, p_other, p_virus)  # VirNucPro's Modified_ID: F1..R3 removed
-        pred_out.write("".join(lines))
-    return virus_frames
-
-
-def chunk_calls_from_predictions(predictions_tsv, chunk_calls_tsv, *, sort_rows=SORT_ROWS):
-    """VirNucPro's prediction_results_highestscore.csv (our chunk_calls.tsv) from a prediction_results.txt
-    (the original's, or our predictions.tsv), as the original derives it; a chunk's frames must be
-    consecutive rows, as both tools write them. Returns the number of chunks."""
-    predictions_tsv = Path(predictions_tsv)
-    with atomic_open(chunk_calls_tsv) as out, \
-            _SortedChunkCalls(chunk_calls_tsv, sort_rows, predictions_tsv) as sorted_calls:
-        chunks = _ChunkTally(sorted_calls)
-        with open(predictions_tsv, encoding="utf-8") as handle:
-            header = handle.readline().rstrip("\r\n").split("\t")
-            if header[:4] != PREDICTIONS_HEADER.rstrip("\n").split("\t"):
-                raise InputError(f"{predictions_tsv}: not a prediction_results.txt (its header is not "
-                                 f"{PREDICTIONS_HEADER.strip()!r})")
-            for number, line in enumerate(handle, 2):
-                fields = line.rstrip("\r\n").split("\t")
-                if fields == [""]:
-                    continue
-                try:
-                    chunks.add(fields[0][:-2], None, float(fields[2]), float(fields[3]))
-                except (IndexError, ValueError):
-                    raise InputError(f"{predictions_tsv}, line {number}: not 'Sequence_ID Prediction score1 score2' "
-                                     "with two numbers") from None
-        chunks.close()
-        sorted_calls.write(out)
-    return chunks.chunks
-
-
-class _FramesAlongside:
-    """frames.tsv read in step with the rows of embeddings.h5 (both in input order): frames that the
-    embeddings lack (left out of the merge with allow_missing) are counted as missing."""
-
-    def __init__(self, frames_tsv, embeddings_h5):
-        self.frames_tsv, self.embeddings_h5 = frames_tsv, embeddings_h5
-        self.rows = read_frames(frames_tsv)
-        self.matched = 0  # rows of frames.tsv matched to an embedding
-        self.missing, self.missing_first = 0, []
-
-    def read_of(self, frame_id, row):
-        """The read of the frame of embeddings row `row`."""
-        for frame in self.rows:
-            if frame.frame_id == frame_id:
-                self.matched += 1
-                return frame.read_id
-            self._missing(frame.frame_id)
-        raise InputError(f"{self.embeddings_h5}: row {row} ({frame_id}) is not among the frames of {self.frames_tsv} "
-                         f"after row {self.matched}; the embeddings come from another prepare run: rerun merge")
-
-    def finish(self):
-        for frame in self.rows:
-            self._missing(frame.frame_id)
-
-    def _missing(self, frame_id):
-        self.missing += 1
-        if len(self.missing_first) < SHOW:
-            self.missing_first.append(frame_id)
-
-
-class _ChunkTally:
-    """VirNucPro's chunk calls, made as a chunk's frames arrive (they are consecutive) and handed to the
-    sorted chunk_calls.tsv, to the read calls and to chunk_scores.tsv (`scores_out`, when written)."""
-
-    def __init__(self, sorted_calls, reads=None, scores_out=None):
-        self.sorted_calls, self.reads, self.scores_out = sorted_calls, reads, scores_out
-        if scores_out is not None:
-            scores_out.write(CHUNK_SCORES_HEADER)
-        self.current = None  # [chunk_id, read_id, max score1, max score2, frames] of the chunk being read
-        self.chunks = self.virus_chunks = 0
-
-    def add(self, chunk_id, read_id, p_other, p_virus):
-        chunk = self.current
-        if chunk is None or chunk[0] != chunk_id:
-            self.close()
-            chunk = self.current = [chunk_id, read_id, p_other, p_virus, 0]
-        chunk[2], chunk[3], chunk[4] = max(chunk[2], p_other), max(chunk[3], p_virus), chunk[4] + 1
-
-    def close(self):
-        """Hand on the chunk being read, if any."""
-        if self.current is None:
-            return
-        chunk_id, read_id, max1, max2, n = self.current
-        self.current = None
-        is_virus = bool(max2 >= max1)  # VirNucPro's determine_virus
-        self.sorted_calls.add(chunk_id, is_virus)
-        if self.scores_out is not None:
-            self.scores_out.write(f"{chunk_id}\t{read_id}\t{n}\t{str(max1)}\t{str(max2)}\t{is_virus}\n")
-        if self.reads is not None:
-            self.reads.add_chunk(read_id, is_virus, max2)
-        self.chunks += 1
-        self.virus_chunks += is_virus
-
-
-class _SortedChunkCalls:
-    """The rows of chunk_calls.tsv, sorted by Modified_ID as pandas sorts the original's groupby keys, in
-    bounded memory: `run_rows` rows are sorted in memory; beyond that, sorted runs go to a temporary
-    folder beside `path` (removed on leaving the block) and are merged (heapq.merge), `MERGE_FILES` at a
-    time. Chunk ids are unique (read ids are), so the order is total."""
-
-    def __init__(self, path, run_rows, source):
-        self.path, self.run_rows, self.source = Path(path), max(1, int(run_rows)), source
-        self.rows = []  # (chunk_id, is_virus)
-        self.runs = []
-        self.folder, self.made = None, 0  # the runs' folder, runs written so far
-
-    def add(self, chunk_id, is_virus):
-        self.rows.append((chunk_id, is_virus))
-        if len(self.rows) >= self.run_rows:
-            self._spill()
-
-    def write(self, out):
-        """chunk_calls.tsv's header and rows, in order, to `out`."""
-        out.write(CHUNK_CALLS_HEADER)
-        previous = None
-        for chunk_id, line in self._sorted():
-            if chunk_id == previous:
-                raise InputError(f"{self.source}: the frames of chunk {chunk_id} are not consecutive rows; VirNucPro "
-                                 "and virnucflow write a chunk's frames one after the other")
-            previous = chunk_id
-            out.write(line)
-
-    def _sorted(self):
-        """(chunk_id, row of chunk_calls.tsv) in order."""
-        if not self.runs:
-            self.rows.sort(key=_FIRST)
-            for chunk_id, is_virus in self.rows:
-                yield chunk_id, _chunk_call(chunk_id, is_virus)
-            return
-        self._spill()
-        while len(self.runs) > MERGE_FILES:
-            first, self.runs = self.runs[:MERGE_FILES], self.runs[MERGE_FILES:]
-            self.runs.append(self._new_run(self._merged(first)))
-        for line in self._merged(self.runs):
-            chunk_id = _run_line_id(line)
-            yield chunk_id, line if '"' not in chunk_id else _chunk_call(chunk_id, line.endswith("\tTrue\n"))
-
-    def _spill(self):
-        if self.rows:
-            self.rows.sort(key=_FIRST)
-            self.runs.append(self._new_run(chunk_id + _IS_VIRUS[is_virus] for chunk_id, is_virus in self.rows))
-            self.rows = []
-
-    def _new_run(self, lines):
-        """A run file holding `lines` (rows as 'chunk_id<TAB>True/False', in order)."""
-        if self.folder is None:
-            self.folder = temporary_path(self.path)  # a temporary of the calls file: found by a later job
-            self.folder.mkdir()
-        self.made += 1
-        path = Path(self.folder) / f"{self.made}.tsv"
-        written = [0]
-
-        def counted(rows):
-            for row in rows:
-                written[0] += len(row)
-                yield row
-
-        with reporting_disk_full(path, lambda: written[0]), open(path, "w", encoding="utf-8") as handle:
-            handle.writelines(counted(lines))  # a full disk names the sort's run file, not a traceback
-        return path
-
-    def _merged(self, runs):
-        """The lines of `runs`, merged in order; each run file is deleted once read through."""
-        with contextlib.ExitStack() as stack:
-            files = [stack.enter_context(open(run, encoding="utf-8")) for run in runs]
-            yield from heapq.merge(*files, key=_run_line_id)
-        for run in runs:
-            Path(run).unlink()
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def __exit__(self, *exc):
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        return False
-
-
-_FIRST = operator.itemgetter(0)
-
-
-def _run_line_id(line):
-    return line[: line.rindex("\t")]
-
-
-_IS_VIRUS = {True: "\tTrue\n", False: "\tFalse\n"}
-
-
-def _chunk_call(chunk_id, is_virus):
-    """A row of chunk_calls.tsv as pandas' to_csv(sep="\\t") writes it: an id holding the quote character
-    is quoted, its quotes doubled (ids never hold a tab or a line break)."""
-    if '"' in chunk_id:
-        chunk_id = '"' + chunk_id.replace('"', '""') + '"'
-    return chunk_id + _IS_VIRUS[is_virus]
-
-
-class _ReadCalls:
-    """read_calls.tsv, written while the chunks arrive: reads.tsv is read alongside (both are in input
-    order), so a read's row is written once its last chunk has passed."""
-
-    def __init__(self, out, reads_tsv, max_ambiguous_fraction, min_virus_score=None):
-        self.out, self.reads_tsv, self.limit = out, reads_tsv, max_ambiguous_fraction
-        self.min_virus_score = min_virus_score
-        self.reads = read_reads(reads_tsv)
-        self.current = None  # the Read whose chunks are arriving
-        self.virus_chunks, self.best = 0, None
-        self.calls = dict.fromkeys(CALLS, 0)
-        out.write(READ_CALLS_HEADER)
-
-    def add_chunk(self, read_id, is_virus, max_virus):
-        if self.current is None or self.current.read_id != read_id:
-            self._move_to(read_id)
-        self.virus_chunks += is_virus
-        self.best = max_virus if self.best is None else max(self.best, max_virus)
-
-    def finish(self):
-        """Rows for the last read with chunks and every read after it; returns reads per call."""
-        if self.current is not None:
-            self._write(self.current, self.virus_chunks, self.best)
-            self.current = None
-        for read in self.reads:
-            self._write(read, 0, None)
-        return self.calls
-
-    def _move_to(self, read_id):
-        if self.current is not None:
-            self._write(self.current, self.virus_chunks, self.best)
-        self.virus_chunks, self.best = 0, None
-        for read in self.reads:
-            if read.read_id == read_id:
-                self.current = read
-                return
-            self._write(read, 0, None)
-        raise InputError(f"{self.reads_tsv}: read {read_id} has scored frames but is not listed (in frames.tsv "
-                         "order); frames.tsv and reads.tsv come from different prepare runs: rerun prepare")
-
-    def _write(self, read, virus_chunks, best):
-        best_text = "" if best is None else str(best)  # float32's shortest round trip, as the column shows it
-        if best is None:
-            call = "not_scored" if read.chunks_with_frames else "no_frames"
-        elif read.ambiguous / read.length > self.limit:
-            call = "ambiguous"
-        elif self.min_virus_score is None:
-            call = "virus" if virus_chunks else "others"
-        else:
-            # On the number as written, so that `max_virus_score >= t` on the table selects the same reads.
-            call = "virus" if float(best_text) >= self.min_virus_score else "others"
-        self.calls[call] += 1
-        self.out.write(f"{read.read_id}\t{read.length}\t{read.ambiguous / read.length:.4f}\t{read.chunks}\t"
-                       f"{read.chunks_with_frames}\t{virus_chunks}\t{best_text}\t{call}\n")
 
 
 def _outputs(out_dir, predictions_tsv, chunk_calls_tsv, read_calls_tsv, chunk_scores_tsv):

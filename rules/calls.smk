@@ -1,0 +1,27 @@
+# Frame scores -> VirNucPro's chunk calls and a call per read. From the scores and the work files alone:
+# a change of a `calls.*` setting reruns this, never merge or an embed job.
+
+
+rule calls:
+    input:
+        predictions="results/{sample}/predictions.tsv",
+        frames="work/{sample}/frames.tsv",
+        reads="work/{sample}/reads.tsv",
+    output:
+        chunk_calls="results/{sample}/chunk_calls.tsv",
+        chunk_scores="results/{sample}/chunk_scores.tsv",
+        read_calls="results/{sample}/read_calls.tsv",  # not in the report: one row per read
+    log:
+        "logs/{sample}/calls.log",
+    benchmark:
+        "logs/{sample}/calls.benchmark.tsv"
+    conda:
+        "../envs/virnucflow.yaml"
+    resources:
+        mem_mb=streaming_resource("mem_mb"),
+        runtime=streaming_resource("runtime"),
+    params:
+        max_ambiguous_fraction=config["calls"]["max_ambiguous_fraction"],
+        min_virus_score=config["calls"]["min_virus_score"],
+    script:
+        "../scripts/calls.py"
