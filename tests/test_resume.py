@@ -103,6 +103,7 @@ KILL_POINTS = {
     "tabulate_embed_jobs": lambda w: (w / f"logs/{SAMPLE}/tabulate_embed_jobs.log").exists(),
     "merge": lambda w: (w / f"logs/{SAMPLE}/merge.log").exists(),
     "predict": lambda w: (w / f"logs/{SAMPLE}/predict.log").exists(),
+    "calls": lambda w: (w / f"logs/{SAMPLE}/calls.log").exists(),
     "report_plots": lambda w: (w / "logs/report_plots.log").exists(),
 }
 
