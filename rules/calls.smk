@@ -25,3 +25,19 @@ rule calls:
         min_virus_score=config["calls"]["min_virus_score"],
     script:
         "../scripts/calls.py"
+
+
+rule pair_calls:
+    input:
+        read_calls="results/{sample}/read_calls.tsv",
+    output:
+        pair_calls="results/{sample}/pair_calls.tsv",  # paired-end samples only
+    log:
+        "logs/{sample}/pair_calls.log",
+    conda:
+        "../envs/virnucflow.yaml"
+    resources:
+        mem_mb=streaming_resource("mem_mb"),
+        runtime=streaming_resource("runtime"),
+    script:
+        "../scripts/pair_calls.py"

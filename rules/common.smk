@@ -262,6 +262,8 @@ def get_final_output():
         if config["classifier"]:
             outputs.append(f"results/{sample}/read_calls.tsv")
             outputs.append(f"results/{sample}/virus_reads.fa.gz")
+            if len(SAMPLES[sample]) == 2:  # paired-end: one call per pair too
+                outputs.append(f"results/{sample}/pair_calls.tsv")
     if config["classifier"]:
         outputs.append("results/virus_reads.tsv")
     outputs.append("results/report/summary.tsv")

@@ -110,7 +110,7 @@ def test_reads_are_streamed_one_at_a_time_not_gathered(tmp_path):
 
 def test_a_file_that_is_not_read_calls_is_an_input_error(tmp_path):
     (tmp_path / "calls.tsv").write_text("read_id\tscore\nr1\t0.5\n")
-    with pytest.raises(InputError, match=r"calls.tsv: not a read_calls.tsv \(no column call\); rerun predict"):
+    with pytest.raises(InputError, match=r"calls.tsv: not a read_calls.tsv \(no column call\); rerun calls"):
         list(virus_records(tmp_path / "calls.tsv", records(["r1"])))
 
 

@@ -20,6 +20,8 @@ Files (tab-separated, one header line):
 - `chunk_scores.tsv` (optional): the same chunks in input order with what the call rests on:
   `Modified_ID read_id frames max_score1 max_score2 Is_Virus`.
 - `read_calls.tsv`: one row per input read, described below.
+- `pair_calls.tsv` (paired-end samples): one row per pair, `pair_id r1_call r2_call call`, the pair's call
+  `virus` when either mate's is, else `others` when either mate's is, else R1's; pairs in R1 order.
 
 Read-level rule (not in VirNucPro, which stops at chunks): a read is `virus` when at least one of its
 chunks is called virus by VirNucPro's own chunk rule (max score2 >= max score1 over the chunk's
@@ -46,6 +48,7 @@ and reads.tsv are all in input order, so they are read side by side.
 
 import contextlib
 import heapq
+import itertools
 import logging
 import operator
 import shutil
@@ -55,7 +58,7 @@ import numpy as np
 
 from .atomic import atomic_open, reporting_disk_full, temporary_path
 from .errors import InputError
-from .workfiles import read_frames, read_reads
+from .workfiles import read_frames, read_reads, table_rows
 
 log = logging.getLogger(__name__)
 SHOW = 10  # ids named in a log line or message
@@ -64,6 +67,7 @@ CHUNK_CALLS_HEADER = "Modified_ID\tIs_Virus\n"
 CHUNK_SCORES_HEADER = "Modified_ID\tread_id\tframes\tmax_score1\tmax_score2\tIs_Virus\n"
 READ_CALLS_HEADER = ("read_id\tlength\tambiguous_fraction\tchunks\tchunks_with_frames\tvirus_chunks\t"
                      "max_virus_score\tcall\n")
+PAIR_CALLS_HEADER = "pair_id\tr1_call\tr2_call\tcall\n"
 CALLS = ("virus", "others", "ambiguous", "no_frames", "not_scored")
 MAX_AMBIGUOUS_FRACTION = 0.2  # the default of the config key calls.max_ambiguous_fraction (README)
 MIN_VIRUS_SCORE = None  # the default of calls.min_virus_score: VirNucPro's chunk rule decides the read call
@@ -139,6 +143,44 @@ def call_sample(predictions_tsv, frames_tsv, reads_tsv, *, chunk_calls_tsv, read
                     "%d reads have no scored frame (call not_scored)", counts["missing"], frames_tsv,
                     len(counts["missing_first"]), ", ".join(counts["missing_first"]), calls["not_scored"])
     return counts
+
+
+def read_call_rows(read_calls_tsv, columns):
+    """(line number, [fields of `columns`] as bytes) per row of a read_calls.tsv, streamed (found by its
+    header, so columns added later do not break a reader)."""
+    return table_rows(read_calls_tsv, "read_calls.tsv", columns, writer="calls")
+
+
+def pair_call(r1_call, r2_call):
+    """A pair's call from its mates': virus when either is, else others when either is, else R1's."""
+    for call in ("virus", "others"):
+        if call in (r1_call, r2_call):
+            return call
+    return r1_call
+
+
+def write_pair_calls(read_calls_tsv, pair_calls_tsv):
+    """pair_calls.tsv from a paired-end sample's read_calls.tsv, which lists every R1 mate (`ID/1`), then
+    every R2 mate (`ID/2`) in the same order, as prepare reads the two files: the two halves are read
+    side by side, so memory does not grow with the sample. Returns the number of pairs."""
+    rows = sum(1 for _ in read_call_rows(read_calls_tsv, ("read_id",)))
+    rerun = "pair_calls.tsv needs a paired-end sample's read calls, R1 mates then R2 mates; rerun its prepare and calls"
+    if rows % 2:
+        raise InputError(f"{read_calls_tsv}: {rows} reads, an odd number: {rerun}")
+    half = rows // 2
+    first = itertools.islice(read_call_rows(read_calls_tsv, ("read_id", "call")), half)
+    second = itertools.islice(read_call_rows(read_calls_tsv, ("read_id", "call")), half, None)
+    with atomic_open(pair_calls_tsv, "wb") as out:
+        out.write(PAIR_CALLS_HEADER.encode())
+        for (line1, (mate1, call1)), (line2, (mate2, call2)) in zip(first, second):
+            pair_id = mate1[:-2]
+            if not (mate1.endswith(b"/1") and mate2 == pair_id + b"/2"):
+                raise InputError(f"{read_calls_tsv}, line {line2}: {mate2.decode()} is not the R2 mate of "
+                                 f"{mate1.decode()} (line {line1}): {rerun}")
+            call = pair_call(call1.decode(), call2.decode()).encode()
+            out.write(b"\t".join((pair_id, call1, call2, call)) + b"\n")
+    log.info("%d pairs called in %s", half, pair_calls_tsv)
+    return half
 
 
 def chunk_calls_from_predictions(predictions_tsv, chunk_calls_tsv, *, sort_rows=SORT_ROWS):

@@ -18,9 +18,9 @@ import logging
 import os
 
 from .atomic import atomic_open
+from .calls import read_call_rows
 from .errors import InputError
 from .fasta import read_records
-from .workfiles import table_rows
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = ("sample", "read_id", "length", "max_virus_score", "virus_chunks", "chunks_with_frames",
@@ -58,7 +58,7 @@ def virus_records(read_calls_tsv, records, source="the input"):
     sample's (read_id, header, sequence), in input order, as bytes (fasta.read_records); consumed one at
     a time, as read_calls.tsv is, so memory does not grow with the reads. A record whose id is not the
     row's, or a record or row without its partner, is an InputError naming both files."""
-    rows = _call_rows(read_calls_tsv, ("read_id", "call"))
+    rows = read_call_rows(read_calls_tsv, ("read_id", "call"))
     record = 0
     for record, (read_id, header, sequence) in enumerate(records, 1):
         row = next(rows, None)
@@ -93,7 +93,7 @@ def write_virus_table(samples, read_calls, table_tsv):
         for sample, path in zip(samples, read_calls):
             name = sample.encode()
             lines = []
-            for _, values in _call_rows(path, wanted):
+            for _, values in read_call_rows(path, wanted):
                 if values[-1] == VIRUS:
                     lines.append(b"\t".join((name, *values[:-1])) + b"\n")
                     if len(lines) >= 10_000:
@@ -103,11 +103,6 @@ def write_virus_table(samples, read_calls, table_tsv):
             rows += len(lines)
     log.info("%d virus reads of %d samples written to %s", rows, len(samples), table_tsv)
     return rows
-
-
-def _call_rows(path, columns):
-    """(line number, values of `columns` as bytes) for each row of a read_calls.tsv, streamed."""
-    return table_rows(path, "read_calls.tsv", columns, writer="predict")
 
 
 class _Counted:
