@@ -24,13 +24,13 @@ from virnucflow.embeddings import open_embeddings
 
 pytestmark = pytest.mark.workflow
 
-# The demo's gzipped sample alone, in 3 shards: every rule runs, in a third of the demo's jobs.
+# The demo's gzipped sample alone, as R1 of a pair, in a few shards: every rule runs, in a third of the demo's jobs.
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", "--cores", "2",
              "--config", "samples=config/kill_samples.tsv", "shard_residues=4000"]
 SAMPLE = "mixed"
 # Files whose bytes do not depend on when or how fast the run went.
-RESULTS = ["predictions.tsv", "chunk_calls.tsv", "chunk_scores.tsv", "read_calls.tsv", "validation.json",
-           "missing_ids.txt"]
+RESULTS = ["predictions.tsv", "chunk_calls.tsv", "chunk_scores.tsv", "read_calls.tsv", "pair_calls.tsv",
+           "validation.json", "missing_ids.txt"]
 
 
 def workflow_rules():
@@ -74,7 +74,14 @@ def same(found, expected):
 
 def workflow_copy(root, demo_models_dir, models_built=True):
     workdir = copy_workflow(root)
-    (workdir / "config/kill_samples.tsv").write_text(f"sample\tfasta\n{SAMPLE}\tconfig/example/mixed.fa.gz\n")
+    example = workdir / "config/example"
+    mates = gzip.decompress((example / "mixed.fa.gz").read_bytes()).decode().replace("\n>", "\n\0>").split("\0")
+    complement = str.maketrans("ACGTNacgtn", "TGCANtgcan")  # R2: each read reverse-complemented, same id
+    (example / "mixed_R2.fa").write_text("".join(
+        f"{head}\n{body.replace(chr(10), '')[::-1].translate(complement)}\n"
+        for head, body in (record.split("\n", 1) for record in mates)))
+    (workdir / "config/kill_samples.tsv").write_text(
+        f"sample\treads\treads2\n{SAMPLE}\tconfig/example/mixed.fa.gz\tconfig/example/mixed_R2.fa\n")
     if models_built:
         shutil.copytree(demo_models_dir, workdir / "resources")
     return workdir
