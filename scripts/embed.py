@@ -19,5 +19,6 @@ with rule_job(snakemake):
         layer=snakemake.params.layer,
         threads=snakemake.threads,
         cpu_fallback=settings["cpu_fallback"],
+        lease_seconds=settings["lock_lease_seconds"],
         stats_json=snakemake.output.stats,
     )

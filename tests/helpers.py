@@ -103,7 +103,7 @@ def embed_options(kind, **overrides):
     options = dict(kind=kind, device=embed["device"], precision=embed["precision"],
                    token_budget=embed[f"{kind}_token_budget"], on_error=embed["on_error"],
                    layer=embed["esm_layer"] if kind == "protein" else None, threads=None,
-                   cpu_fallback=embed["cpu_fallback"])
+                   cpu_fallback=embed["cpu_fallback"], lease_seconds=embed["lock_lease_seconds"])
     return {**options, **overrides}
 
 

@@ -1,9 +1,11 @@
-"""One embed job owns an output at a time: the sidecar's lock, a second job that waits for it and then
-reuses or resumes, and the assembly that checks the sidecar again before it writes."""
+"""One embed job owns an output at a time: the sidecar's lock and lease, a second job that waits for it and
+then reuses or resumes, and the assembly that checks the sidecar again before it writes."""
 
+import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +21,8 @@ import virnucflow.sidecar as sidecar_module
 from helpers import embed_options, finished_batches
 from virnucflow.embed import embed_shard
 from virnucflow.embeddings import open_embeddings, verify_checksums
+from virnucflow.errors import VirnucflowError
+from virnucflow.lease import STALE_PERIODS, Lease, LeaseLost, lease_period
 from virnucflow.models.random_weights import write_random_dnabert_s
 from virnucflow.sidecar import Sidecar, SidecarDamaged, SidecarLock, remove_sidecar
 from benchmarks.synthetic import synthetic_reads
@@ -133,6 +137,221 @@ def test_a_holder_killed_with_sigkill_frees_the_lock_at_once(tmp_path):
     with SidecarLock(folder) as lock:
         assert lock.still_ours()
     assert time.monotonic() - started < 5
+
+
+# --- the lease: ownership where flock does not hold ------------------------------------------------
+
+PERIOD = 0.1
+
+
+def take_within(lease, seconds):
+    """Seconds until `lease.try_take()` succeeds, polling as a waiting job does; None if not within `seconds`."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if lease.try_take():
+            return time.monotonic() - started
+        time.sleep(PERIOD / 5)
+    return None
+
+
+def write_lease(folder, **fields):
+    """A lease file as another job left it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "token": "0123456789abcdef", "counter": 0,
+            "period": PERIOD, "since_text": "then", **fields}
+    (folder / "lease").write_text(json.dumps(info))
+
+
+def test_the_lease_period_is_the_config_s_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv("VIRNUCFLOW_LOCK_LEASE_SECONDS", raising=False)
+    assert lease_period(None) == 10 and lease_period(2.5) == 2.5
+    monkeypatch.setenv("VIRNUCFLOW_LOCK_LEASE_SECONDS", "0.2")
+    assert lease_period(30) == 0.2
+    monkeypatch.setenv("VIRNUCFLOW_LOCK_LEASE_SECONDS", "0")
+    with pytest.raises(VirnucflowError, match=r"^VIRNUCFLOW_LOCK_LEASE_SECONDS is '0': it must be a number of "
+                                              r"seconds above 0$"):
+        lease_period(30)
+
+
+def test_a_renewed_lease_is_fresh_and_an_unrenewed_one_stale_whatever_the_file_times(tmp_path):
+    """A waiter judges a lease by its counter, on its own clock: the clocks of two nodes differ, so a file
+    time says nothing either way."""
+    period = 0.2  # margin for a busy machine: the holder's thread may be late by a period or two
+    holder, waiter = Lease(tmp_path, period), Lease(tmp_path, period)
+    assert holder.try_take()
+    try:
+        deadline = time.monotonic() + 2 * STALE_PERIODS * period
+        while time.monotonic() < deadline:
+            os.utime(tmp_path / "lease", (0, 0))  # written in 1970, by the clock of the waiter's node
+            assert not waiter.try_take()
+            time.sleep(period / 5)
+        assert holder.renewals >= STALE_PERIODS and holder.held
+        holder._stop.set()  # the holder's job is paused: no more renewals, while its file looks written now
+        holder._thread.join()
+        started = time.monotonic()
+        while not waiter.try_take():
+            os.utime(tmp_path / "lease")
+            time.sleep(period / 5)
+        # 6 periods from the last renewal the waiter saw, up to a period before the holder stopped
+        assert (STALE_PERIODS - 1) * period <= time.monotonic() - started < STALE_PERIODS * period + 2
+        assert json.loads((tmp_path / "lease").read_text())["token"] == waiter.token
+    finally:
+        waiter.release()
+        holder.release()
+
+
+def test_a_lease_whose_holder_died_on_this_host_is_taken_over_at_once(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_lease(tmp_path, pid=int(ended.stdout), period=60)
+    waiter = Lease(tmp_path, 60)
+    try:
+        assert waiter.try_take()  # at the first look, not after 6 x 60 s
+    finally:
+        waiter.release()
+    assert not (tmp_path / "lease").exists()
+    # That pid on another host may be a live process there: its lease is judged by its renewals.
+    write_lease(tmp_path, pid=int(ended.stdout), host="another-node", period=60)
+    assert not Lease(tmp_path, 60).try_take()
+
+
+def test_a_lease_of_another_host_is_taken_over_after_stale_periods_of_the_longer_period(tmp_path, caplog):
+    write_lease(tmp_path, host="another-node", pid=1, token="aaaa")
+    waiter = Lease(tmp_path, PERIOD)
+    with caplog.at_level(logging.INFO, logger="virnucflow"):
+        waited = take_within(waiter, 10)
+    waiter.release()
+    assert waited is not None and STALE_PERIODS * PERIOD <= waited < STALE_PERIODS * PERIOD + 2
+    assert (f"took over the lease of {tmp_path} from pid 1 on host another-node since then: not renewed for "
+            f"{STALE_PERIODS * PERIOD:g} s") in caplog.text
+    # A holder that renews every 0.3 s (its own setting) is not stale after 6 x 0.1 s.
+    write_lease(tmp_path, host="another-node", pid=1, token="bbbb", period=3 * PERIOD)
+    waited = take_within(Lease(tmp_path, PERIOD), 10)
+    assert waited is not None and waited >= STALE_PERIODS * 3 * PERIOD
+
+
+def test_waiters_that_find_a_lease_stale_at_once_make_one_holder(tmp_path):
+    write_lease(tmp_path, host="another-node", pid=1)
+    waiters = [Lease(tmp_path, PERIOD) for _ in range(8)]
+    assert not any(waiter.try_take() for waiter in waiters)  # each starts watching
+    time.sleep(STALE_PERIODS * PERIOD + 0.1)
+    barrier, took = threading.Barrier(len(waiters)), [None] * len(waiters)
+
+    def attempt(number):
+        barrier.wait()
+        took[number] = waiters[number].try_take()
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(len(waiters))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert took.count(True) == 1 and took.count(False) == len(waiters) - 1
+        winner = waiters[took.index(True)]
+        assert json.loads((tmp_path / "lease").read_text())["token"] == winner.token
+        # The others go on waiting: the new holder renews.
+        deadline = time.monotonic() + 2 * STALE_PERIODS * PERIOD
+        while time.monotonic() < deadline:
+            assert not any(waiter.try_take() for waiter in waiters if waiter is not winner)
+            time.sleep(PERIOD / 2)
+    finally:
+        for waiter in waiters:
+            waiter.release()
+
+
+HOLD_LEASE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from virnucflow.lease import Lease, LeaseLost
+lease = Lease(sys.argv[2], float(sys.argv[3]))
+assert lease.try_take()
+print("held", flush=True)
+while True:
+    try:
+        lease.check()
+    except LeaseLost as error:
+        print(error, flush=True)
+        time.sleep(1)  # its renewal thread has woken up too
+        sys.exit(3)
+    time.sleep(0.01)
+"""
+
+
+def test_a_holder_paused_past_its_lease_finds_it_lost_and_never_takes_it_back(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(REPO), str(tmp_path), str(PERIOD)],
+                            stdout=subprocess.PIPE, text=True)
+    waiter = Lease(tmp_path, PERIOD)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert take_within(waiter, 10) is not None
+        os.kill(proc.pid, signal.SIGCONT)
+        assert proc.wait(30) == 3
+        assert re.fullmatch(rf"another job took over the lease of {re.escape(str(tmp_path))} \(now held by pid "
+                            rf"{os.getpid()} on host {re.escape(socket.gethostname())} since [^)]*\): this job stops; "
+                            "the other job finishes the shard", proc.stdout.read().strip())
+        info = json.loads((tmp_path / "lease").read_text())
+        time.sleep(3 * PERIOD)
+        later = json.loads((tmp_path / "lease").read_text())
+        assert info["token"] == later["token"] == waiter.token and later["counter"] > info["counter"]
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        waiter.release()
+
+
+def without_flock(monkeypatch):
+    """flock fails as on Lustre mounted `noflock`, in this process."""
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(sidecar_module.fcntl, "flock", flock)
+    monkeypatch.setattr(sidecar_module, "_told_no_flock", False)
+
+
+def test_a_job_that_lost_its_lease_changes_nothing_the_new_holder_assembles(tmp_path, monkeypatch, caplog):
+    without_flock(monkeypatch)
+    folder, rows = tmp_path / "out.h5.partial", np.arange(24, dtype=np.float32).reshape(6, 4)
+    key = {"input_sha256": "ab", "sequences": 6}
+
+    def plan():
+        return {"token_budget": 10, "batches": [[0, 1], [2, 3], [4, 5]]}
+
+    with caplog.at_level(logging.WARNING, logger="virnucflow"):
+        old = SidecarLock(folder, lease_seconds=PERIOD).acquire()
+        old_sidecar = Sidecar(folder, key, 4, plan, lock=old)
+        old_sidecar.append([0, 1], rows[:2], [])
+        old_sidecar.append([2, 3], rows[2:4], [])
+        old.lease._stop.set()  # the old job is paused: no more renewals
+        old.lease._thread.join()
+        new = SidecarLock(folder, lease_seconds=PERIOD).acquire()
+    warnings = [r.message for r in caplog.records if "has no flock" in r.message]
+    assert len(warnings) == 1 and "the lease alone protects" in warnings[0]  # once per process
+    new_sidecar = Sidecar(folder, key, 4, lambda: pytest.fail("the stored plan is followed"), lock=new)
+    assert new_sidecar.positions == {0: 0, 1: 1, 2: 2, 3: 3}  # the old job's batches, copied
+    # The old job wakes up: it stops before it writes a batch ...
+    with pytest.raises(LeaseLost, match=r"another job took over the lease of .*: this job stops; the other job "
+                                        r"finishes the shard$"):
+        old_sidecar.append([4, 5], rows[4:] + 1, [])
+    # ... and what it sent on its way before it knew lands in its own files, which the new job deleted.
+    sidecar_module._write_all(old_sidecar._rows_fd, (rows[4:] + 1).tobytes())
+    sidecar_module._write_all(old_sidecar._index_fd, b'{"indices": [4, 5], "rows": 2}\n')
+    new_sidecar.append([4, 5], rows[4:], [])
+    new_sidecar.verify()
+    assert np.array_equal(new_sidecar.read_rows(), rows)
+    assert sorted(p.name for p in folder.glob("rows.*")) == sorted(["rows.f32", f"rows.{new.lease.token}.f32"])
+    with pytest.raises(LeaseLost):
+        old_sidecar.verify()
+    with pytest.raises(LeaseLost):
+        remove_sidecar(folder, old)  # deletes nothing
+    assert np.array_equal(new_sidecar.read_rows(), rows)
+    new_sidecar.remove(new)
+    new.release()
+    old.release()
+    assert not folder.exists()
 
 
 # --- two embed jobs on one shard --------------------------------------------------------------------

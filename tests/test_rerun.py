@@ -53,6 +53,7 @@ NOTHING_CHANGES = {
     "embed.cpu_fallback": True,
     "embed.threads": 2,
     "embed.device": "auto",
+    "embed.lock_lease_seconds": 30,
     "merge.buffer_rows": 7,
     "keep_shards": False,
 }

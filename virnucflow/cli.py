@@ -29,7 +29,8 @@ def _embed(args):
     with job("embed", args.log):
         embed_shard(args.fasta, args.out, kind=args.kind, model=args.model, device=args.device,
                     precision=args.precision, token_budget=token_budget, on_error=args.on_error, layer=args.layer,
-                    threads=args.threads, cpu_fallback=args.cpu_fallback, stats_json=args.stats)
+                    threads=args.threads, cpu_fallback=args.cpu_fallback, stats_json=args.stats,
+                    lease_seconds=args.lock_lease_seconds)
 
 
 def _merge(args):
@@ -166,6 +167,9 @@ def _embed_arguments(p, config):
     p.add_argument("--cpu-fallback", action=argparse.BooleanOptionalAction, default=embed["cpu_fallback"],
                    help="compute on the CPU when this job has a GPU that torch cannot use (else an error)")
     p.add_argument("--stats", default=None, help="write sequences/tokens/seconds as JSON here (none without it)")
+    p.add_argument("--lock-lease-seconds", type=float, default=embed["lock_lease_seconds"],
+                   help="seconds between renewals of the lease on the output's sidecar (a job on another host "
+                        "takes a lease over after 6 missed renewals; VIRNUCFLOW_LOCK_LEASE_SECONDS overrides)")
 
 
 def _merge_arguments(p, config):

@@ -34,12 +34,14 @@ PROVENANCE = ("input_sha256", *SIDECAR_KEY, "layer")  # attributes an output mus
 
 
 def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, on_error, layer, threads,
-                cpu_fallback, attention="auto", sidecar_dir=None, stats_json=None, progress_seconds=5.0):
+                cpu_fallback, attention="auto", sidecar_dir=None, stats_json=None, progress_seconds=5.0,
+                lease_seconds=None):
     """Embed every sequence of `fasta` with the `kind` model ('dna': DNABERT-S, 'protein': ESM-2)
     into `out_h5`; returns the job's statistics (also written to `stats_json`). `layer`: the ESM-2
     layer to pool (None: the last). `threads`: torch's CPU threads (None: torch's own choice, one per
     core). `cpu_fallback`: compute on the CPU when this job has a GPU that torch cannot use (an error
-    otherwise). `sidecar_dir`: where the lock and finished batches are kept (default `{out_h5}.partial`)."""
+    otherwise). `sidecar_dir`: where the lock and finished batches are kept (default `{out_h5}.partial`).
+    `lease_seconds`: how often the lease on it is renewed (None: 10; VIRNUCFLOW_LOCK_LEASE_SECONDS wins)."""
     started = time.monotonic()
     if on_error not in ("fail", "skip"):
         raise VirnucflowError(f"on_error {on_error!r} is not one of fail, skip")
@@ -51,8 +53,9 @@ def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, 
     ids, seqs = read_shard_fasta(fasta)
     input_sha256 = file_sha256(fasta)
 
-    # Waits while another job owns this output; held until the sidecar is removed (or the job dies).
-    with SidecarLock(sidecar_dir or f"{out_h5}.partial") as lock:
+    # Waits while another job owns this output; held until the sidecar is removed (or the job dies, or
+    # another job takes the lease over: this job then stops with LeaseLost).
+    with SidecarLock(sidecar_dir or f"{out_h5}.partial", lease_seconds) as lock:
         remove_stale_temporaries(out_h5, every=True)  # under the lock: no other job writes this output
         with claim_device(device, log=log, cpu_fallback=cpu_fallback) as claimed:
             job = _prepare(seqs, input_sha256, kind=kind, model=model, device=computes_on(claimed),
@@ -61,7 +64,7 @@ def embed_shard(fasta, out_h5, *, kind, model, device, precision, token_budget, 
             if earlier is not None:
                 job.encoder = None
                 return _reuse(out_h5, earlier, lock, stats_json, started, fasta)
-            _open_sidecar(job, lock.folder, int(token_budget))
+            _open_sidecar(job, lock, int(token_budget))
             _log_start(job, fasta, started)
             run = _run(job, ids, fasta, on_error, progress_seconds)
         embedded = time.monotonic()
@@ -142,14 +145,14 @@ def _prepare(seqs, input_sha256, *, kind, model, device, precision, token_budget
                  lengths=lengths, attrs=attrs, key=key)
 
 
-def _open_sidecar(job, folder, token_budget):
+def _open_sidecar(job, lock, token_budget):
     """Open the sidecar (or make it, with a new batch plan) and list the planned batches still to do."""
-    lengths = job.lengths
+    folder, lengths = lock.folder, job.lengths
 
     def new_plan():
         return {"token_budget": token_budget, "batches": make_batches(lengths, token_budget)}
 
-    job.sidecar = sidecar = Sidecar(folder, job.key, job.encoder.dim, new_plan)
+    job.sidecar = sidecar = Sidecar(folder, job.key, job.encoder.dim, new_plan, lock=lock)
     stored = int(sidecar.plan["token_budget"])
     if stored != token_budget:
         log.info("following the batch plan stored in %s (token budget %d, not the current %d): the rows are then "
@@ -262,6 +265,7 @@ def _assemble(sidecar, ids, attrs, out_h5):
         for index, reason in skipped:
             writer.skip(ids[index], reason)
         writer.add_ids("oom_split_ids", [ids[i] for i in in_pieces])
+        sidecar.check()  # last: a job that lost its lease never puts its file in place
     del rows
     if split:
         log.warning("%d of %d batches ran out of memory and were computed in smaller pieces: the %d rows of %s "
