@@ -7,7 +7,13 @@ import sys
 from snakemake.logging import logger
 
 from virnucflow.estimate import estimate_run
-from virnucflow.preflight import is_dry_run, preflight, runs_no_job, snakemake_command
+from virnucflow.preflight import (
+    is_dry_run,
+    load_warnings,
+    preflight,
+    runs_no_job,
+    snakemake_command,
+)
 
 COMMAND = snakemake_command(
     sys.argv
@@ -28,3 +34,5 @@ if workflow.is_main_process and not runs_no_job(COMMAND):
             logger.info(line)
     if PROBLEMS:
         raise WorkflowError(str(PROBLEMS)) from None
+    for line in load_warnings(config, SAMPLES, made_by_rule):
+        logger.warning(line)

@@ -37,6 +37,7 @@ class Estimate:
     bases: float  # nucleotides of the frames (what DNABERT-S reads)
     protein_tokens: float = 0.0
     dna_tokens: float = 0.0
+    median_length: float = 0.0  # of the first records read (not summed: 0 in a total)
 
     def __add__(self, other):
         return Estimate("total", *(getattr(self, field) + getattr(other, field) for field in FIELDS))
@@ -78,20 +79,39 @@ def _batch_estimate(batch, chunk_length, compat, dna_tokenizer):
 def estimate_sample(sample, paths, chunk_length, compat, sample_bytes=SAMPLE_BYTES, dna_tokenizer=None):
     """An Estimate of one sample (one reads file, or R1 and R2) from the first records of each file."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    total = None
+    total, lengths = None, []
     for path in paths:
         seen = Estimate(sample, 0, 0, 0, 0, 0)
-        batches = read_batches(path, block_bytes=sample_bytes, check_unique=False)
-        for batch in batches:  # the first sample_bytes of text, in whole records (a small file whole)
+        for batch in _first_batches(path, sample_bytes):
             seen = seen + _batch_estimate(batch, chunk_length, compat, dna_tokenizer)
-            if seen.text_bytes >= sample_bytes:
-                break
-        batches.close()
+            lengths.append(batch.lengths)
         scale = _text_bytes(path, int(seen.text_bytes)) / max(seen.text_bytes, 1)
         part = Estimate(sample, *(getattr(seen, field) * scale for field in FIELDS))
         total = part if total is None else total + part
     total.sample = sample
+    total.median_length = float(np.median(np.concatenate(lengths))) if lengths else 0.0
     return total
+
+
+def _first_batches(path, sample_bytes):
+    """The batches of the first `sample_bytes` of text of a reads file, in whole records (a small file whole)."""
+    batches = read_batches(path, block_bytes=sample_bytes, check_unique=False)
+    seen = 0
+    try:
+        for batch in batches:
+            yield batch
+            seen += batch.size
+            if seen >= sample_bytes:
+                break
+    finally:
+        batches.close()
+
+
+def median_read_length(paths, sample_bytes=SAMPLE_BYTES):
+    """The median length of the first records of a sample's reads file(s), the ones the estimate reads."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    lengths = [batch.lengths for path in paths for batch in _first_batches(path, sample_bytes)]
+    return float(np.median(np.concatenate(lengths))) if lengths else 0.0
 
 
 def gpu_hours(tokens, kind, weight_bytes=None):
@@ -134,7 +154,8 @@ def report_lines(estimates, widths, weight_bytes, result_dtype="float32"):
         shards, result, peak = disk_bytes(each.frames, widths, result_dtype)
         lines.append(f"  {each.sample}: {_human(each.reads)} reads, {_human(each.frames)} frames, "
                      f"{_human(each.protein_tokens)} ESM-2 tokens ({_duration(hours['protein'])} of GPU), "
-                     f"{_human(each.dna_tokens)} DNABERT-S tokens ({_duration(hours['dna'])}); disk: shards "
+                     f"{_human(each.dna_tokens)} DNABERT-S tokens ({_duration(hours['dna'])})"
+                     f"{f', median read {each.median_length:.0f} bp' if each.median_length else ''}; disk: shards "
                      f"{_human(shards, 'B')}, embeddings.h5 {_human(result, 'B')}, {_human(peak, 'B')} during the merge")
     return lines
 

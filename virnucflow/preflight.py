@@ -57,6 +57,48 @@ def preflight(config, samples, local_gpus=None, made_by_rule=lambda path: None):
         raise PreflightError("\n".join(problems), samples=[name for name, _ in bad_reads])
 
 
+SHORT_READS = 0.6  # a sample whose first reads' median is under this share of chunk_length is warned about
+PUBLISHED_CLASSIFIER_NAMES = ("virnucpro", "500_model.pth", "300_model.pth")
+
+
+def load_warnings(config, samples, made_by_rule=lambda path: None):
+    """Lines worth a warning when the workflow loads, for a run that can go ahead: samples of short reads
+    (the median of the first records the estimate reads, under SHORT_READS x chunk_length), and
+    `compat: fixed` with a published classifier. Files the checks refuse are left to them."""
+    chunk_length, short = config["chunk_length"], []
+    for name, paths in samples.items():
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        if any(made_by_rule(path) is not None for path in paths):
+            continue  # a rule makes them: prepare reads them
+        try:
+            median = _median_read_length(paths)
+        except (VirnucflowError, OSError):
+            continue
+        if 0 < median < SHORT_READS * chunk_length:
+            short.append(f"{name} {median:.0f} bp")
+    lines = []
+    if short:
+        named = ", ".join(short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
+        lines.append(
+            f"short reads: the median length of the first reads of {len(short)} sample(s) ({named}) is under "
+            f"{SHORT_READS:.0%} of chunk_length {chunk_length}; a read shorter than a chunk is one chunk of its own "
+            f"length, shorter than the {chunk_length}-bp chunks a published classifier was trained on. For short "
+            "reads use chunk_length: 300 with classifier: virnucpro (the 300-bp classifier), or merge overlapping "
+            "pairs into longer reads first (e.g. fastp --merge, bbmerge.sh) and give them as single-end samples")
+    classifier = str(config.get("classifier") or "")
+    if config["compat"] == "fixed" and classifier and Path(classifier).name in PUBLISHED_CLASSIFIER_NAMES:
+        lines.append(f"compat: fixed with the published classifier ({classifier}), which was trained on VirNucPro's "
+                     "own chunking (compat: virnucpro): its calls on these chunks are not the original's; use "
+                     "compat: virnucpro with it")
+    return lines
+
+
+def _median_read_length(paths):
+    from .estimate import median_read_length
+
+    return median_read_length(paths)
+
+
 @dataclass(frozen=True)
 class Product:
     """A file that rule `rule` of the workflow makes; `finished`: every output of its job exists and
