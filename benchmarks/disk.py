@@ -163,8 +163,8 @@ def overhead_fit(files):
 
 
 def tree_bytes(folder):
-    """Allocated bytes of every file under `folder`."""
-    return sum(os.stat(os.path.join(d, n)).st_blocks * 512 for d, _, names in os.walk(folder) for n in names)
+    """Allocated bytes of every file under `folder` (a link counts as itself, not as what it points to)."""
+    return sum(os.lstat(os.path.join(d, n)).st_blocks * 512 for d, _, names in os.walk(folder) for n in names)
 
 
 def embed_job_peak(root, kind, shard, scratch):

@@ -12,4 +12,6 @@ with rule_job(snakemake):
         chunk_length=snakemake.params.chunk_length,
         compat=snakemake.params.compat,
         shard_residues=snakemake.params.shard_residues,
+        # the embed rules' folder: what their jobs left for shards of an earlier plan is removed
+        embed_dir=Path(snakemake.output.frames).parent / "embed",
     )

@@ -465,3 +465,46 @@ def test_the_assembly_checks_every_batch_again_before_it_writes(dna_models, shar
     assert stats["resumed"] == json.loads(lines[0])["rows"]
     embed(shard, folder / "clean.h5", dna_models[0])
     assert np.array_equal(contents(out)[1], contents(folder / "clean.h5")[1])
+
+
+# --- a sample prepared again into other shards ---------------------------------------------------------
+
+def test_sidecars_of_shards_no_longer_planned_are_removed_unless_a_live_job_holds_one(tmp_path):
+    from virnucflow.atomic import HOST
+    from virnucflow.sidecar import remove_orphaned_sidecars
+
+    embed = tmp_path / "embed"
+    for name in ("1.dna.h5.partial", "3.dna.h5.partial", "3.protein.h5.partial"):
+        (embed / name).mkdir(parents=True)
+        (embed / name / "rows.0123.f32").write_bytes(b"\0" * 64)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = embed / f".3.dna.h5.tmp.{HOST}.{gone.stdout.strip()}.0123abcd"
+    stale.write_bytes(b"half")
+    live_tmp = embed / f".5.dna.h5.tmp.{HOST}.{os.getpid()}.0123abcd"  # a live writer's: kept
+    live_tmp.write_bytes(b"half")
+    held = embed / "4.protein.h5.partial"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(REPO), str(held)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        removed = remove_orphaned_sidecars(embed, range(3))  # shards 0, 1, 2 in the new plan
+        assert sorted(p.name for p in removed) == sorted([stale.name, "3.dna.h5.partial", "3.protein.h5.partial"])
+        assert sorted(p.name for p in embed.iterdir()) == sorted(["1.dna.h5.partial", "4.protein.h5.partial",
+                                                                  live_tmp.name])
+        assert (held / "lock").exists()  # the live job's sidecar untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in remove_orphaned_sidecars(embed, range(3))] == ["4.protein.h5.partial"]  # its holder died
+
+
+def test_prepare_again_into_fewer_shards_removes_the_old_shards_sidecars(tmp_path):
+    from helpers import run_prepare
+
+    reads = synthetic_reads(60, 300, 600, coding_fraction=1.0, seed=2, prefix="r")
+    (tmp_path / "r.fa").write_text("".join(f">{rid}\n{seq}\n" for rid, seq in reads))
+    embed = tmp_path / "w" / "embed"
+    (embed / "0.dna.h5.partial").mkdir(parents=True)
+    (embed / "9.dna.h5.partial").mkdir()
+    summary = run_prepare(tmp_path / "r.fa", tmp_path / "w", sample="s", embed_dir=embed)
+    assert summary["shards"] < 9
+    assert [p.name for p in embed.iterdir()] == ["0.dna.h5.partial"]

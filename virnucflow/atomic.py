@@ -169,7 +169,8 @@ def writer_gone(temporary, max_age_seconds=None):
         return False
 
 
-def _remove(path):
+def remove_temporary(path):
+    """Delete a temporary, file or folder."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -185,7 +186,7 @@ def remove_stale_temporaries(path, max_age_seconds=None, every=False):
     removed = []
     for stale in sorted(path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*")):
         if every or writer_gone(stale, max_age_seconds):
-            _remove(stale)
+            remove_temporary(stale)
             removed.append(stale)
     return removed
 
@@ -202,7 +203,7 @@ def atomic_path(path):
         rename_into_place(tmp, path)
     except BaseException:
         if tmp.exists() or tmp.is_symlink():
-            _remove(tmp)
+            remove_temporary(tmp)
         raise
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .fasta import BLOCK_BYTES, read_batches
 from .frames import COMPAT_MODES, FRAME_NAMES, chunk_layout, find_frames
+from .sidecar import remove_orphaned_sidecars
 from .workfiles import WorkFolderWriter
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,13 @@ def _chunk_batches(batches, chunk_length, compat):
         yield batch, (read_of_chunk, number, starts), frames
 
 
-def prepare_sample(reads, out_dir, *, sample, chunk_length, compat, shard_residues, batch_bytes=BLOCK_BYTES):
+def prepare_sample(reads, out_dir, *, sample, chunk_length, compat, shard_residues, batch_bytes=BLOCK_BYTES,
+                   embed_dir=None):
     """Write the work folder of one sample (frames.tsv, reads.tsv, shards/, summary.json) as `out_dir`;
     returns the summary. `reads`: one FASTA or FASTQ path, or a list of one or two (R1, R2).
     `batch_bytes`: input text per batch, which bounds memory (a small multiple of this, plus the
-    longest read)."""
+    longest read). `embed_dir`: where the sample's embed jobs write; what they left for shards that are
+    no longer in the sample's plan (sidecars, temporaries) is removed."""
     if compat not in COMPAT_MODES:
         raise ValueError(f"compat must be one of {COMPAT_MODES}, not {compat!r}")
     if int(chunk_length) != chunk_length or chunk_length < 1:
@@ -83,6 +86,9 @@ def prepare_sample(reads, out_dir, *, sample, chunk_length, compat, shard_residu
                        mb_per_second=round(totals["fasta_bytes"] / max(seconds, 1e-9) / 1e6, 3),
                        mbp_per_second=round(totals["bases"] / max(seconds, 1e-9) / 1e6, 3))
         work.finish(summary)
+    if embed_dir is not None:
+        for path in remove_orphaned_sidecars(embed_dir, range(summary["shards"])):
+            log.info("removed %s, left by an embed job of a shard no longer in the plan", path)
     log.info("%s: %d reads, %d chunks (%d without a surviving frame), %d frames in %d shards; %s", sample,
              summary["reads"], summary["chunks"], summary["chunks_without_frames"], summary["frames"],
              summary["shards"], _rates(totals, seconds))

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_open, reporting_disk_full
+from .atomic import atomic_open, remove_temporary, reporting_disk_full, writer_gone
 from .errors import VirnucflowError
 from .lease import LEASE, Lease, LeaseLost, describe_holder, holder_info, lease_period
 
@@ -141,6 +141,28 @@ class SidecarLock:
         if waiting.last is not None:
             log.info("got the lock of %s after %.0f s", self.folder, self.waited)
         return self
+
+    def try_acquire(self):
+        """One attempt, without waiting: True when this job holds the sidecar now (flock and lease)."""
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno not in NO_FLOCK:
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+            fd = None  # the lease alone
+        if fd is not None and not self.still_ours(fd):
+            os.close(fd)
+            return False
+        self.fd, lease = fd, Lease(self.folder, self.period)
+        if not lease.try_take():
+            self._unlock()
+            return False
+        self.lease = lease
+        return True
 
     def _flock(self, waiting):
         """Hold the flock on `lock`, waiting for it; nothing where the file system has no flock."""
@@ -445,6 +467,31 @@ def remove_sidecar(folder, lock=None):
             lock.path.unlink()
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+def remove_orphaned_sidecars(embed_dir, shards):
+    """Delete what embed jobs left in `embed_dir` for shards not among `shards` (the sample was prepared
+    again into other shards, so no job will finish them): their sidecars (`{shard}.{kind}.h5.partial`),
+    unless a live job holds one, and the temporaries of their outputs whose writers are gone. Returns the
+    paths removed."""
+    keep, removed = {str(shard) for shard in shards}, []
+    embed_dir = Path(embed_dir)
+    if not embed_dir.is_dir():
+        return removed
+    for path in sorted(embed_dir.iterdir()):
+        shard = path.name.lstrip(".").split(".", 1)[0]
+        if shard in keep:
+            continue
+        if path.name.endswith(".h5.partial") and path.is_dir():
+            lock = SidecarLock(path)
+            if lock.try_acquire():
+                remove_sidecar(path, lock)
+                lock.release()
+                removed.append(path)
+        elif path.name.startswith(".") and ".tmp." in path.name and writer_gone(path):
+            remove_temporary(path)
+            removed.append(path)
+    return removed
 
 
 def _name(kind, token):
