@@ -18,8 +18,8 @@ rule calls:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=STREAMING.mem_mb,
+        runtime=STREAMING.runtime,
     params:
         max_ambiguous_fraction=config["calls"]["max_ambiguous_fraction"],
         min_virus_score=config["calls"]["min_virus_score"],
@@ -37,7 +37,7 @@ rule pair_calls:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=STREAMING.mem_mb,
+        runtime=STREAMING.runtime,
     script:
         "../scripts/pair_calls.py"

@@ -8,27 +8,9 @@ from snakemake.utils import validate
 
 from virnucflow.devices import machine_gpus
 from virnucflow.errors import VirnucflowError
-from virnucflow.job_resources import (
-    copy_disk_mb,
-    embed_disk_mb,
-    embed_mem_mb,
-    embed_runtime,
-    file_bytes,
-    merge_mem_mb,
-    prepare_disk_mb,
-    prepare_mem_mb,
-    stream_mem_mb,
-    stream_runtime,
-    weight_bytes,
-)
+from virnucflow.job_resources import rule_resources
 from virnucflow.models.published_classifiers import classifier_file
-from virnucflow.models.resolve import (
-    CONFIG_KEYS,
-    PUBLISHED_WIDTHS,
-    is_local_path,
-    locate_model,
-    model_width,
-)
+from virnucflow.models.resolve import is_local_path, locate_model
 from virnucflow.preflight import Product
 from virnucflow.samples import read_sample_sheet
 
@@ -86,73 +68,8 @@ def model_to_load(spec):
 
 # Job resources (mem_mb, runtime in minutes, disk_mb): declared by every rule, from what the job
 # processes, growing with `attempt` (virnucflow/job_resources.py). Profiles add only site settings.
-def model_width_or_published(kind):
-    try:
-        return model_width(kind, config["models"][CONFIG_KEYS[kind]])
-    except (
-        VirnucflowError,
-        OSError,
-    ):  # not built or downloaded yet: the checks and the job say so
-        return PUBLISHED_WIDTHS[kind]
-
-
-def embed_resource(name, kind):
-    """An embed job's mem_mb, runtime or disk_mb, from its model's weights and its shard FASTA."""
-    spec = config["models"][CONFIG_KEYS[kind]]
-
-    def value(wildcards, input, threads, attempt):
-        model = weight_bytes(input.get("model") or spec, kind)
-        fasta = file_bytes(input.fasta)
-        if name == "mem_mb":
-            return embed_mem_mb(model, attempt)
-        if name == "runtime":
-            return embed_runtime(model, fasta, EMBED_GPUS > 0, threads, attempt)
-        return embed_disk_mb(fasta, model_width_or_published(kind), attempt)
-
-    return value
-
-
-def merge_resource(name):
-    """The merge's mem_mb (its row buffer), runtime and disk_mb (the shards' size, once more)."""
-
-    def value(wildcards, input, attempt):
-        shards = file_bytes(list(input.dna) + list(input.protein))
-        if name == "mem_mb":
-            width = sum(map(model_width_or_published, CONFIG_KEYS))
-            return merge_mem_mb(config["merge"]["buffer_rows"], width, attempt)
-        if name == "runtime":
-            return stream_runtime(shards, attempt)
-        return copy_disk_mb(shards, attempt)
-
-    return value
-
-
-def streaming_resource(name):
-    """mem_mb or runtime of a job that streams its input files once (predict, report, ...)."""
-
-    def value(wildcards, input, attempt):
-        size = file_bytes(list(input))
-        return (
-            stream_runtime(size, attempt)
-            if name == "runtime"
-            else stream_mem_mb(0, attempt)
-        )
-
-    return value
-
-
-def prepare_resource(name):
-    """prepare's mem_mb (its duplicate-id check grows with the reads), runtime and disk_mb (work/)."""
-
-    def value(wildcards, input, attempt):
-        size = file_bytes(list(input))
-        if name == "runtime":
-            return stream_runtime(size, attempt)
-        if name == "mem_mb":
-            return prepare_mem_mb(size, attempt)
-        return prepare_disk_mb(size, attempt)
-
-    return value
+RESOURCES = rule_resources(config, on_gpu=EMBED_GPUS > 0)
+STREAMING = RESOURCES["streaming"]  # a job that streams its input files once
 
 
 def model_revision(spec, kind):

@@ -22,9 +22,9 @@ rule embed_dna:
     threads: config["embed"]["threads"]
     resources:
         gpu=EMBED_GPUS,
-        mem_mb=embed_resource("mem_mb", "dna"),
-        runtime=embed_resource("runtime", "dna"),
-        disk_mb=embed_resource("disk_mb", "dna"),
+        mem_mb=RESOURCES["embed_dna"].mem_mb,
+        runtime=RESOURCES["embed_dna"].runtime,
+        disk_mb=RESOURCES["embed_dna"].disk_mb,
     # Only what the rows depend on (a change reruns the job); device, token budget, on_error and
     # cpu_fallback are read from the config by the job (README "Resuming": what reruns what).
     params:
@@ -53,9 +53,9 @@ rule embed_protein:
     threads: config["embed"]["threads"]
     resources:
         gpu=EMBED_GPUS,
-        mem_mb=embed_resource("mem_mb", "protein"),
-        runtime=embed_resource("runtime", "protein"),
-        disk_mb=embed_resource("disk_mb", "protein"),
+        mem_mb=RESOURCES["embed_protein"].mem_mb,
+        runtime=RESOURCES["embed_protein"].runtime,
+        disk_mb=RESOURCES["embed_protein"].disk_mb,
     # Only what the rows depend on (a change reruns the job); device, token budget, on_error and
     # cpu_fallback are read from the config by the job (README "Resuming": what reruns what).
     params:
@@ -84,7 +84,7 @@ rule tabulate_embed_jobs:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=STREAMING.mem_mb,
+        runtime=STREAMING.runtime,
     script:
         "../scripts/tabulate_embed_jobs.py"

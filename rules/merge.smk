@@ -23,9 +23,9 @@ rule merge:
         "../envs/virnucflow.yaml"
     threads: 1
     resources:
-        mem_mb=merge_resource("mem_mb"),
-        runtime=merge_resource("runtime"),
-        disk_mb=merge_resource("disk_mb"),
+        mem_mb=RESOURCES["merge"].mem_mb,
+        runtime=RESOURCES["merge"].runtime,
+        disk_mb=RESOURCES["merge"].disk_mb,
     # merge.buffer_rows is read from the config by the job: it changes no byte of the result.
     params:
         allow_missing=config["merge"]["allow_missing"],

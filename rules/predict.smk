@@ -14,8 +14,8 @@ rule predict:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=STREAMING.mem_mb,
+        runtime=STREAMING.runtime,
     params:
         chunk_length=config["chunk_length"],
     script:

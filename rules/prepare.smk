@@ -17,9 +17,9 @@ checkpoint prepare:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=prepare_resource("mem_mb"),
-        runtime=prepare_resource("runtime"),
-        disk_mb=prepare_resource("disk_mb"),
+        mem_mb=RESOURCES["prepare"].mem_mb,
+        runtime=RESOURCES["prepare"].runtime,
+        disk_mb=RESOURCES["prepare"].disk_mb,
     params:
         chunk_length=config["chunk_length"],
         compat=config["compat"],

@@ -43,8 +43,8 @@ rule report_plots:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=STREAMING.mem_mb,
+        runtime=STREAMING.runtime,
     params:
         samples=list(SAMPLES),
         min_virus_score=config["calls"]["min_virus_score"],

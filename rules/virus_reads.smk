@@ -15,8 +15,8 @@ rule virus_reads:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=STREAMING.mem_mb,
+        runtime=STREAMING.runtime,
     script:
         "../scripts/virus_reads.py"
 
@@ -31,8 +31,8 @@ rule virus_reads_table:
     conda:
         "../envs/virnucflow.yaml"
     resources:
-        mem_mb=streaming_resource("mem_mb"),
-        runtime=streaming_resource("runtime"),
+        mem_mb=STREAMING.mem_mb,
+        runtime=STREAMING.runtime,
     params:
         samples=list(SAMPLES),
     script:

@@ -10,7 +10,9 @@ a little too much waits a little longer in the queue, one asking too little is k
 import functools
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 MB = 1e6
 # Weight bytes of the published models, for a model not resolvable where the workflow is planned.
@@ -114,3 +116,73 @@ def merge_mem_mb(buffer_rows, dim, attempt=1):
 def copy_disk_mb(input_bytes, attempt=1):
     """A job whose output is about as large as its input (merge: the shards into one file)."""
     return _grow(100 + input_bytes / MB, attempt)
+
+
+# --- what the rules declare: ready callables per rule, as Snakemake calls them --------------------------
+
+@dataclass(frozen=True)
+class RuleResources:
+    """A rule's `resources:` values: callables of (wildcards, input, threads, attempt) as Snakemake passes
+    them (it hands a callable only the arguments it names)."""
+
+    mem_mb: Callable
+    runtime: Callable
+    disk_mb: Optional[Callable] = None
+
+
+def rule_resources(config, on_gpu):
+    """{rule: RuleResources} for a validated config; `on_gpu`: the embed jobs compute on a GPU. A rule
+    not named here streams its input files once (`streaming`)."""
+    from .models.resolve import CONFIG_KEYS
+
+    def embed(kind):
+        spec = config["models"][CONFIG_KEYS[kind]]
+
+        def model(input):  # the model file or folder when it is an input (a rule may build it), else the id
+            return weight_bytes(input.get("model") or spec, kind)
+
+        return RuleResources(
+            mem_mb=lambda wildcards, input, attempt: embed_mem_mb(model(input), attempt),
+            runtime=lambda wildcards, input, threads, attempt: embed_runtime(
+                model(input), file_bytes(input.fasta), on_gpu, threads, attempt),
+            disk_mb=lambda wildcards, input, attempt: embed_disk_mb(
+                file_bytes(input.fasta), _width(kind, spec), attempt))
+
+    def shards(input):
+        return file_bytes(list(input.dna) + list(input.protein))
+
+    def merge_width():
+        return sum(_width(kind, config["models"][key]) for kind, key in CONFIG_KEYS.items())
+
+    reads = _whole_input
+    return {
+        "prepare": RuleResources(
+            mem_mb=lambda wildcards, input, attempt: prepare_mem_mb(reads(input), attempt),
+            runtime=lambda wildcards, input, attempt: stream_runtime(reads(input), attempt),
+            disk_mb=lambda wildcards, input, attempt: prepare_disk_mb(reads(input), attempt)),
+        "embed_dna": embed("dna"),
+        "embed_protein": embed("protein"),
+        "merge": RuleResources(
+            mem_mb=lambda wildcards, input, attempt: merge_mem_mb(config["merge"]["buffer_rows"], merge_width(), attempt),
+            runtime=lambda wildcards, input, attempt: stream_runtime(shards(input), attempt),
+            disk_mb=lambda wildcards, input, attempt: copy_disk_mb(shards(input), attempt)),
+        "streaming": RuleResources(
+            mem_mb=lambda wildcards, input, attempt: stream_mem_mb(0, attempt),
+            runtime=lambda wildcards, input, attempt: stream_runtime(_whole_input(input), attempt)),
+    }
+
+
+def _whole_input(input):
+    return file_bytes(list(input))
+
+
+def _width(kind, spec):
+    """The model's embedding width where it resolves, else the published model's (not built or downloaded
+    yet: the load-time checks and the job say so)."""
+    from .errors import VirnucflowError
+    from .models.resolve import PUBLISHED_WIDTHS, model_width
+
+    try:
+        return model_width(kind, spec)
+    except (VirnucflowError, OSError):
+        return PUBLISHED_WIDTHS[kind]
