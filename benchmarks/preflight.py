@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from virnucflow.demo import write_demo_models  # noqa: E402
-from virnucflow.preflight import Product, preflight  # noqa: E402
+from virnucflow.preflight import preflight  # noqa: E402
+from virnucflow.snakemake_seams import Product  # noqa: E402
 
 RECORD = b">read_%d some description\n" + b"ACGTTGCAAGGCTTACGATCGATCGGATCCATGACGTAGCTAGCTAGGCTAGCATCGACTGAC" * 8 + b"\n"
 

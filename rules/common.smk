@@ -1,7 +1,6 @@
 # What every stage shares: the checked config, the sample sheet, GPU slots and the input functions.
 # The virnucflow package is installed in the environment that runs snakemake (`make setup`, envs/).
 import os
-from base64 import urlsafe_b64encode
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -11,8 +10,9 @@ from virnucflow.errors import VirnucflowError
 from virnucflow.job_resources import rule_resources
 from virnucflow.models.published_classifiers import classifier_file
 from virnucflow.models.resolve import is_local_path, locate_model
-from virnucflow.preflight import Product
 from virnucflow.samples import read_sample_sheet
+from virnucflow import snakemake_seams
+from virnucflow.snakemake_seams import gpu_slots
 
 validate(config, "../virnucflow/config_schema.yaml")
 
@@ -42,10 +42,7 @@ wildcard_constraints:
 # every embed job is its own submission asking the scheduler for one GPU, up to `jobs:` at a time.
 # A local run gets one slot per GPU of this machine (each job claims its own device), unless
 # `--resources gpu=N` says otherwise; without a GPU, `device: auto` jobs run side by side on the CPU.
-LOCAL_RUN = workflow.global_resources["_nodes"].value is None
-if LOCAL_RUN and workflow.is_main_process and "gpu" not in workflow.global_resources:
-    workflow.register_resource("gpu", machine_gpus())
-LOCAL_GPUS = workflow.global_resources.get("gpu").value if LOCAL_RUN else None
+LOCAL_GPUS = gpu_slots(workflow, machine_gpus)  # None: a cluster run
 EMBED_GPUS = (
     0
     if config["embed"]["device"] == "cpu"
@@ -83,31 +80,8 @@ def model_revision(spec, kind):
 
 
 def made_by_rule(path):
-    """A Product for a file that a rule of this workflow makes, else None; finished when every output
-    of its job exists and none is marked incomplete by Snakemake (a job killed while it wrote).
-    """
-    producer = next((each for each in workflow.rules if each.is_producer(path)), None)
-    if producer is None:
-        return None
-    outputs = [str(f) for f in producer.expand_output(producer.get_wildcards(path))[0]]
-    finished = all(os.path.exists(f) for f in outputs) and not any(
-        marked_incomplete(f) for f in outputs
-    )
-    return Product(producer.name, finished)
-
-
-def marked_incomplete(path):
-    """Snakemake's marker of an output whose job started and did not finish: a file named by the
-    urlsafe base64 of the path under .snakemake/incomplete/ (the default file persistence of
-    Snakemake 9.27.1; with --persistence-backend db a killed build is seen by its missing outputs only).
-    """
-    key = urlsafe_b64encode(str(path).encode()).decode()
-    folder = os.path.join(".snakemake", "incomplete")
-    piece = (os.pathconf(folder, "PC_NAME_MAX") if os.path.isdir(folder) else 255) - 1
-    parts = [key[i : i + piece] for i in range(0, len(key), piece)]
-    return os.path.exists(
-        os.path.join(folder, *(f"@{part}" for part in parts[:-1]), parts[-1])
-    )
+    """A Product for a file that a rule of this workflow makes (finished or not), else None."""
+    return snakemake_seams.made_by_rule(workflow, path)
 
 
 def maybe_temp(path):

@@ -7,13 +7,8 @@ import sys
 from snakemake.logging import logger
 
 from virnucflow.estimate import estimate_run
-from virnucflow.preflight import (
-    is_dry_run,
-    load_warnings,
-    preflight,
-    runs_no_job,
-    snakemake_command,
-)
+from virnucflow.preflight import load_warnings, preflight
+from virnucflow.snakemake_seams import is_dry_run, runs_no_job, snakemake_command
 
 COMMAND = snakemake_command(
     sys.argv

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "virnucflow"
 LAYERS = {
     "errors": 0, "atomic": 0, "scheduler": 0, "__init__": 0,
     "fasta": 1, "workfiles": 1, "embeddings": 1, "sidecar": 1, "samples": 1, "schema": 1, "embed_stats": 1,
-    "provenance": 1,
+    "provenance": 1, "snakemake_seams": 1, "checksums": 1, "rows": 1, "lease": 1,
     "frames": 1, "classifier": 1, "devices": 1, "batching": 1, "models": 1,
     "validation": 2, "virnucpro_pt": 2, "job_resources": 2, "estimate": 2, "plots": 2, "calls": 2,
     "sample_sheet": 2,

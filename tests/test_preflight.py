@@ -11,7 +11,8 @@ import pytest
 from virnucflow.demo import write_demo_models
 from virnucflow.demo import write_demo_classifier
 from conftest import copy_workflow
-from virnucflow.preflight import PreflightError, Product, is_dry_run, preflight, runs_no_job, snakemake_command
+from virnucflow.preflight import PreflightError, preflight
+from virnucflow.snakemake_seams import Product, is_dry_run, runs_no_job, snakemake_command
 
 CONFIG = {"chunk_length": 500, "embed": {"device": "auto"}, "classifier": None}
 

@@ -4,13 +4,10 @@ Each problem is one line naming the config key or sample and the fix. Cheap by d
 (FASTA or FASTQ) is checked by its first 64 KiB (the full record checks are prepare's), a model by its
 folder, config and table of contents (not its weights), the classifier by loading it (a few MB; the
 published one, `virnucpro`, also by its git blob id). Files a rule of the workflow makes are checked
-once that rule has finished them (`Product`), and commands that run no job (`snakemake_command`,
-`runs_no_job`) are not checked at all.
+once that rule has finished them (`snakemake_seams.Product`), and commands that run no job
+(`snakemake_seams.runs_no_job`) are not checked at all.
 """
 
-import argparse
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VirnucflowError
@@ -99,15 +96,6 @@ def _median_read_length(paths):
     return median_read_length(paths)
 
 
-@dataclass(frozen=True)
-class Product:
-    """A file that rule `rule` of the workflow makes; `finished`: every output of its job exists and
-    Snakemake has not marked any of them incomplete."""
-
-    rule: str
-    finished: bool
-
-
 def _unfinished(product):
     return product is not None and not product.finished
 
@@ -117,40 +105,6 @@ def _leftover_hint(path, product):
         return ""
     return (f" (rule {product.rule} made it: if a run was interrupted while it wrote, this is its leftover; "
             f"delete {path} and run again)")
-
-
-# Commands that run no job: the checks only matter before jobs run, and must not block Snakemake's own
-# recovery (`--unlock` after a kill) or its bookkeeping. Names as snakemake's own parser stores them.
-NO_JOB_OPTIONS = {"unlock", "cleanup_metadata", "report", "lint", "summary", "detailed_summary", "dag", "rulegraph",
-                  "filegraph", "d3dag", "touch", "delete_all_output", "delete_temp_output", "cleanup_shadow",
-                  "archive", "containerize", "generate_unit_tests", "print_compilation"}
-
-
-def snakemake_command(argv):
-    """snakemake's own parse of `argv` when its command-line program runs this process, else None: through
-    the Python API, the host program's arguments say nothing about what Snakemake was asked to do."""
-    main = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if Path(argv[0]).name != "snakemake" and not (main and main.name.split(".")[0] == "snakemake"):
-        return None
-    from snakemake.cli import get_argument_parser
-
-    try:
-        args, _ = get_argument_parser().parse_known_args(argv[1:])
-    except SystemExit:  # --help, --version, or arguments snakemake itself refuses
-        return None
-    return args
-
-
-def runs_no_job(command):
-    """The option that makes a parsed snakemake command (snakemake_command) one that runs no job, or None."""
-    for name, value in vars(command or argparse.Namespace()).items():
-        if value and (name in NO_JOB_OPTIONS or name.startswith("list_")):
-            return name
-    return None
-
-
-def is_dry_run(command):
-    return bool(command is not None and command.dryrun)
 
 
 def _reads_problems(samples, made_by_rule):
