@@ -11,12 +11,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 SNAKEMAKE := $(BIN)/snakemake
 
-.PHONY: help setup setup-gpu check-gpu demo test test-slow lint bench gpu-wheels slurm-test download-models clean clean-results
+.PHONY: help setup setup-gpu check-gpu demo test test-all test-slow lint bench gpu-wheels slurm-test download-models clean clean-results
 
 help:
 	@echo "make setup            create .venv with the pinned dependencies (every other target does this first)"
 	@echo "make demo             set up .venv and run the workflow on config/example with tiny models"
-	@echo "make test             set up .venv and run the test suite (lint included)"
+	@echo "make test             the gate: lint, unit tests, the demo workflow once (a few minutes)"
+	@echo "make test-all         the gate, then the whole-workflow checks (profiles, concurrency...), then test-slow"
 	@echo "make lint             snakemake --lint and snakefmt --check on the Snakefile and rules/"
 	@echo "make setup-gpu        .venv with torch as a CUDA build (TORCH_INDEX=...), then check-gpu"
 	@echo "make check-gpu        print torch's version, its CUDA version and the GPUs it sees"
@@ -60,8 +61,13 @@ lint: setup
 	$(SNAKEMAKE) --lint --configfile config/demo.yaml
 	$(BIN)/snakefmt --check Snakefile rules/
 
+# The gate: every unit test and one run of the demo workflow (tests marked workflow or slow are left to test-all).
 test: setup lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow and not workflow" --durations=15
+
+test-all: test
+	$(BIN)/pytest -m "workflow and not slow"
+	$(MAKE) --no-print-directory test-slow
 
 test-slow: setup
 	$(BIN)/pytest -m slow

@@ -1,4 +1,8 @@
-"""Shared fixtures: where the reference data lives, and running the real Snakefile in a temp folder."""
+"""Shared fixtures: where the reference data lives, and running the real Snakefile in a temp folder.
+
+`finished_demo` is the demo workflow run once, end to end, for the whole session: tests read it and
+never write into it; a test that runs Snakemake again on a finished run takes `finished_demo_copy`.
+Tests that need a whole run of their own are marked `workflow` (in `make test-all`, not the gate)."""
 
 import shutil
 from pathlib import Path
@@ -74,3 +78,24 @@ def demo_workdir(tmp_path, demo_models_dir):
     workdir = copy_workflow(tmp_path / "run")
     shutil.copytree(demo_models_dir, workdir / "resources")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory, demo_models_dir):
+    """The demo, run once for the session as `make demo` runs it. Read-only: copy it to change it."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("finished_demo") / "run")
+    shutil.copytree(demo_models_dir, workdir / "resources")
+    run_snakemake(workdir)
+    return workdir
+
+
+def copy_run(workdir, dest):
+    """A copy of the run in `workdir` that Snakemake sees as finished too (times and its records kept)."""
+    shutil.copytree(workdir, dest, symlinks=True)
+    return Path(dest)
+
+
+@pytest.fixture
+def finished_demo_copy(finished_demo, tmp_path):
+    """A copy of the finished demo run of this session, for a test to change and run again."""
+    return copy_run(finished_demo, tmp_path / "run")

@@ -42,12 +42,14 @@ def test_merge_benchmark_checks_its_result(tmp_path, shuffle):
     assert row.startswith("| 3000 |")
 
 
+@pytest.mark.workflow  # a benchmark script of many seconds
 def test_dag_benchmark(tmp_path):
     text = run_benchmark("dag.py", "--shards", "3", out=tmp_path / "d.md")
     (row,) = table_rows(text)
     assert row.startswith("| 3 | 10 |")
 
 
+@pytest.mark.workflow  # a benchmark script of many seconds
 def test_embed_benchmark_cpu_and_gpu_code_paths(tmp_path):
     cpu = run_benchmark("embed.py", "--sequences", "20", out=tmp_path / "cpu.md")
     assert len(table_rows(cpu)) == 2
@@ -60,6 +62,7 @@ def test_embed_benchmark_cpu_and_gpu_code_paths(tmp_path):
     assert all(row.split(" | ")[3] == "0.0%" for row in rows)  # packed: no padding tokens
 
 
+@pytest.mark.workflow
 def test_e2e_and_scaling_benchmarks_run_the_workflow(tmp_path):
     text = run_benchmark("e2e.py", "--reads", "300", out=tmp_path / "e2e.md")
     stages = {row.split(" | ")[0].lstrip("| ") for row in table_rows(text)}
@@ -68,6 +71,7 @@ def test_e2e_and_scaling_benchmarks_run_the_workflow(tmp_path):
     assert [row.split(" | ")[0] for row in table_rows(text)] == ["| 1", "| 2"]
 
 
+@pytest.mark.workflow  # a benchmark script of many seconds
 def test_preflight_benchmark(tmp_path):
     text = run_benchmark("preflight.py", "--sizes-mb", "1", "10", "--gz-mb", "1", "--samples", "2", "4",
                          out=tmp_path / "pf.md")
@@ -75,6 +79,7 @@ def test_preflight_benchmark(tmp_path):
     assert len(rows) == 5 and rows[-1].startswith("| 4 |")
 
 
+@pytest.mark.workflow  # a benchmark script of many seconds
 def test_batching_benchmark(tmp_path):
     text = run_benchmark("batching.py", "--sequences", "8", "--dna-layers", "1", "--budgets", "4000", "0",
                          out=tmp_path / "b.md")
@@ -83,6 +88,7 @@ def test_batching_benchmark(tmp_path):
     assert all(float(row.split(" | ")[4]) < 1e-5 for row in rows if "reference" not in row)  # max abs diff
 
 
+@pytest.mark.workflow
 def test_samples_benchmark_runs_the_parts_recipe_of_the_readme(tmp_path):
     """README "Many samples": a sample sheet per part (`--config samples=...`), then the whole sheet."""
     text = run_benchmark("samples.py", "--samples", "4", "--batch-size", "2", "--jobs", "real", "--tmp",
@@ -91,6 +97,7 @@ def test_samples_benchmark_runs_the_parts_recipe_of_the_readme(tmp_path):
     assert first[0] == "| 4" and first[2] == "3"  # 4 samples in 3 snakemake runs: 2 parts, then the whole sheet
 
 
+@pytest.mark.workflow
 def test_gpu_workflow_benchmark_code_path_on_the_cpu(tmp_path):
     """benchmarks/gpu_workflow.py (issue 12's whole-workflow run) with one layer per model on the CPU."""
     text = run_benchmark("gpu_workflow.py", "--device", "cpu", "--esm2", "650m", "--layers", "1", "--reads", "60",

@@ -270,6 +270,7 @@ def created_env(stub_conda, tmp_path_factory):
     return workdir, creates, result.stdout + result.stderr
 
 
+@pytest.mark.workflow  # builds the env through snakemake and pip
 def test_snakemake_creates_one_env_from_a_copy_of_the_env_file(created_env):
     """Every rule uses envs/virnucflow.yaml; conda gets a copy of it in .snakemake/conda/ (which is why
     the file can hold no path relative to the workflow)."""
@@ -282,6 +283,7 @@ def test_snakemake_creates_one_env_from_a_copy_of_the_env_file(created_env):
     assert (prefix.parent / (prefix.name + ".post-deploy.sh")).read_text() == POST_DEPLOY.read_text()
 
 
+@pytest.mark.workflow  # builds the env through snakemake and pip
 def test_the_created_env_imports_virnucflow_from_the_workflow_folder(created_env, tmp_path):
     """The post-deploy script found the workflow in Snakemake's working directory and installed the
     package editable: the env imports the code beside the Snakefile, and sees later changes to it."""
@@ -303,6 +305,7 @@ def run_post_deploy(script, env_prefix, stub_conda, cwd, **variables):
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.workflow  # builds the env through snakemake and pip
 def test_post_deploy_installs_from_virnucflow_source(created_env, stub_conda, tmp_path):
     """Run from elsewhere (snakemake --directory), the script installs the folder VIRNUCFLOW_SOURCE names."""
     workdir, creates, _ = created_env

@@ -105,6 +105,7 @@ def outputs(workdir, sample, names=CALLS):
     return {name: (workdir / "results" / sample / name).read_bytes() for name in names}
 
 
+@pytest.mark.workflow
 def test_keep_embeddings_false_deletes_embeddings_h5_and_the_calls_are_a_kept_runs(demo_workdir):
     run_snakemake(demo_workdir, config={"keep_embeddings": False})
     samples = sorted(p.name for p in (demo_workdir / "results").iterdir() if p.is_dir() and p.name != "report")
@@ -125,9 +126,9 @@ def test_keep_embeddings_false_deletes_embeddings_h5_and_the_calls_are_a_kept_ru
         assert outputs(demo_workdir, sample) == dropped[sample]
 
 
-def test_a_float16_runs_calls_differ_from_float32s_only_within_the_measured_bound(demo_workdir):
+def test_a_float16_runs_calls_differ_from_float32s_only_within_the_measured_bound(finished_demo_copy):
+    demo_workdir = finished_demo_copy  # the demo's float32 run
     target = ["results/coding/predictions.tsv"]
-    run_snakemake(demo_workdir, targets=target)
     single = outputs(demo_workdir, "coding", ("predictions.tsv", "embeddings.h5"))
     run_snakemake(demo_workdir, targets=target, config={"merge": {"dtype": "float16"}})  # a param: merge reruns
     result = demo_workdir / "results/coding/embeddings.h5"

@@ -6,9 +6,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-from conftest import run_snakemake
 from virnucflow.job_resources import (
     PUBLISHED_WEIGHT_BYTES,
     embed_disk_mb,
@@ -50,13 +47,8 @@ def dry_run_resources(workdir, *force):
     return jobs
 
 
-@pytest.fixture
-def prepared(demo_workdir):
-    run_snakemake(demo_workdir, targets=["work/coding/frames.tsv", "work/mixed/frames.tsv"])
-    return demo_workdir
-
-
-def test_every_submitted_job_declares_memory_and_runtime_without_a_profile(prepared):
+def test_every_submitted_job_declares_memory_and_runtime_without_a_profile(finished_demo_copy):
+    prepared = finished_demo_copy  # past the prepare checkpoint, so a dry run shows every embed job
     jobs = {**dry_run_resources(prepared, "--forceall"),  # the checkpoint planned again: no embed job shown
             **dry_run_resources(prepared, "--forcerun", "embed_dna", "embed_protein")}
     assert len(jobs["embed_dna"]) == 7 and len(jobs["embed_protein"]) == 7

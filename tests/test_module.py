@@ -5,12 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import REPO, copy_workflow
 from virnucflow.embeddings import open_embeddings
 
 
+@pytest.mark.workflow
 def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path, demo_models_dir):
     upstream = copy_workflow(tmp_path / "virnucflow")  # where snakedeploy would put it
     outer = tmp_path / "analysis"

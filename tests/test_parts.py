@@ -92,6 +92,7 @@ def jobs_run(output):
             for block in blocks if re.match(r"(?:local)?(?:rule|checkpoint) \w+:\n", block)]
 
 
+@pytest.mark.workflow
 def test_the_demo_in_two_parts_then_the_report_and_again_for_nothing(demo_workdir):
     args = ["--samples", "config/demo_samples.tsv", "--part-size", "1", "--", "--cores", "2", "--configfile",
             "config/demo.yaml"]

@@ -175,6 +175,7 @@ def snakemake_in(workdir, *args):
                           cwd=workdir, capture_output=True, text=True)
 
 
+@pytest.mark.workflow  # six snakemake commands
 def test_a_leftover_of_a_killed_model_build_blocks_no_command(tmp_path):
     """Issue 22's reproduction: an empty model folder, as a SIGKILL during rule demo_models left it."""
     workdir = copy_workflow(tmp_path / "run")

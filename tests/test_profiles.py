@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cluster.fake_scheduler import calls, install
-from conftest import copy_workflow, run_snakemake
+from conftest import copy_workflow
 
 TESTS = Path(__file__).resolve().parent
 DEVICE_AUTO = TESTS / "data/device_auto.yaml"
@@ -148,6 +148,7 @@ def submissions(runs, name, scheduler, submit):
     return workdir, state, jobs, argvs, embeds
 
 
+@pytest.mark.workflow
 def test_slurm_profile_asks_for_what_each_job_needs(runs):
     workdir, state, jobs, sbatch, embeds = submissions(runs, "slurm", "SLURM", "sbatch")
     for jobid, argv in sbatch.items():
@@ -170,6 +171,7 @@ def test_slurm_profile_asks_for_what_each_job_needs(runs):
     assert_same_results(workdir, finished(runs, "local")[0])
 
 
+@pytest.mark.workflow
 def test_lsf_profile_asks_for_what_each_job_needs(runs):
     workdir, state, jobs, bsub, embeds = submissions(runs, "lsf", "LSF", "bsub")
     for jobid, argv in bsub.items():
@@ -185,6 +187,7 @@ def test_lsf_profile_asks_for_what_each_job_needs(runs):
     assert_same_results(workdir, finished(runs, "local")[0])
 
 
+@pytest.mark.workflow
 def test_a_plain_slurm_executor_without_a_profile_submits_every_job_with_memory_and_runtime(runs):
     workdir, state, jobs, sbatch, embeds = submissions(runs, "plain", "SLURM", "sbatch")
     for jobid, argv in sbatch.items():
@@ -205,17 +208,12 @@ def test_profiles_keep_only_site_settings():
         assert not {"slurm-no-account", "slurm-status-command", "groups", "group-components"} & set(profile)
 
 
-@pytest.fixture
-def prepared(demo_workdir):
-    """The demo with its prepare checkpoint done, so a dry run shows every embed job."""
-    run_snakemake(demo_workdir, targets=["work/coding/frames.tsv", "work/mixed/frames.tsv"])
-    return demo_workdir
-
-
-def test_cpu_embed_jobs_ask_no_gpu(prepared):
-    """device: cpu (the demo's): embed jobs take no GPU slot, locally or from Slurm."""
+def test_cpu_embed_jobs_ask_no_gpu(finished_demo_copy):
+    """device: cpu (the demo's): embed jobs take no GPU slot, locally or from Slurm. (A finished run: past
+    the prepare checkpoint, a dry run that reruns the embed jobs shows every one.)"""
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm", "--configfile",
-                           "config/demo.yaml"], cwd=prepared, capture_output=True, text=True)
+                           "config/demo.yaml", "--forcerun", "embed_dna", "embed_protein"], cwd=finished_demo_copy,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = re.findall(r"rule (embed_\w+):\n(?:    .*\n)*?    resources: (.*)\n", proc.stdout)
     assert len(jobs) == 14 and all("gpu=1" not in resources.split(", ") for _, resources in jobs)

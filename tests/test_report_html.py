@@ -27,14 +27,12 @@ def new_workdir(root, demo_models_dir):
     return workdir
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_models_dir):
-    """The demo, run once for this module (merge.allow_missing: true, which changes nothing when no id is
-    missing but is said in the report)."""
-    workdir = new_workdir(tmp_path_factory.mktemp("demo") / "run", demo_models_dir)
-    (workdir / "config/partial.yaml").write_text(PARTIAL)
-    run_snakemake(workdir, config={"merge": {"allow_missing": True}})
-    return workdir
+@pytest.fixture
+def demo_run(finished_demo_copy):
+    """The session's demo run, its report built with merge.allow_missing: true (which changes nothing when
+    no id is missing but is said in the report)."""
+    (finished_demo_copy / "config/partial.yaml").write_text(PARTIAL)
+    return finished_demo_copy
 
 
 def test_the_html_report_tells_how_the_samples_were_validated(demo_run):
@@ -51,6 +49,7 @@ def test_the_html_report_tells_how_the_samples_were_validated(demo_run):
     assert not any(name.endswith(("read_calls.tsv", "predictions.tsv", "virus_reads.tsv", ".fa.gz")) for name in names)
 
 
+@pytest.mark.workflow
 def test_the_report_of_20000_reads_is_about_the_size_of_the_demos(demo_run, tmp_path, demo_models_dir):
     """Both built by `snakemake --report` from real runs: the demo (48 reads in 2 samples) and one sample
     of 20,000 synthetic reads through the same tiny models (short reads, one embed job per model)."""

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import run_snakemake
+from conftest import copy_run, copy_workflow, run_snakemake
 
 
 def planned_jobs(workdir, changes):
@@ -33,13 +33,13 @@ def planned_jobs(workdir, changes):
     return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "all"}
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, demo_models_dir):
-    from conftest import copy_workflow
+pytestmark = pytest.mark.workflow  # a dry run per test
 
-    workdir = copy_workflow(tmp_path_factory.mktemp("rerun") / "run")
-    shutil.copytree(demo_models_dir, workdir / "resources")
-    run_snakemake(workdir)
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, finished_demo):
+    """A copy of the session's demo run (conftest), for this module's config changes."""
+    workdir = copy_run(finished_demo, tmp_path_factory.mktemp("rerun") / "run")
     shutil.copy(workdir / "resources/demo_models/esm2_t2_tiny.pt", workdir / "resources/esm2_copy.pt")
     assert planned_jobs(workdir, {}) == {}
     return workdir

@@ -38,8 +38,8 @@ def fasta_records(path):
     return [tuple(r) for r in records]
 
 
-def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
-    run_snakemake(demo_workdir)
+def test_demo_runs_end_to_end_and_accounts_for_every_id(finished_demo):
+    demo_workdir = finished_demo  # the session's one run of the demo (conftest)
     for sample, fasta in [("coding", "config/example/coding.fa"), ("mixed", "config/example/mixed.fa.gz")]:
         frames = [row["frame_id"] for row in read_tsv(demo_workdir / f"work/{sample}/frames.tsv")]
         assert frames, f"{sample}: the example reads should keep some frames"
@@ -73,9 +73,16 @@ def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
         for row in read_tsv(demo_workdir / f"results/{sample}/read_calls.tsv") if row["call"] == "virus"]
     assert list(table[0]) == ["sample", "read_id", "length", "max_virus_score", "virus_chunks", "chunks_with_frames",
                               "ambiguous_fraction"]
+    assert (demo_workdir / "results/report/summary.tsv").stat().st_size > 0
+    page = (demo_workdir / "results/report/summary.html").read_text()
+    assert all(f"<td>{sample}</td>" in page for sample in ("coding", "mixed"))
 
-    # calls.min_virus_score is a param of predict: changing it reruns the read calls, and the viral reads
-    # follow; VirNucPro's files do not change.
+
+def test_min_virus_score_reruns_the_read_calls_and_the_virus_reads_follow(finished_demo_copy):
+    """calls.min_virus_score is a param of rule calls: changing it on a finished run reruns the read calls,
+    and the viral reads follow; VirNucPro's files do not change."""
+    demo_workdir = finished_demo_copy
+    table = read_tsv(demo_workdir / "results/virus_reads.tsv")
     before = {name: {s: (demo_workdir / f"results/{s}/{name}").read_bytes() for s in ("coding", "mixed")}
               for name in ("predictions.tsv", "chunk_calls.tsv", "read_calls.tsv")}
     threshold = float(sorted(row["max_virus_score"] for row in table)[len(table) // 2])
@@ -97,8 +104,8 @@ def test_demo_runs_end_to_end_and_accounts_for_every_id(demo_workdir):
     assert all(f"<td>{sample}</td>" in page for sample in ("coding", "mixed"))
 
 
-def test_missing_id_fails_the_dag_and_leaves_no_result(demo_workdir):
-    run_snakemake(demo_workdir, targets=["results/coding/validation.json"])
+def test_missing_id_fails_the_dag_and_leaves_no_result(finished_demo_copy):
+    demo_workdir = finished_demo_copy  # results/coding/validation.json made by the demo run
     # Drop one id from both shards of one shard pair, as a lost batch would.
     lost = None
     for kind in ("dna", "protein"):
