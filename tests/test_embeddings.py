@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 from helpers import write_embeddings
-from virnucflow.embeddings import (
-    EmbeddingWriter,
-    RowReader,
-    RowsChecksum,
-    open_embeddings,
-    row_sums64,
-    verify_checksums,
-)
+from virnucflow.checksums import RowsChecksum, row_sums64
+from virnucflow.embeddings import EmbeddingWriter, open_embeddings, verify_checksums
 from virnucflow.errors import InputError
+from virnucflow.rows import RowReader
 
 
 def test_round_trip_keeps_ids_rows_and_attributes(tmp_path):

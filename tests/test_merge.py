@@ -497,7 +497,7 @@ def test_one_flipped_byte_in_a_finished_shard_is_named(tmp_path, extra):
 
 
 def test_rows_moved_within_a_shard_are_found():
-    from virnucflow.embeddings import RowsChecksum
+    from virnucflow.checksums import RowsChecksum
 
     rows = np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32)
     whole, moved = RowsChecksum(), RowsChecksum()

@@ -9,7 +9,9 @@ provably gone (`remove_stale_temporaries`), so a kill leaves nothing behind for 
 A write that fails because the file system is full (ENOSPC) or the user's quota is used up (EDQUOT)
 raises `DiskFull`: one line naming the file, about how much was being written, and the free space
 of its file system. h5py reports these as OSError or RuntimeError with `errno = 28` in the message
-(no `errno` attribute), so both forms are recognised (`disk_full_errno`).
+(no `errno` attribute), so both forms are recognised (`disk_full_errno`). A writer that knows a file's size
+reserves it first (`reserve`), so that a disk too full fails before anything is half-written, and gives
+back what it did not use (`release_reservation`).
 """
 
 import contextlib
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from .errors import VirnucflowError
 
+_FALLOC_FL_KEEP_SIZE = 1
 FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}
 _H5_ERRNO = re.compile(r"errno = (\d+)")
 
@@ -100,6 +103,44 @@ def reporting_disk_full(path, needed_bytes):
             raise
         needed = needed_bytes() if callable(needed_bytes) else needed_bytes
         raise disk_full(path, needed, number) from error
+
+
+def reserve(fd, nbytes):
+    """Reserve `nbytes` on disk for the file open as `fd` (Linux fallocate, keeping the file's size): a disk
+    too full for the whole file fails here, as an OSError (ENOSPC, EDQUOT). A file system without fallocate
+    (NFSv3 ...), or no `fd` (None), is written without a reservation."""
+    if fd is None:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    except (AttributeError, OSError, ValueError, RuntimeError):
+        return
+    if fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, int(nbytes)) != 0:
+        number = ctypes.get_errno()
+        if number in FULL:
+            raise OSError(number, os.strerror(number))
+
+
+def release_reservation(path):
+    """Give back the reserved blocks a writer did not use (those past the end of the file)."""
+    with contextlib.suppress(OSError):
+        os.truncate(path, os.path.getsize(path))
+
+
+def discard_writes(fd):
+    """After a write failed for lack of space, point `fd` at an anonymous memory file: the writes a library
+    still does when it closes the file (which is then deleted) succeed instead of failing again (HDF5 would
+    otherwise be left in a state that crashes the process at exit)."""
+    if fd is None:
+        return
+    with contextlib.suppress(AttributeError, OSError):
+        spare = os.memfd_create("virnucflow-discarded")
+        os.dup2(spare, fd)
+        os.close(spare)
 
 
 HOST = socket.gethostname()

@@ -9,46 +9,34 @@ always float32. Readers that compute take `EmbeddingFile.read_rows` (float32 wha
 `complete` has a whole file. `skipped_ids` / `skipped_reasons` list the sequences an embed job left
 out (on_error: skip).
 
-Checksums, written by `EmbeddingWriter` into every file (shards and merged results) from the rows as
-stored (after the conversion to float16, where the file holds float16), so that damage after writing
-is found by whoever reads the file:
-- `ids_sha256`: SHA-256 of the ids in row order, each followed by "\\n" (UTF-8).
-- `embeddings_crc32`: CRC-32 (zlib) of the little-endian bytes of `embeddings` as stored (float32, or
-  float16), in row order (`zlib.crc32(f["embeddings"][:].tobytes())`); the standard check of a copy.
-- `embeddings_sum64`: two unsigned 64-bit sums (`RowsChecksum`), position-weighted, that the merge
-  verifies while it reads rows in any order at memory speed (a CRC costs a second pass of ~1 s per GB).
-  Each row's stored bytes are read as little-endian uint64 words (a row whose bytes are not a multiple
-  of 8 ends in a word padded with zero bytes); r_i = the sum of row i's words; the attribute is the
-  text "<sum_i r_i> <sum_i (i + 1) * r_i>", both mod 2**64 as 16 hexadecimal digits. Any change within
-  one 8-byte word (a flipped bit or byte) changes the first sum; rows moved or swapped change the second.
+Checksums (`ids_sha256`, `embeddings_crc32`, `embeddings_sum64`: virnucflow.checksums) are written by
+`EmbeddingWriter` into every file (shards and merged results) from the rows as stored, and checked by
+`verify_checksums`. The disk space of a file is reserved when it is made (virnucflow.atomic.reserve).
 
-Writer (`EmbeddingWriter`), reader (`open_embeddings`) and a fast row reader (`RowReader`) that
-relies on the writer's layout live here together.
+Writer (`EmbeddingWriter`) and reader (`open_embeddings`) live here together; a fast reader of rows in any
+order, which relies on the writer's layout, is virnucflow.rows.
 """
 
 import concurrent.futures
 import contextlib
-import errno
 import functools
-import hashlib
 import os
 import sys
-import zlib
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import DiskFull, atomic_path, disk_full_errno, reporting_disk_full
+from .atomic import (DiskFull, atomic_path, discard_writes, disk_full_errno, release_reservation, reporting_disk_full,
+                     reserve)
+from .checksums import VERIFIED, Checksums, RowsVerifier, ids_mismatch
 from .errors import InputError
 
 ID_DTYPE = h5py.string_dtype(encoding="utf-8")
 ROWS_PER_CHUNK = 1024  # HDF5 chunk of `embeddings`: whole rows, at most this many and about 1 MiB
-IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 ID_CHUNK = 4096  # ids per chunk of `sequence_ids` (16-byte references to the text)
 ID_BYTES = 128  # what an id's text may cost in the file (heap object and its text), generously
-_FALLOC_FL_KEEP_SIZE = 1
 THREADED_CHECKSUM_BYTES = 1 << 20  # blocks from this size are checksummed beside the HDF5 write
 DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}  # how `embeddings` may be stored
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: a larger value cannot be stored as float16
@@ -56,90 +44,12 @@ FLOAT16_ROUNDS_TO_INF = 65520.0  # halfway from 65504 to 2**16: from here on, fl
 UNCLOSED = []  # files HDF5 could not close after a full disk (a job then ends without finalising HDF5)
 
 
-def _reserve(h5file, nbytes):
-    """Reserve `nbytes` on disk for an HDF5 file being written (Linux fallocate, keeping the file's size):
-    a disk too full for the whole file fails here, before HDF5 has anything it cannot write later. A
-    file system without fallocate (NFSv3 ...) is written without a reservation."""
+def _vfd(h5file):
+    """The file descriptor HDF5 writes `h5file` through (None where its driver has none)."""
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fallocate = libc.fallocate
-        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-        fd = h5file.id.get_vfd_handle()
+        return h5file.id.get_vfd_handle()
     except (AttributeError, OSError, ValueError, RuntimeError):
-        return
-    if fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, int(nbytes)) != 0:
-        number = ctypes.get_errno()
-        if number in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(number, os.strerror(number))
-
-
-def _release_reservation(path):
-    """Give back the reserved blocks HDF5 did not use (those past the end of the file)."""
-    with contextlib.suppress(OSError):
-        os.truncate(path, os.path.getsize(path))
-
-
-def _write_to_memory(h5file):
-    """After a write failed for lack of space, point the file's descriptor at an anonymous memory file: the
-    writes HDF5 still does when it closes the file (which is then deleted) succeed instead of failing again,
-    which leaves HDF5 in a state that crashes the process at exit."""
-    with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
-        fd = h5file.id.get_vfd_handle()
-        spare = os.memfd_create("virnucflow-discarded")
-        os.dup2(spare, fd)
-        os.close(spare)
-
-
-def id_lines(ids):
-    """The bytes `ids_sha256` hashes: each id (str or UTF-8 bytes, all of one kind) followed by a newline."""
-    ids = list(ids)
-    if not ids:
-        return b""
-    if isinstance(ids[0], str):
-        return ("\n".join(ids) + "\n").encode()
-    return b"\n".join(ids) + b"\n"
-
-
-def row_sums64(block):
-    """Sum mod 2**64 of each row's bytes read as little-endian uint64 words (rows whose bytes are not a
-    multiple of 8 padded with zero bytes): the r_i of `embeddings_sum64`. `block`: (n, d) float32 or
-    float16 whose rows are contiguous (any row stride)."""
-    block = np.asarray(block)
-    if block.shape[0] == 0 or block.shape[1] == 0:
-        return np.zeros(block.shape[0], dtype=np.uint64)
-    size = block.dtype.itemsize  # 4 (float32) or 2 (float16)
-    lanes = 8 // size  # values per uint64 word
-    words = block.view(f"<u{size}")
-    if words.shape[1] % lanes == 0:
-        with contextlib.suppress(ValueError):  # rows not 8-byte aligned: the sums by lane below
-            return words.view("<u8").sum(axis=1)
-    # word k of a row = sum over lanes j of its value lanes*k + j shifted by 8*size*j bits: the sum of each
-    # lane's values, shifted (mod 2**64 either way).
-    sums = words[:, 0::lanes].sum(axis=1, dtype=np.uint64)
-    for lane in range(1, lanes):
-        sums += words[:, lane::lanes].sum(axis=1, dtype=np.uint64) << np.uint64(8 * size * lane)
-    return sums
-
-
-class RowsChecksum:
-    """`embeddings_sum64` of a file, fed rows in any order with their row numbers (each row once)."""
-
-    def __init__(self):
-        self.sums = np.zeros(2, dtype=np.uint64)
-
-    def add(self, positions, block=None, sums=None):
-        """Rows `block` (n, d) that are rows `positions` (n,) of the file, or their `row_sums64` if known;
-        returns those row sums."""
-        sums = row_sums64(block) if sums is None else sums
-        weights = np.asarray(positions, dtype=np.uint64) + np.uint64(1)
-        self.sums += np.array([sums.sum(dtype=np.uint64), (sums * weights).sum(dtype=np.uint64)], dtype=np.uint64)
-        return sums
-
-    def value(self):
-        """The attribute's text: both sums as 16 hexadecimal digits."""
-        return " ".join(f"{int(v):016x}" for v in self.sums)
+        return None
 
 
 class EmbeddingWriter:
@@ -162,12 +72,12 @@ class EmbeddingWriter:
         self.expected_rows = expected_rows
         self.skipped = []  # (id, reason) of sequences left out with on_error: skip
         self._extra = {}  # more id datasets, written at close
-        self._ids_sha256, self._crc32, self._sum64 = hashlib.sha256(), 0, RowsChecksum()
+        self._checksums = Checksums()
         self._row_chunk = max(1, min(ROWS_PER_CHUNK, (1 << 20) // max(self.dtype.itemsize * self.dim, 1)))
         with reporting_disk_full(self.path, self._needed), contextlib.ExitStack() as stack:
             # a failure here closes and removes the temporary file
             tmp = stack.enter_context(atomic_path(self.path))
-            stack.callback(_release_reservation, tmp)  # after HDF5 closed the file, before the rename
+            stack.callback(release_reservation, tmp)  # after HDF5 closed the file, before the rename
             self._file = stack.enter_context(h5py.File(tmp, "w"))
             try:
                 self._ids = self._file.create_dataset(
@@ -186,10 +96,10 @@ class EmbeddingWriter:
                 for key, value in (attrs or {}).items():
                     self.attrs[key] = value
                 if expected_rows is not None:
-                    _reserve(self._file, self._needed())
+                    reserve(_vfd(self._file), self._needed())
             except BaseException as error:
                 if disk_full_errno(error):
-                    _write_to_memory(self._file)
+                    discard_writes(_vfd(self._file))
                 raise
             self._stack = stack.pop_all()
 
@@ -203,8 +113,8 @@ class EmbeddingWriter:
 
     def append(self, ids, embeddings, row_sums=None):
         """Append rows: `ids` (n,) strings and `embeddings` (n, dim); `row_sums`: their `row_sums64` when
-        the caller has them (the merge adds up the shards' while it checks them; not used for a file stored
-        as float16, whose sums are of the rounded rows)."""
+        the caller has them (the merge adds up the shards' while it checks them, where
+        `checksums.sums_add_up`; never used for a file stored as float16, whose sums are of the rounded rows)."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim or len(ids) != embeddings.shape[0]:
             raise ValueError(
@@ -219,12 +129,12 @@ class EmbeddingWriter:
         # The checksums of what was handed over, in row order, computed while HDF5 writes the same rows
         # (both release the GIL: a merge's CRC-32 and sums cost no wall time); done before returning,
         # so the caller may reuse its buffer.
-        checksums = (_checksum_thread().submit(self._add_checksums, ids, embeddings, start, end, row_sums)
+        checksums = (_checksum_thread().submit(self._checksums.add, ids, embeddings, start, row_sums)
                      if embeddings.nbytes >= THREADED_CHECKSUM_BYTES else None)
         try:
             with reporting_disk_full(self.path, lambda: self._needed(n)):
                 # Reserved before HDF5 holds anything it may fail to write (a failure at close is not recoverable).
-                _reserve(self._file, self._needed(n))
+                reserve(_vfd(self._file), self._needed(n))
                 self._ids.resize((end,))
                 self._emb.resize((end, self.dim))
                 self._ids[start:end] = list(ids)
@@ -233,7 +143,7 @@ class EmbeddingWriter:
             if checksums is not None:
                 checksums.result()
         if checksums is None:
-            self._add_checksums(ids, embeddings, start, end, row_sums)
+            self._checksums.add(ids, embeddings, start, row_sums)
         self.rows = end
 
     def _rounded(self, rows):
@@ -251,14 +161,6 @@ class EmbeddingWriter:
                              f"beyond float16's range (+-{FLOAT16_MAX:g}); set merge.dtype: float32")
         return stored
 
-    def _add_checksums(self, ids, embeddings, start, end, row_sums):
-        self._ids_sha256.update(id_lines(ids))
-        if not embeddings.flags.c_contiguous or embeddings.dtype.byteorder == ">":
-            # only a strided or big-endian block is copied; the others are hashed where they are
-            embeddings = np.ascontiguousarray(embeddings, dtype=embeddings.dtype.newbyteorder("<"))
-        self._crc32 = zlib.crc32(embeddings, self._crc32)
-        self._sum64.add(np.arange(start, end), embeddings, row_sums)
-
     def skip(self, sequence_id, reason):
         """Record a sequence that could not be embedded, so that validation reports it."""
         self.skipped.append((str(sequence_id), str(reason)))
@@ -269,8 +171,7 @@ class EmbeddingWriter:
 
     def checksums(self):
         """{ids_sha256, embeddings_crc32, embeddings_sum64} of the rows appended so far."""
-        return {"ids_sha256": self._ids_sha256.hexdigest(), "embeddings_crc32": self._crc32,
-                "embeddings_sum64": self._sum64.value()}
+        return self._checksums.values()
 
     def close(self):
         """Write the skipped ids, the checksums and `complete`, close the file and rename it into place."""
@@ -300,7 +201,7 @@ class EmbeddingWriter:
         """Close and remove the temporary file; nothing appears at `path`."""
         exc_type, exc, tb = exc_info
         if disk_full_errno(exc):
-            _write_to_memory(self._file)
+            discard_writes(_vfd(self._file))
         with contextlib.suppress(BaseException):
             self._stack.__exit__(exc_type or RuntimeError, exc or RuntimeError("aborted"), tb)
         if isinstance(exc, DiskFull):
@@ -362,26 +263,19 @@ class EmbeddingFile:
         return raw.astype("S") if len(raw) else np.empty(0, dtype="S1")
 
 
-CHECKSUMS = ("ids_sha256", "embeddings_sum64")  # what a reader verifies (embeddings_crc32: for copies)
-
-
 def verify_checksums(shard, block_rows=4096):
     """Read a whole file and check its ids and rows against the checksums written with them; returns the
     problems found (empty: intact). A file without checksums (another tool's, an older virnucflow's)
     is a problem too: it cannot be vouched for."""
-    missing = [key for key in CHECKSUMS if key not in shard.attrs]
+    missing = [key for key in VERIFIED if key not in shard.attrs]
     if missing:
         return [f"it has no {' or '.join(missing)} (written by another tool or an older virnucflow)"]
     problems = []
-    ids_sha256 = hashlib.sha256(id_lines(shard.file["sequence_ids"][()].tolist())).hexdigest()
-    if ids_sha256 != shard.attrs["ids_sha256"]:
-        problems.append(f"its sequence_ids do not match their ids_sha256 ({ids_sha256[:12]}.. != "
-                        f"{str(shard.attrs['ids_sha256'])[:12]}..)")
-    checksum = RowsChecksum()
-    for start in range(0, len(shard), block_rows):
-        block = shard.embeddings[start : start + block_rows]
-        checksum.add(np.arange(start, start + len(block)), block)
-    if checksum.value() != shard.attrs["embeddings_sum64"]:
+    ids = ids_mismatch(shard.file["sequence_ids"][()].tolist(), shard.attrs["ids_sha256"])
+    if ids:
+        problems.append(f"its sequence_ids do not match their ids_sha256 {ids}")
+    # nothing added before: the rows come in file order, consecutive
+    if not RowsVerifier(shard.attrs, len(shard)).intact(lambda at: shard.embeddings[int(at[0]) : int(at[-1]) + 1], block_rows):
         problems.append("its embeddings do not match their embeddings_sum64")
     return problems
 
@@ -415,109 +309,3 @@ def open_embeddings(path):
         yield EmbeddingFile(path, handle)
     finally:
         handle.close()
-
-
-class RowReader:
-    """Copies rows of one file's `embeddings`, in any order, into columns of a caller's buffer.
-
-    Files written by `EmbeddingWriter` are plain float32 in chunks of whole rows, so a row is
-    `dim * 4` bytes at a known file offset: those are read with preadv straight into the buffer
-    (any row order, GIL released, ~30x faster than h5py's point selections for shuffled rows).
-    Any other layout (compressed, foreign) or dtype (a float16 result) goes through h5py, and numpy
-    widens its values into the float32 buffer. Use as a context manager.
-    """
-
-    def __init__(self, embedding_file):
-        self.path, self.dataset = embedding_file.path, embedding_file.embeddings
-        self.row_bytes = 4 * embedding_file.dim
-        self.fd, self.chunk_offsets, self.chunk_rows = None, None, None
-        layout = self._layout()
-        if layout is not None:
-            self.chunk_rows, self.chunk_offsets = layout
-            self.fd = os.open(self.path, os.O_RDONLY)
-            if hasattr(os, "posix_fadvise"):  # the kernel reads the file ahead, so rows in any order come from memory
-                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            if not self._layout_reads_like_h5py():
-                self.close()
-
-    def _layout(self):
-        """(rows per chunk, file offset of each chunk) of a plain float32 dataset in whole-row chunks, or None."""
-        ds = self.dataset
-        n = ds.shape[0]
-        if n == 0 or ds.dtype != np.dtype("<f4") or self.row_bytes == 0:
-            return None
-        plist = ds.id.get_create_plist()
-        if plist.get_nfilters() or plist.get_external_count():
-            return None
-        if plist.get_layout() == h5py.h5d.CONTIGUOUS:
-            offset = ds.id.get_offset()
-            return None if offset is None else (n, np.array([offset], dtype=np.int64))
-        if plist.get_layout() != h5py.h5d.CHUNKED or ds.chunks[1] != ds.shape[1]:
-            return None
-        rows = ds.chunks[0]
-        offsets = np.full(-(-n // rows), -1, dtype=np.int64)
-        whole = rows * self.row_bytes
-
-        def visit(info):
-            if info.size == whole and info.filter_mask == 0:
-                offsets[info.chunk_offset[0] // rows] = info.byte_offset
-
-        try:
-            ds.id.chunk_iter(visit)
-        except (AttributeError, RuntimeError, NotImplementedError):  # older HDF5: one call per chunk
-            for i in range(ds.id.get_num_chunks()):
-                visit(ds.id.get_chunk_info(i))
-        return None if (offsets < 0).any() else (rows, offsets)
-
-    def _layout_reads_like_h5py(self):
-        """The offsets are only trusted when they give the same bytes as h5py (first and last row)."""
-        n = self.dataset.shape[0]
-        rows = [0, n - 1] if n > 1 else [0]
-        probe = np.empty((len(rows), self.row_bytes // 4), dtype=np.float32)
-        try:
-            self._preadv(np.array(rows), probe, slice(None))
-        except (InputError, OSError):
-            return False
-        return np.array_equal(probe.view(np.uint32), self.dataset[rows].view(np.uint32))
-
-    def _preadv(self, rows, out, columns):
-        offsets = self.chunk_offsets[rows // self.chunk_rows] + (rows % self.chunk_rows) * self.row_bytes
-        order = np.argsort(offsets, kind="stable")
-        offsets = offsets[order]
-        order = order.tolist()
-        # Runs of rows that lie end to end in the file: one preadv each, scattered into the buffer.
-        breaks = [0, *(np.flatnonzero(np.diff(offsets) != self.row_bytes) + 1).tolist(), len(order)]
-        for start, stop in zip(breaks[:-1], breaks[1:]):
-            for part in range(start, stop, IOV_MAX):
-                targets = [out[row, columns] for row in order[part : min(stop, part + IOV_MAX)]]
-                got = os.preadv(self.fd, targets, int(offsets[part]))
-                if got != len(targets) * self.row_bytes:
-                    raise InputError(f"{self.path}: file ends inside its embeddings (truncated); delete it and "
-                                     "rerun its embed job")
-
-    def read(self, rows, out, columns):
-        """out[i, columns] = embeddings[rows[i]] for every i."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == 0:
-            return
-        if self.fd is not None:
-            return self._preadv(rows, out, columns)
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        breaks = [0, *(np.flatnonzero(np.diff(ordered) != 1) + 1).tolist(), len(rows)]
-        for start, stop in zip(breaks[:-1], breaks[1:]):
-            for part in range(start, stop, 1024):  # bounded temporary per h5py read
-                end = min(stop, part + 1024)
-                out[order[part:end], columns] = self.dataset[int(ordered[part]) : int(ordered[end - 1]) + 1]
-
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False

@@ -8,8 +8,9 @@ files are read, checked (the ids the embed job wrote, no id twice, both models h
 every expected id there) and joined to the expected ids by id; then its rows are copied `buffer_rows`
 at a time into the output, and checked against the checksum written with them on the way (rows the
 result does not need are read for the check too). Memory is one buffer of rows plus one shard's ids,
-whatever the size of the sample. The checks are virnucflow.validation's; the shard files are read and
-written by virnucflow.embeddings.
+whatever the size of the sample. The checks are virnucflow.validation's (the rows' checksums:
+virnucflow.checksums); the shard files are read and written by virnucflow.embeddings, their rows read by
+virnucflow.rows.
 
 Everything is written under temporary names and renamed only when the whole sample is valid, so
 a failed merge leaves no embeddings.h5, validation.json or missing_ids.txt behind. A missing id
@@ -28,11 +29,13 @@ Result attributes (besides those of every embedding file: dim, rows, package_ver
   prepare run (a classifier trained on another chunk length is refused by predict).
 - `dna_oom_split_rows`, `protein_oom_split_rows`: rows the embed jobs computed in smaller batches after
   running out of memory (they can differ from an unsplit run in the last bits).
-- Checksums, as in every embedding file (virnucflow.embeddings): `ids_sha256` = SHA-256 of the ids in
+- Checksums, as in every embedding file (virnucflow.checksums): `ids_sha256` = SHA-256 of the ids in
   row order, each followed by "\\n" (UTF-8); `embeddings_crc32` = CRC-32 (zlib) of the little-endian
   bytes of `embeddings` as stored (float32, or float16 with `dtype` float16) in row order. Check a copy with
   `zlib.crc32(f["embeddings"][:].tobytes())` (or chunk-wise, feeding each value into the next call);
-  `embeddings_sum64`, which `virnucflow.embeddings.verify_checksums` checks.
+  `embeddings_sum64`, which `virnucflow.embeddings.verify_checksums` checks. Where the sums add up
+  (`checksums.sums_add_up`: float32, a DNA block of whole 8-byte words) the result's row sums are those
+  of the shards' rows, which the merge computes anyway to check them; elsewhere the writer sums the rows.
 """
 
 import contextlib
@@ -41,10 +44,11 @@ import time
 
 import numpy as np
 
-from . import __version__
 from .atomic import atomic_open
-from .embeddings import EmbeddingWriter, RowReader, open_embeddings
-from .validation import RowsCheck, Tally, inspect_shards, join, write_validation_json
+from .checksums import RowsVerifier, sums_add_up
+from .embeddings import EmbeddingWriter, open_embeddings
+from .rows import RowReader
+from .validation import Tally, check_rows, inspect_shards, join, validation_report, write_validation_json
 from .workfiles import frames_by_shard
 
 log = logging.getLogger(__name__)
@@ -80,7 +84,7 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
         tally = Tally(frames_tsv, shards.pairs, missing_out, allow_missing)
         last_report = time.monotonic()
         # closing(): on an error the shard files are closed before the outputs are removed.
-        with contextlib.closing(_blocks(frames_tsv, shards, tally, buffer)) as blocks:
+        with contextlib.closing(_blocks(frames_tsv, shards, tally, buffer, dtype)) as blocks:
             for ids, rows, row_sums in blocks:
                 writer.append(ids, rows, row_sums)  # ids: UTF-8 bytes, stored as they are
                 if time.monotonic() - last_report > PROGRESS_SECONDS:
@@ -90,7 +94,8 @@ def merge_sample(frames_tsv, dna_shards, protein_shards, out_h5, *, validation_j
         tally.finish()
         for key in ("expected", "missing", "skipped"):
             writer.attrs[key] = getattr(tally, key)
-        report = _validation_report(tally, writer, shards, allow_missing)
+        # the checksums of every row now written; the writer stores them at close
+        report = validation_report(tally, writer.rows, shards, allow_missing, writer.checksums())
         # Inside the writer's block: a failure here leaves no embeddings.h5 either.
         write_validation_json(report, validation_json)
     seconds = time.monotonic() - started
@@ -110,21 +115,6 @@ def _result_attrs(shards, chunk_length, compat, dtype):
         attrs.update({f"{kind}_{key}": value for key, value in shards.meta[kind].items()})
     attrs.update(chunk_length=int(chunk_length), compat=str(compat), dtype=str(dtype))
     return attrs
-
-
-def _validation_report(tally, writer, shards, allow_missing):
-    """validation.json's content (no duplicates count: an id twice fails the merge, which writes none)."""
-    checksums = writer.checksums()  # of every row now written; the writer stores them at close
-    return {
-        "expected": tally.expected, "present": writer.rows, "missing": tally.missing,
-        "extra": tally.extra, "skipped": tally.skipped, "allow_missing": bool(allow_missing),
-        "ok": writer.rows == tally.expected,
-        "missing_first": tally.missing_first, "extra_first": tally.extra_first,
-        "skipped_ids": tally.skipped_entries,
-        "shards": len(shards.pairs), "dna_dim": shards.dims["dna"], "protein_dim": shards.dims["protein"],
-        "ids_sha256": checksums["ids_sha256"], "embeddings_crc32": checksums["embeddings_crc32"],
-        "version": __version__,
-    }
 
 
 def _warn_about_ids(tally, out_h5, validation_json, missing_ids_txt):
@@ -157,14 +147,14 @@ def _shards_in_order(frames_tsv, pairs):
         yield index, []
 
 
-def _blocks(frames_tsv, shards, tally, buffer):
+def _blocks(frames_tsv, shards, tally, buffer, dtype):
     """(ids, rows, their row_sums64 or None) blocks of the result in frames.tsv order, each filled into
     `buffer` (the caller writes a block before asking for the next). Each shard file's rows are checked
-    against their checksum once the shard is done; the row sums of that check add up to the result's
-    when the DNA block is a whole number of 8-byte words (so the result is not summed again)."""
+    against their checksum once the shard is done; the row sums of that check are the result's where
+    they add up (`checksums.sums_add_up`: the result, stored as `dtype`, is not summed again)."""
     dims = shards.dims
     dna_columns, protein_columns = slice(0, dims["dna"]), slice(dims["dna"], dims["dna"] + dims["protein"])
-    sums = np.zeros(len(buffer), dtype=np.uint64) if dims["dna"] % 2 == 0 else None
+    sums = np.zeros(len(buffer), dtype=np.uint64) if sums_add_up(dims["dna"], buffer.dtype, dtype) else None
     filled, ids = 0, []
     for index, expected in _shards_in_order(frames_tsv, shards.pairs):
         pair = shards.pairs.get(index)
@@ -177,7 +167,7 @@ def _blocks(frames_tsv, shards, tally, buffer):
             if tally.doomed:  # the merge will fail: only count what else is missing
                 continue
             dna_rows, protein_rows = readers
-            checks = RowsCheck(dna), RowsCheck(protein)
+            checks = RowsVerifier(dna.attrs, len(dna)), RowsVerifier(protein.attrs, len(protein))
             done = 0
             while done < len(own):
                 take = min(len(buffer) - filled, len(own) - done)
@@ -197,6 +187,7 @@ def _blocks(frames_tsv, shards, tally, buffer):
                     filled, ids = 0, []
             # Rows of this shard the result does not hold (extra or skipped ids): read for the check only.
             for check, reader, shard in zip(checks, readers, (dna, protein)):
-                check.finish(reader, np.empty((min(len(buffer), max(len(shard), 1)), shard.dim), dtype=np.float32))
+                scratch = np.empty((min(len(buffer), max(len(shard), 1)), shard.dim), dtype=np.float32)
+                check_rows(shard, check, reader, scratch)
     if filled and not tally.doomed:
         yield ids, buffer[:filled], None if sums is None else sums[:filled]

@@ -42,12 +42,12 @@ import logging
 import os
 import secrets
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_open, remove_temporary, reporting_disk_full, writer_gone
+from .checksums import crc32
 from .errors import VirnucflowError
 from .lease import LEASE, Lease, LeaseLost, describe_holder, holder_info, lease_period
 
@@ -328,13 +328,7 @@ class Sidecar:
         try:
             with open(self.folder / _name("rows", token), "rb") as rows, \
                     open(self.folder / _name("index", token), "rb") as index:
-                for raw in index:
-                    entry = _parse_entry(raw)
-                    if entry is None:
-                        break
-                    data = rows.read(entry["rows"] * self.row_bytes)
-                    if len(data) != entry["rows"] * self.row_bytes or zlib.crc32(data) != entry["crc32"]:
-                        break
+                for raw, entry, data in _BatchScan(rows, list(index), self.row_bytes):
                     _write_all(self._rows_fd, data)
                     _write_all(self._index_fd, raw)
                     self._record(entry)
@@ -376,7 +370,7 @@ class Sidecar:
         """Record a finished batch: input `indices`, their rows, (position, reason) of skips, and the
         sizes of the `pieces` it was computed in when it was split after running out of memory."""
         data = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
-        entry = {"indices": [int(i) for i in indices], "rows": len(indices), "crc32": zlib.crc32(data),
+        entry = {"indices": [int(i) for i in indices], "rows": len(indices), "crc32": crc32(data),
                  "skipped": [[int(p), str(r)] for p, r in skipped]}
         if pieces:
             entry["pieces"] = [int(p) for p in pieces]
@@ -397,21 +391,12 @@ class Sidecar:
         if os.path.getsize(rows_path) != self.rows * self.row_bytes:
             problem = f"{rows_path.name} holds {os.path.getsize(rows_path)} bytes, not {self.rows * self.row_bytes}"
         with open(rows_path, "rb") as rows:
-            for number, entry in enumerate(self.entries):
-                raw = lines[number] if number < len(lines) else b""
-                on_disk = _parse_entry(raw)
-                if on_disk != entry:
-                    problem = problem or f"line {number + 1} of {index_path.name} changed"
-                    break
-                data = rows.read(entry["rows"] * self.row_bytes)
-                if len(data) != entry["rows"] * self.row_bytes:
-                    problem = f"batch {number + 1} has {len(data) // max(self.row_bytes, 1)} rows, not {entry['rows']}"
-                    break
-                if zlib.crc32(data) != entry["crc32"]:
-                    problem = f"the rows of batch {number + 1} no longer match their CRC32"
-                    break
+            scan = _BatchScan(rows, lines, self.row_bytes, self.entries, index_path.name)
+            for raw, entry, _ in scan:
                 good_rows += entry["rows"]
                 good_bytes += len(raw)
+        if scan.problem and not (problem and scan.problem.startswith("line ")):
+            problem = scan.problem  # a bad batch is named before a rows file of the wrong size, a changed line after
         if problem is None and len(lines) != len(self.entries):
             problem = f"{index_path.name} has {len(lines)} lines, not {len(self.entries)}"
         if problem:
@@ -444,6 +429,34 @@ class Sidecar:
         """Delete the sidecar (see `remove_sidecar`)."""
         self.close()
         remove_sidecar(self.folder, lock)
+
+
+class _BatchScan:
+    """The batches of a sidecar in turn, (line, entry, rows' bytes), while each is whole and its rows match
+    its CRC32 (and, given `entries`, its line is still the entry this job wrote); then `problem` says why the
+    scan stopped (None: at the end). `rows`: the rows file open for reading; `lines`: the batches file's."""
+
+    def __init__(self, rows, lines, row_bytes, entries=None, index_name="the batches file"):
+        self.rows, self.lines, self.row_bytes = rows, lines, row_bytes
+        self.entries, self.index_name = entries, index_name
+        self.problem = None
+
+    def __iter__(self):
+        count = len(self.lines) if self.entries is None else len(self.entries)
+        for number in range(count):
+            raw = self.lines[number] if number < len(self.lines) else b""
+            entry = _parse_entry(raw)
+            if entry is None or (self.entries is not None and entry != self.entries[number]):
+                self.problem = f"line {number + 1} of {self.index_name} changed"
+                return
+            data = self.rows.read(entry["rows"] * self.row_bytes)
+            if len(data) != entry["rows"] * self.row_bytes:
+                self.problem = f"batch {number + 1} has {len(data) // max(self.row_bytes, 1)} rows, not {entry['rows']}"
+                return
+            if crc32(data) != entry["crc32"]:
+                self.problem = f"the rows of batch {number + 1} no longer match their CRC32"
+                return
+            yield raw, entry, data
 
 
 def remove_sidecar(folder, lock=None):

@@ -9,13 +9,14 @@ that is there now, and intact since its embed job wrote it.
   any row is copied).
 - `join`: one shard pair's ids checked (no id twice, both models hold the same ids, the ids those the
   embed job wrote: `ids_sha256`) and joined to the shard's expected ids by id.
-- `RowsCheck`: the rows of one shard file checked against the `embeddings_sum64` written with them,
-  from the rows the merge reads anyway (in any order), plus any it does not need.
+- `check_rows`: the rows of one shard file checked against the `embeddings_sum64` written with them
+  (a `checksums.RowsVerifier` fed the rows the merge reads anyway, in any order), plus any it does not need.
 - `Tally`: the counts of validation.json, the missing ids (streamed to missing_ids.txt) and the ids
   found outside their shard, placed once frames.tsv has been read.
+- validation.json, a sample's counts and checksums: `validation_report` makes its content (every key),
+  `write_validation_json` writes it, `read_validation_json` reads it.
 """
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .atomic import atomic_open
-from .embeddings import RowsChecksum, id_lines, open_embeddings, row_sums64
+from .checksums import VERIFIED, RowsVerifier, ids_mismatch
+from .embeddings import open_embeddings
 from .errors import InputError, ValidationError
 from .provenance import file_sha256
 from .workfiles import frames_by_shard
@@ -52,6 +55,21 @@ class ShardSet:
     rows: dict
 
 
+def validation_report(tally, present, shards, allow_missing, checksums):
+    """validation.json's content: `tally`'s counts and first ids, the `present` rows of the result, the
+    `ShardSet`, and the result's `checksums` (no duplicates count: an id twice fails the merge, which writes none)."""
+    return {
+        "expected": tally.expected, "present": present, "missing": tally.missing,
+        "extra": tally.extra, "skipped": tally.skipped, "allow_missing": bool(allow_missing),
+        "ok": present == tally.expected,
+        "missing_first": tally.missing_first, "extra_first": tally.extra_first,
+        "skipped_ids": tally.skipped_entries,
+        "shards": len(shards.pairs), "dna_dim": shards.dims["dna"], "protein_dim": shards.dims["protein"],
+        "ids_sha256": checksums["ids_sha256"], "embeddings_crc32": checksums["embeddings_crc32"],
+        "version": __version__,
+    }
+
+
 def write_validation_json(report, path):
     """A sample's validation.json: merge's `report` (counts, first missing ids, checksums), indented."""
     with atomic_open(path) as handle:
@@ -60,6 +78,7 @@ def write_validation_json(report, path):
 
 
 def read_validation_json(path):
+    """A sample's validation.json, as `validation_report` made it."""
     return json.loads(Path(path).read_text())
 
 
@@ -146,7 +165,7 @@ def inspect_shards(dna_shards, protein_shards, dna_fasta=None, protein_fasta=Non
                                      "shard; check the file names")
                 if kind in fastas:
                     _check_fasta(shard, fastas[kind][index])
-                if any(key not in shard.attrs for key in ("ids_sha256", "embeddings_sum64")):
+                if any(key not in shard.attrs for key in VERIFIED):
                     unverified.add(str(path))
                 rows[kind] += len(shard)
                 in_pieces[kind] += int(shard.attrs.get("oom_split_rows", 0))
@@ -273,47 +292,23 @@ class Tally:
 
 def check_ids(shard, ids):
     """The ids of a shard file (in file order) are those its embed job wrote (`ids_sha256`)."""
-    recorded = shard.attrs.get("ids_sha256")
-    if recorded is None:
-        return
-    actual = hashlib.sha256(id_lines(ids.tolist())).hexdigest()
-    if actual != recorded:
+    mismatch = ids_mismatch(ids.tolist(), shard.attrs.get("ids_sha256"))
+    if mismatch:
         raise ValidationError(f"{shard.path}: its sequence_ids do not match the ids_sha256 written with them "
-                              f"({actual[:12]}.. != {str(recorded)[:12]}..): the file was changed after its embed job "
-                              "wrote it; delete it and rerun")
+                              f"{mismatch}: the file was changed after its embed job wrote it; delete it and rerun")
 
 
-class RowsCheck:
-    """The rows of one shard file against its `embeddings_sum64`: `add` the rows the merge reads (any
-    order, each once), then `finish` reads the rows it did not need and compares."""
+def check_rows(shard, verifier, reader, scratch):
+    """Read the rows of `shard` that `verifier` has not seen (with `reader`, a `rows.RowReader`, through
+    `scratch` (k, dim) float32) and fail when its rows do not match their `embeddings_sum64`."""
 
-    def __init__(self, shard):
-        self.shard = shard
-        recorded = shard.attrs.get("embeddings_sum64")
-        self.recorded = None if recorded is None else str(recorded)
-        self.checksum = RowsChecksum()
-        self.seen = np.zeros(len(shard), dtype=bool)
+    def read(positions):
+        reader.read(positions, scratch[: len(positions)], slice(None))
+        return scratch[: len(positions)]
 
-    def add(self, positions, block):
-        """Rows `block` of the file at `positions`; returns their `row_sums64`."""
-        sums = row_sums64(block)
-        if self.recorded is not None:
-            self.checksum.add(positions, sums=sums)
-            self.seen[positions] = True
-        return sums
-
-    def finish(self, reader, scratch):
-        """Read the rows not seen yet (with `reader`, through `scratch` (k, dim)) and compare."""
-        if self.recorded is None:
-            return
-        rest = np.flatnonzero(~self.seen)
-        for start in range(0, len(rest), len(scratch)):
-            part = rest[start : start + len(scratch)]
-            reader.read(part, scratch[: len(part)], slice(None))
-            self.checksum.add(part, scratch[: len(part)])
-        if self.checksum.value() != self.recorded:
-            raise ValidationError(f"{self.shard.path}: its embeddings do not match the embeddings_sum64 written with "
-                                  "them: the file was damaged after its embed job wrote it; delete it and rerun")
+    if verifier.intact(read, len(scratch)) is False:
+        raise ValidationError(f"{shard.path}: its embeddings do not match the embeddings_sum64 written with "
+                              "them: the file was damaged after its embed job wrote it; delete it and rerun")
 
 
 def join(index, expected, pair, dna, protein, skipped, tally):
