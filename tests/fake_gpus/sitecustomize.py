@@ -69,15 +69,26 @@ def wait_at_barrier(spec):
     os.replace(mine + ".tmp", mine)  # whole: others read the arrival time it holds
     deadline = time.monotonic() + BARRIER_TIMEOUT
     while True:
-        arrivals = sorted(float(open(os.path.join(folder, name)).read()) for name in os.listdir(folder)
-                          if not name.endswith((".tmp", ".timed_out")))
+        arrivals, gave_up = _arrivals(folder)
         if len(arrivals) >= count:
             time.sleep(max(0.0, arrivals[count - 1] + BARRIER_HOLD - time.time()))
             return
-        if time.monotonic() > deadline or any(name.endswith(".timed_out") for name in os.listdir(folder)):
+        if gave_up or time.monotonic() > deadline:
             open(mine + ".timed_out", "w").close()  # later jobs need not wait too
             return
         time.sleep(0.05)
+
+
+def _arrivals(folder):
+    """The sorted arrival times of the jobs at the barrier in `folder`, and whether one gave up waiting."""
+    times, gave_up = [], False
+    for name in os.listdir(folder):
+        if name.endswith(".timed_out"):
+            gave_up = True
+        elif not name.endswith(".tmp"):
+            with open(os.path.join(folder, name)) as handle:
+                times.append(float(handle.read()))
+    return sorted(times), gave_up
 
 
 def _hold_at_barrier(devices, spec):
