@@ -25,7 +25,15 @@ if workflow.is_main_process and not runs_no_job(COMMAND):
         PROBLEMS = error
     if is_dry_run(COMMAND):
         named = getattr(PROBLEMS, "samples", ())
-        for line in estimate_run(config, SAMPLES, made_by_rule, checked=named):
+        for line in estimate_run(
+            config,
+            SAMPLES,
+            made_by_rule,
+            checked=named,
+            classifier=CLASSIFIER,
+            keep_embeddings=KEEP_EMBEDDINGS,
+            recorded_inputs=snakemake_seams.recorded_inputs,
+        ):
             logger.info(line)
     if PROBLEMS:
         raise WorkflowError(str(PROBLEMS)) from None

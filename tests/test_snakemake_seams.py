@@ -22,6 +22,7 @@ rule all:
     input: "out/a.txt"
 
 rule make:
+    input: "in.txt"
     output: "out/{name}.txt", "out/{name}.log"
     shell: "echo a > {output[0]}; echo b > {output[1]}; sleep $SLEEP_AFTER_WRITING"
 
@@ -41,6 +42,7 @@ if workflow.is_main_process:
 @pytest.fixture
 def workflow_dir(tmp_path):
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    (tmp_path / "in.txt").write_text("in\n")
     return tmp_path
 
 
@@ -104,3 +106,14 @@ def test_a_rules_product_is_known_and_finished_only_without_snakemakes_incomplet
     assert run(workflow_dir, "--unlock")[1]["made"] == [["make", False], None], "made_by_rule: a killed job's output"
     run(workflow_dir, "--rerun-incomplete")
     assert run(workflow_dir, "-n")[1]["made"] == [["make", True], None], "made_by_rule: a finished product"
+
+
+def test_the_inputs_snakemake_recorded_for_a_file(workflow_dir):
+    """recorded_inputs: .snakemake/metadata/ records, named as the incomplete markers are."""
+    run(workflow_dir)
+    os.chdir(workflow_dir)
+    try:
+        assert snakemake_seams.recorded_inputs("out/a.txt") == ["in.txt"], "recorded_inputs: metadata's input list"
+        assert snakemake_seams.recorded_inputs("in.txt") is None  # no job made it
+    finally:
+        os.chdir(os.path.dirname(__file__))

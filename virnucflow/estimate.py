@@ -13,6 +13,7 @@ import gzip
 import os
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -160,12 +161,48 @@ def report_lines(estimates, widths, weight_bytes, result_dtype="float32"):
     return lines
 
 
-def estimate_run(config, samples, made_by_rule=lambda path: None, checked=()):
+# The workflow's files that say whether a sample's embeddings are still at hand (rules/*.smk).
+PREDICTIONS, EMBEDDINGS = "results/{sample}/predictions.tsv", "results/{sample}/embeddings.h5"
+SHARDS, SHARD = "work/{sample}/shards", "work/{sample}/embed/{shard}.{kind}.h5"
+
+
+def recompute_lines(estimates, weight_bytes, classifier, recorded_inputs):
+    """What a dry run re-plans that costs GPU time without saying so: a sample whose predictions.tsv was
+    made with another classifier file (`recorded_inputs(path)`: the inputs Snakemake recorded for the job
+    that made it; predict reruns) while its embeddings.h5 is gone (not kept) needs its merge again, and
+    its embed jobs where the shards are gone too. One line per such sample, with the embed jobs and their
+    GPU time (at the estimate's rates)."""
+    lines = []
+    for each in estimates:
+        predictions, embeddings = (Path(t.format(sample=each.sample)) for t in (PREDICTIONS, EMBEDDINGS))
+        recorded = recorded_inputs(str(predictions)) if predictions.is_file() and not embeddings.exists() else None
+        if not classifier or recorded is None or os.path.normpath(classifier) in map(os.path.normpath, recorded):
+            continue
+        shards = sorted(path.stem for path in Path(SHARDS.format(sample=each.sample)).glob("*.faa"))
+        if not shards:
+            continue
+        missing = [kind for shard in shards for kind in ("dna", "protein")
+                   if not Path(SHARD.format(sample=each.sample, shard=shard, kind=kind)).is_file()]
+        start = (f"  {each.sample}: predictions.tsv was made with another classifier, so predict reruns; "
+                 "embeddings.h5 was not kept, so merge reruns")
+        if not missing:
+            lines.append(start + " from the kept shards (no GPU work)")
+            continue
+        hours = sum(gpu_hours(getattr(each, f"{kind}_tokens"), kind, weight_bytes.get(kind))
+                    * missing.count(kind) / len(shards) for kind in ("protein", "dna"))
+        lines.append(start + f", and {len(missing)} embed jobs before it: about {_duration(hours)} of GPU "
+                     "(keep_embeddings: true keeps the embeddings for the next classifier)")
+    return (["what this run recomputes because the embeddings were not kept:"] + lines) if lines else []
+
+
+def estimate_run(config, samples, made_by_rule=lambda path: None, checked=(), classifier=None,
+                 keep_embeddings=True, recorded_inputs=lambda path: None):
     """report_lines for a validated config and {sample: reads path(s)}, before the load-time checks: the
     models' widths, weight bytes and DNABERT-S tokenizer are read where they resolve (the published figures
     where they do not: the estimate needs no download). A sample whose reads a rule has not made yet, or
     whose first records prepare would refuse, gets a line saying so (prepare names the record); one in
-    `checked`, whose reads files the load-time checks name, a line pointing there (said once)."""
+    `checked`, whose reads files the load-time checks name, a line pointing there (said once). Without
+    `keep_embeddings`, the GPU work another `classifier` re-plans (`recompute_lines`)."""
     from .errors import VirnucflowError
     from .job_resources import weight_bytes
     from .models.resolve import CONFIG_KEYS, PUBLISHED_WIDTHS, locate_model, model_width
@@ -192,7 +229,8 @@ def estimate_run(config, samples, made_by_rule=lambda path: None, checked=()):
         except (VirnucflowError, OSError) as error:  # it runs before the checks, which then name the file
             problems.append(f"  {name}: no estimate ({error})")
     lines = report_lines(estimates, widths, weights, config["merge"]["dtype"]) if estimates else []
-    return lines + problems
+    recomputed = [] if keep_embeddings else recompute_lines(estimates, weights, classifier, recorded_inputs)
+    return lines + problems + recomputed
 
 
 def _dna_tokenizer(locate_model, spec):

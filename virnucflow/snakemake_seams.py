@@ -10,11 +10,15 @@ min_version is its floor).
   `Rule.get_wildcards`, `Rule.expand_output`) and finished: every output of its job exists and none
   carries the marker of a job that started and did not finish (`.snakemake/incomplete/`, the default
   file persistence: the urlsafe base64 of the path, split at the folder's PC_NAME_MAX).
+- `recorded_inputs`: the input files Snakemake recorded for the job that made a file
+  (`.snakemake/metadata/`, named as the markers are), so that a dry run can tell the GPU work a
+  changed input re-plans when the embeddings are gone (`estimate.recompute_lines`).
 - `snakemake_command`: what the snakemake command line asked for (`snakemake.cli.get_argument_parser`),
   so that commands that run no job skip the load-time checks and a dry run prints the estimate.
 """
 
 import argparse
+import json
 import os
 import sys
 from base64 import urlsafe_b64encode
@@ -23,6 +27,7 @@ from pathlib import Path
 
 TESTED_SNAKEMAKE = "9.27.1"
 INCOMPLETE = os.path.join(".snakemake", "incomplete")
+METADATA = os.path.join(".snakemake", "metadata")
 
 # Commands that run no job: the checks only matter before jobs run, and must not block Snakemake's own
 # recovery (`--unlock` after a kill) or its bookkeeping. Names as snakemake's own parser stores them.
@@ -65,10 +70,26 @@ def made_by_rule(workflow, path):
 def marked_incomplete(path):
     """Snakemake's marker of an output whose job started and did not finish (with --persistence-backend
     db a killed build is seen by its missing outputs only)."""
+    return os.path.exists(_record(INCOMPLETE, path))
+
+
+def recorded_inputs(path):
+    """The input files Snakemake recorded for the job that made `path` (its metadata record), or None
+    where there is no record: what its `input` rerun trigger compares the job's inputs now with."""
+    try:
+        with open(_record(METADATA, path)) as handle:
+            return [str(each) for each in json.load(handle)["input"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record(folder, path):
+    """Snakemake's file for `path` in one of its record folders: the urlsafe base64 of the path, split
+    at the folder's PC_NAME_MAX (the default file persistence)."""
     key = urlsafe_b64encode(str(path).encode()).decode()
-    piece = (os.pathconf(INCOMPLETE, "PC_NAME_MAX") if os.path.isdir(INCOMPLETE) else 255) - 1
+    piece = (os.pathconf(folder, "PC_NAME_MAX") if os.path.isdir(folder) else 255) - 1
     parts = [key[i : i + piece] for i in range(0, len(key), piece)]
-    return os.path.exists(os.path.join(INCOMPLETE, *(f"@{part}" for part in parts[:-1]), parts[-1]))
+    return os.path.join(folder, *(f"@{part}" for part in parts[:-1]), parts[-1])
 
 
 def snakemake_command(argv):
