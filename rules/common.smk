@@ -97,6 +97,13 @@ KEEP_EMBEDDINGS = (
 )
 
 
+def merge_setting(key):
+    """A merge.* setting as a rule param (a change reruns the merge) when the embeddings are kept; None
+    when they are not, and the job reads it from the config (a change reruns no finished sample).
+    """
+    return config["merge"][key] if KEEP_EMBEDDINGS else None
+
+
 def maybe_temp_embeddings(path):
     """The merged embeddings.h5: temp() unless kept, so Snakemake deletes it once predict (its only reader)
     has written the frame scores; refused without a classifier (it is then the only result).

@@ -26,11 +26,13 @@ rule merge:
         mem_mb=RESOURCES["merge"].mem_mb,
         runtime=RESOURCES["merge"].runtime,
         disk_mb=RESOURCES["merge"].disk_mb,
-    # merge.buffer_rows is read from the config by the job: it changes no byte of the result.
+    # merge.buffer_rows is read from the config by the job: it changes no byte of the result. With the
+    # embeddings not kept, merge.* reruns no finished sample either (its shards may be gone): the job
+    # reads them from the config then, and they apply to samples merged from now on.
     params:
-        allow_missing=config["merge"]["allow_missing"],
+        allow_missing=merge_setting("allow_missing"),
         chunk_length=config["chunk_length"],
         compat=config["compat"],
-        dtype=config["merge"]["dtype"],
+        dtype=merge_setting("dtype"),
     script:
         "../scripts/merge.py"

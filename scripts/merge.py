@@ -2,6 +2,10 @@
 from virnucflow.jobs import rule_job
 from virnucflow.merge import merge_sample
 
+# None when the embeddings are not kept: then read from the config (rules/common.smk merge_setting)
+setting = {key: snakemake.config["merge"][key] if getattr(snakemake.params, key) is None else getattr(snakemake.params, key)
+           for key in ("allow_missing", "dtype")}
+
 with rule_job(snakemake):
     merge_sample(
         snakemake.input.frames,
@@ -11,10 +15,10 @@ with rule_job(snakemake):
         validation_json=snakemake.output.validation,
         missing_ids_txt=snakemake.output.missing,
         buffer_rows=snakemake.config["merge"]["buffer_rows"],  # not a param: changes no byte
-        allow_missing=snakemake.params.allow_missing,
+        allow_missing=setting["allow_missing"],
         chunk_length=snakemake.params.chunk_length,
         compat=snakemake.params.compat,
         dna_fasta=list(snakemake.input.dna_fasta),
         protein_fasta=list(snakemake.input.protein_fasta),
-        dtype=snakemake.params.dtype,
+        dtype=setting["dtype"],
     )

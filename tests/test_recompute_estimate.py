@@ -34,6 +34,8 @@ def test_a_newer_classifier_is_named_with_the_embed_jobs_it_reruns(tmp_path, dem
     run_snakemake(workdir, config=settings)
     said, jobs = dry_run(workdir, settings)
     assert "what this run recomputes" not in said and not jobs  # nothing changed: nothing said
+    for merge in ({"dtype": "float16"}, {"allow_missing": True}):  # merge.* redoes no finished sample
+        assert dry_run(workdir, {**settings, "merge": {**yaml.safe_load((workdir / "config/demo.yaml").read_text())["merge"], **merge}})[1] == {}
 
     # the same classifier again, newer (as a download gives): Snakemake re-plans nothing (its input,
     # embeddings.h5, is a deleted temporary file), and nothing is said
