@@ -26,7 +26,7 @@ rule embed_dna:
         runtime=RESOURCES["embed_dna"].runtime,
         disk_mb=RESOURCES["embed_dna"].disk_mb,
     # Only what the rows depend on (a change reruns the job); device, token budget, on_error and
-    # cpu_fallback are read from the config by the job (README "Resuming": what reruns what).
+    # cpu_fallback are read from the config by the job (docs/resuming.md: what reruns what).
     params:
         kind="dna",
         model=model_to_load(config["models"]["dnabert_s"]),
@@ -57,7 +57,7 @@ rule embed_protein:
         runtime=RESOURCES["embed_protein"].runtime,
         disk_mb=RESOURCES["embed_protein"].disk_mb,
     # Only what the rows depend on (a change reruns the job); device, token budget, on_error and
-    # cpu_fallback are read from the config by the job (README "Resuming": what reruns what).
+    # cpu_fallback are read from the config by the job (docs/resuming.md: what reruns what).
     params:
         kind="protein",
         model=model_to_load(config["models"]["esm2"]),

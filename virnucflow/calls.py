@@ -28,7 +28,7 @@ chunks is called virus by VirNucPro's own chunk rule (max score2 >= max score1 o
 frames); `others` when it has scored frames but no virus chunk; `ambiguous` instead of either when more
 than `max_ambiguous_fraction` of its bases are N or another ambiguity code (VirNucPro drops every codon
 that holds one, so the protein model saw little of such a read and its frames are mostly artefacts:
-README, "Read-level calls"); `no_frames` when none of its chunks kept a frame (the original drops such
+docs/outputs.md, "Read-level calls"); `no_frames` when none of its chunks kept a frame (the original drops such
 reads silently); `not_scored` when it has frames but none of them was scored (none is in embeddings.h5: only
 possible with `allow_missing: true`). Columns: read_id, length, ambiguous_fraction (bases other than ACGTU over
 length, 4 decimals; the rule uses the exact ratio), chunks, chunks_with_frames, virus_chunks,
@@ -69,7 +69,7 @@ READ_CALLS_HEADER = ("read_id\tlength\tambiguous_fraction\tchunks\tchunks_with_f
                      "max_virus_score\tcall\n")
 PAIR_CALLS_HEADER = "pair_id\tr1_call\tr2_call\tcall\n"
 CALLS = ("virus", "others", "ambiguous", "no_frames", "not_scored")
-MAX_AMBIGUOUS_FRACTION = 0.2  # the default of the config key calls.max_ambiguous_fraction (README)
+MAX_AMBIGUOUS_FRACTION = 0.2  # the default of the config key calls.max_ambiguous_fraction (docs/configuration.md)
 MIN_VIRUS_SCORE = None  # the default of calls.min_virus_score: VirNucPro's chunk rule decides the read call
 SORT_ROWS = 1 << 20  # chunk calls sorted in memory at a time (about 150 MB); more go to runs on disk
 MERGE_FILES = 64  # runs merged at once

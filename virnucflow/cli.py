@@ -2,7 +2,7 @@
 
 The Snakemake rules call the same functions with the same arguments through scripts/; option
 defaults are the configuration's (virnucflow/config_schema.yaml). `snakemake` remains the way to
-run the whole pipeline (see README).
+run the whole pipeline (see README.md and docs/).
 """
 
 import argparse
@@ -191,7 +191,7 @@ def _merge_arguments(p, config):
     p.add_argument("--allow-missing", action=argparse.BooleanOptionalAction, default=merge["allow_missing"],
                    help="finish with the ids that exist and list the others in --missing")
     p.add_argument("--dtype", choices=choices("merge", "dtype"), default=merge["dtype"],
-                   help="how the result stores its features: float32, or float16 in half the bytes (README 'Disk use')")
+                   help="how the result stores its features: float32, or float16 in half the bytes (docs/disk-and-cost.md 'Disk use')")
 
 
 def _export_pt_arguments(p, config):

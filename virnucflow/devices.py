@@ -20,7 +20,7 @@ from .scheduler import GPU_VARIABLES, JOB_IDS, scheduler_environment
 
 # torch is imported where it is used: the Snakefile counts GPUs with this module, without torch.
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-CUDA_INSTALL = "install a CUDA build of torch: `make setup-gpu` (README, 'GPU setup')"
+CUDA_INSTALL = "install a CUDA build of torch: `make setup-gpu` (docs/cluster.md, 'GPU setup')"
 
 
 def precision_name(dtype):

@@ -147,7 +147,7 @@ def _duration(hours):
 def report_lines(estimates, widths, weight_bytes, result_dtype="float32"):
     """The lines `snakemake -n` prints: one per sample and a total."""
     lines = [f"estimate (first {SAMPLE_BYTES >> 10} KiB of each input; GPU-hours on one {GPU} at the "
-             "measured bf16 rates; see README 'What a run will cost'):"]
+             "measured bf16 rates; see docs/disk-and-cost.md):"]
     rows = list(estimates) + ([sum(estimates[1:], estimates[0])] if len(estimates) > 1 else [])
     for each in rows:
         hours = {kind: gpu_hours(getattr(each, f"{kind}_tokens"), kind, weight_bytes.get(kind))

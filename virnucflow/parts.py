@@ -1,4 +1,4 @@
-"""Many samples in parts: `virnucflow run-in-parts` (README, "Running on a cluster").
+"""Many samples in parts: `virnucflow run-in-parts` (docs/cluster.md, "Many samples").
 
 Each sample's prepare is a checkpoint, and after every finished checkpoint Snakemake re-examines its
 whole DAG, so the scheduler's own time grows with the square of the samples in one run. Cut into
