@@ -225,6 +225,7 @@ def test_the_landing_page_of_a_run_with_trained_models_says_nothing_of_them(tmp_
     assert text.startswith("virnucflow ran the VirNucPro pipeline") and "UNTRAINED" not in text
 
 
+@pytest.mark.workflow  # builds the report (about a minute)
 def test_the_demo_report_opens_on_the_warning(finished_demo_copy):
     """`snakemake --report` on the session's finished demo: the landing page (the report's `workflow_desc`,
     what a browser shows first) starts with the warning, before anything else."""

@@ -13,6 +13,10 @@ min_version is its floor).
 - `recorded_inputs`: the input files Snakemake recorded for the job that made a file
   (`.snakemake/metadata/`, named as the markers are), so that a dry run can tell the GPU work a
   changed input re-plans when the embeddings are gone (`estimate.recompute_lines`).
+- The report's landing page (report/workflow.rst) reads the run's summary.tsv through the `files` that
+  `snakemake --report` hands the page's template, to open on the untrained-models warning
+  (tests/test_docs.py::test_the_demo_report_opens_on_the_warning; without them the page loses the warning
+  only).
 - `snakemake_command`: what the snakemake command line asked for (`snakemake.cli.get_argument_parser`),
   so that commands that run no job skip the load-time checks and a dry run prints the estimate.
 """
