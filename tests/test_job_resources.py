@@ -67,3 +67,22 @@ def test_local_jobs_are_not_submitted():
     local = set(re.findall(r"localrules:\n((?:    \w+,\n)+)", rules))
     names = {name.strip(" ,\n") for block in local for name in block.splitlines()}
     assert {"tabulate_embed_jobs", "demo_models"} <= names
+
+
+def test_every_rule_gets_ready_callables_that_snakemake_can_call():
+    """The rules read their resources from one table (virnucflow.job_resources): each value a callable
+    whose first parameter is the wildcards and whose others are what Snakemake passes by name."""
+    import inspect
+
+    from virnucflow.job_resources import rule_resources
+    from virnucflow.schema import defaults
+
+    table = rule_resources(defaults(), on_gpu=True)
+    assert {"prepare", "embed_dna", "embed_protein", "merge", "streaming"} <= set(table)
+    for rule, resources in table.items():
+        for name in ("mem_mb", "runtime", "disk_mb"):
+            value = getattr(resources, name)
+            if value is None:
+                continue
+            params = list(inspect.signature(value).parameters)
+            assert params[0] == "wildcards" and set(params[1:]) <= {"input", "threads", "attempt"}, (rule, name)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import copy_run, copy_workflow, run_snakemake
+from conftest import copy_run
 
 
 def planned_jobs(workdir, changes):
@@ -64,7 +64,7 @@ def test_a_setting_that_changes_no_byte_reruns_nothing(finished, key):
     assert planned_jobs(finished, {key: NOTHING_CHANGES[key]}) == {}
 
 
-DOWNSTREAM_OF_EMBEDDINGS = {"tabulate_embed_jobs": 2, "merge": 2, "predict": 2, "virus_reads": 2,
+DOWNSTREAM_OF_EMBEDDINGS = {"tabulate_embed_jobs": 2, "merge": 2, "predict": 2, "calls": 2, "virus_reads": 2,
                             "virus_reads_table": 1, "report_plots": 1}
 
 
@@ -86,6 +86,8 @@ def test_a_setting_that_changes_the_frames_reruns_prepare_and_all_after_it(finis
     assert {"merge", "predict", "report_plots"} <= set(planned)
 
 
-def test_a_classifier_setting_reruns_the_calls_only(finished):
-    planned = planned_jobs(finished, {"calls.max_ambiguous_fraction": 0.5})
-    assert "predict" in planned and not {"prepare", "embed_dna", "embed_protein", "merge"} & set(planned)
+@pytest.mark.parametrize("key, value", [("calls.max_ambiguous_fraction", 0.5), ("calls.min_virus_score", 0.9)])
+def test_a_calls_setting_reruns_the_calls_only(finished, key, value):
+    """The calls are made from predictions.tsv: never the merge, predict or an embed job again."""
+    planned = planned_jobs(finished, {key: value})
+    assert planned == {"calls": 2, "virus_reads": 2, "virus_reads_table": 1, "report_plots": 1}
