@@ -130,3 +130,18 @@ def kill_when(proc, reached, timeout=300, poll=0.005):
     proc.kill()
     proc.wait()
     raise TimeoutError("kill point never reached")
+
+
+def wait_until(condition, timeout=120, what="the condition"):
+    """Poll `condition` until it holds; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"{what} never came")
+
+
+def text(path):
+    """A log file's text, or "" before the job has written it."""
+    return Path(path).read_text() if Path(path).exists() else ""

@@ -107,7 +107,8 @@ def named_keys(text, top_level):
 
 
 @pytest.mark.parametrize("doc", ["README.md", "config/README.md", "profiles/slurm/config.v8+.yaml",
-                                 "profiles/lsf/config.v8+.yaml"])
+                                 "profiles/lsf/config.v8+.yaml",
+                                 *sorted(f"docs/{page.name}" for page in (CONFIG.parent / "docs").glob("*.md"))])
 def test_every_config_key_the_docs_name_exists(doc):
     """A user copies key names from the docs: each must be one the schema knows (issue: embed.token_budget)."""
     schema = load_schema()

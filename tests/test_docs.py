@@ -69,22 +69,6 @@ def test_the_table_gives_the_schema_defaults():
         assert yaml.safe_load(shown) == node["default"], (key, shown, node["default"])
 
 
-def test_config_keys_the_docs_name_exist():
-    """As tests/test_config.py checks README and config/README: docs/ pages too (`section.key`)."""
-    schema = load_schema()
-    pattern = rf"`((?:{'|'.join(schema['properties'])})(?:\.[a-z0-9_]+)+)"
-    for page in DOCS:
-        unknown = []
-        for dotted in set(re.findall(pattern, page.read_text())):
-            node = schema
-            for part in dotted.split("."):
-                node = node.get("properties", {}).get(part)
-                if node is None:
-                    unknown.append(dotted)
-                    break
-        assert not unknown, f"{page.name} names keys the schema lacks: {sorted(unknown)}"
-
-
 def slug(heading):
     """GitHub's anchor of a heading."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import embed_options, finished_batches
+from helpers import embed_options, finished_batches, text, wait_until
 from virnucflow.embed import embed_shard
 from virnucflow.embeddings import open_embeddings
 from virnucflow.lease import STALE_PERIODS
@@ -102,19 +102,6 @@ def start(fasta, out, model, log, library, lease_seconds, token_budget=1500):
     env = {**os.environ, "LD_PRELOAD": library, "VIRNUCFLOW_LOCK_LEASE_SECONDS": str(lease_seconds)}
     return subprocess.Popen([sys.executable, "-c", JOB, str(REPO), str(fasta), str(out), str(log), json.dumps(options)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def wait_until(condition, timeout=120, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise TimeoutError(f"{what} never came")
-
-
-def text(path):
-    return Path(path).read_text() if Path(path).exists() else ""
 
 
 def end(*procs):

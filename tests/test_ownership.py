@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import virnucflow.sidecar as sidecar_module
-from helpers import embed_options, finished_batches
+from helpers import embed_options, finished_batches, text, wait_until
 from virnucflow.embed import embed_shard
 from virnucflow.embeddings import open_embeddings, verify_checksums
 from virnucflow.errors import VirnucflowError
@@ -70,19 +70,6 @@ def start(fasta, out, model, log, token_budget=1500):
     options = embed_options("dna", model=model, device="cpu", token_budget=token_budget, stats_json=f"{out}.json")
     return subprocess.Popen([sys.executable, "-c", JOB, str(REPO), str(fasta), str(out), str(log),
                              json.dumps(options)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until(condition, timeout=120, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise TimeoutError(f"{what} never came")
-
-
-def text(path):
-    return Path(path).read_text() if Path(path).exists() else ""
 
 
 # --- the lock ------------------------------------------------------------------------------------
