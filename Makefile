@@ -74,11 +74,11 @@ test-slow: setup
 	VIRNUCFLOW_TEST_DEVICE=cpu $(BIN)/pytest tests/test_gpu.py  # the GPU checks through the CPU paths
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 # For the project's GPU machine (no package index there): see benchmarks/gpu_workflow.sh.
 gpu-wheels: setup
-	$(BIN)/python benchmarks/gpu_wheels.py
+	$(BIN)/python tools/gpu_wheels.py
 
 slurm-test: setup
 	bash tests/slurm/run.sh

@@ -6,7 +6,7 @@ each protein; it writes the same files as virnucflow.prepare (frames.tsv, reads.
 The reverse strand uses str.translate on ACGT only, as the original's units.reverse_complement does:
 Bio.Seq.reverse_complement would also complement IUPAC codes (R -> Y), which the original does not.
 
-    python benchmarks/baseline_biopython.py reads.fa out_dir [--chunk-length 500] [--compat virnucpro]
+    python -m benchmarks.baseline_biopython reads.fa out_dir [--chunk-length 500] [--compat virnucpro]
 """
 
 import argparse
@@ -15,6 +15,7 @@ import os
 
 from Bio import SeqIO
 from Bio.Data.CodonTable import standard_dna_table
+
 
 CODONS = dict(standard_dna_table.forward_table)
 CODONS.update({stop: "*" for stop in standard_dna_table.stop_codons})

@@ -9,12 +9,11 @@ the batch is halved and its halves run as two batches.
 Random-weight models in the published layouts, the published widths (ESM-2 t6 8M: 6 layers of 320;
 DNABERT-S: 768 wide, fewer layers to stay quick on a CPU):
 
-    .venv/bin/python benchmarks/batching.py                      # ~1 min on 2 cores
-    .venv/bin/python benchmarks/batching.py --sequences 200 --dna-layers 12
+    .venv/bin/python -m benchmarks.batching                      # ~1 min on 2 cores
+    .venv/bin/python -m benchmarks.batching --sequences 200 --dna-layers 12
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import REPO
+from benchmarks.command import command_line
+from benchmarks.synthetic import synthetic_reads
+from virnucflow.batching import make_batches
+from virnucflow.models.dnabert_s import DnabertSConfig
+from virnucflow.models.esm2 import Esm2Config
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
+from virnucflow.models.resolve import load_encoder
 
-from virnucflow.batching import make_batches  # noqa: E402
-from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
-from virnucflow.models.esm2 import Esm2Config  # noqa: E402
-from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
-from virnucflow.models.resolve import load_encoder  # noqa: E402
-from benchmarks.synthetic import synthetic_reads  # noqa: E402
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -81,7 +80,7 @@ def main():
                  "|---|---|---:|---:|---:|---:|"]
         lines += compare("ESM-2 t6 shape (6 x 320), fp32 CPU", esm, proteins, args.budgets)
         lines += compare(f"DNABERT-S shape ({args.dna_layers} x 768), fp32 CPU", dna, reads, args.budgets)
-    text = (f"`{' '.join(['.venv/bin/python', 'benchmarks/batching.py', *sys.argv[1:]])}` — {args.sequences} sequences "
+    text = (f"`{command_line()}` — {args.sequences} sequences "
             f"(DNA 150-1,500 bp, proteins a third of that), torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, {time.monotonic() - started:.0f} s\n\n" + "\n".join(lines) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

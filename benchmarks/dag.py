@@ -4,7 +4,7 @@ The DAG update after a checkpoint is Snakemake's known weak spot (snakemake issu
 #3003). This builds a finished `prepare` checkpoint with N shards (empty shard files: only their
 number matters here) and times a dry run that must expand 2N embed jobs, merge and predict.
 
-    .venv/bin/python benchmarks/dag.py --shards 100 1000 5000
+    .venv/bin/python -m benchmarks.dag --shards 100 1000 5000
 """
 
 import argparse
@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from e2e import REPO, copy_workflow
-
+from benchmarks import REPO
+from benchmarks.workflow import copy_workflow
 from virnucflow.demo import write_demo_models
 
 
@@ -74,7 +74,7 @@ def main():
         f"# snakemake -n overhead ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores)",
         "",
-        f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/dag.py', '--shards', *map(str, args.shards)])}`",
+        f"Command: `{' '.join(['.venv/bin/python', '-m', 'benchmarks.dag', '--shards', *map(str, args.shards)])}`",
         "",
         "| shards | jobs in DAG | dry-run seconds | peak RSS (MB) | ms per job |",
         "|---:|---:|---:|---:|---:|",

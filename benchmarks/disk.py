@@ -22,8 +22,8 @@ float16` changes: bytes, merge and predict time, classifier scores and calls.
    alternately (--repeat, medians), bytes of embeddings.h5, and the change of every frame's score2
    (P(virus)) and of the frame, chunk and read calls.
 
-    .venv/bin/python benchmarks/disk.py                                     # 20,000 reads; 100,000 rows
-    .venv/bin/python benchmarks/disk.py --reads 400 --rows 2000 --repeat 1  # a smoke run
+    .venv/bin/python -m benchmarks.disk                                     # 20,000 reads; 100,000 rows
+    .venv/bin/python -m benchmarks.disk --reads 400 --rows 2000 --repeat 1  # a smoke run
 """
 
 import argparse
@@ -42,16 +42,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import REPO
+from benchmarks.command import command_line
+from benchmarks.synthetic import synthetic_reads, write_fasta
+from benchmarks.workflow import copy_workflow
+from virnucflow.embeddings import ROWS_PER_CHUNK, EmbeddingWriter, open_embeddings
+from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER
 
-from virnucflow.embeddings import ROWS_PER_CHUNK, EmbeddingWriter, open_embeddings  # noqa: E402
-from benchmarks.synthetic import synthetic_reads, write_fasta  # noqa: E402
-from virnucflow.workfiles import FRAMES_HEADER, READS_HEADER  # noqa: E402
 
-FILES = ["Snakefile", "rules", "scripts", "config", "envs", "report", "virnucflow"]
 READ_LENGTH = 500
 PUBLISHED = {"dna": 768, "protein": 2560}
 REFERENCE = REPO.parent / "shared" / "reference" / "virnucpro"
@@ -120,15 +119,11 @@ class DiskWatch(threading.Thread):
 def workflow_copy(root, reads, shard_residues, seed):
     """The workflow in `root` with `reads` synthetic 500 bp reads as sample `bench`, and bench.yaml: the demo
     config with larger shards and batches, the shards kept."""
-    for name in FILES:
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, root / name)
+    copy_workflow(root, {"samples": "samples.tsv", "shard_residues": shard_residues, "keep_shards": True,
+                         "embed": {"dna_token_budget": 16384, "protein_token_budget": 16384},
+                         "merge": {"buffer_rows": 10000}}, configfile="bench.yaml")
     write_fasta(root / "reads.fa", synthetic_reads(reads, READ_LENGTH, READ_LENGTH, coding_fraction=0.5, seed=seed))
     (root / "samples.tsv").write_text(f"sample\tfasta\n{SAMPLE}\treads.fa\n")
-    config = yaml.safe_load((root / "config/demo.yaml").read_text())
-    config.update(samples="samples.tsv", shard_residues=shard_residues, keep_shards=True)
-    config["embed"].update(dna_token_budget=16384, protein_token_budget=16384)
-    config["merge"]["buffer_rows"] = 10000
-    (root / "bench.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def lines_of(path):
@@ -368,7 +363,7 @@ def float16_lines(title, result, calls):
     ]
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, default=20_000, help="synthetic 500 bp reads through the workflow")
     parser.add_argument("--shard-residues", type=int, default=500_000)
@@ -380,61 +375,80 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", default=None, help="scratch folder (default: the system temp folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/disk.md"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        root = Path(tmp) / "run"
-        root.mkdir()
-        workflow_copy(root, args.reads, args.shard_residues, args.seed)
-        watch = DiskWatch(root, args.interval)
-        watch.start()
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "bench.yaml", "--cores", str(args.cores),
-                        "--workflow-profile", "none", "--resources", "gpu=1", "--quiet"], cwd=root, check=True)
-        wall = time.perf_counter() - started
-        watch.done.set()
-        watch.join()
-        print(f"workflow: {wall:.0f} s, {watch.samples} disk samples ({watch.merge_samples} during the merge)",
-              flush=True)
+    return parser.parse_args()
 
-        work, results = root / "work" / SAMPLE, root / "results" / SAMPLE
-        reads, frames = lines_of(work / "reads.tsv"), lines_of(work / "frames.tsv")
-        chunks = lines_of(results / "chunk_calls.tsv")
-        virus_reads = sum(1 for row in table(results / "read_calls.tsv") if row[-1] == "virus")
-        id_chars = statistics.mean(len(row[0]) for row in table(work / "frames.tsv"))
-        shards = {kind: sorted((work / "embed").glob(f"*.{kind}.h5")) for kind in PUBLISHED}
-        h5 = {kind: h5_files(paths) for kind, paths in shards.items()}
-        h5["result"] = h5_files([results / "embeddings.h5"])
-        size = {name: os.path.getsize(work / name) for name in ("frames.tsv", "reads.tsv", "summary.json")}
-        size["fasta"] = sum(os.path.getsize(p) for p in [*(work / "shards").glob("*.f?a")])
-        size.update({name: os.path.getsize(results / name) for name in CALLS if (results / name).exists()})
-        print(f"{reads} reads, {frames} frames, {chunks} chunks", flush=True)
 
-        scratch = Path(tmp) / "scratch"
-        scratch.mkdir()
-        job = {kind: embed_job_peak(root, kind, shards[kind][0].name.split(".")[0], scratch) for kind in PUBLISHED}
+def run_workflow(root, args):
+    """The workflow on --reads reads in `root`, its disk use sampled: (wall s, the DiskWatch)."""
+    workflow_copy(root, args.reads, args.shard_residues, args.seed)
+    watch = DiskWatch(root, args.interval)
+    watch.start()
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "bench.yaml", "--cores", str(args.cores),
+                    "--workflow-profile", "none", "--resources", "gpu=1", "--quiet"], cwd=root, check=True)
+    wall = time.perf_counter() - started
+    watch.done.set()
+    watch.join()
+    print(f"workflow: {wall:.0f} s, {watch.samples} disk samples ({watch.merge_samples} during the merge)", flush=True)
+    return wall, watch
 
-        demo_sample = {"frames": work / "frames.tsv", "reads": work / "reads.tsv", "dna": shards["dna"],
-                       "protein": shards["protein"], "dna_fasta": sorted((work / "shards").glob("*.fna")),
-                       "protein_fasta": sorted((work / "shards").glob("*.faa"))}
-        demo = float16_against_float32(demo_sample, root / "resources/demo_models/classifier_tiny.pth",
-                                       scratch / "demo", args.repeat)
-        print("float16, demo pipeline:", demo, flush=True)
-        published = None
-        if args.rows:
-            folder = Path(tmp) / "published"
-            folder.mkdir()
-            sample, source = published_width_sample(folder, args.rows, args.shards, args.seed)
-            published_h5 = {kind: h5_files(sample[kind]) for kind in PUBLISHED}
-            classifier = calibrated_classifier(folder, sample)
-            published = float16_against_float32(sample, classifier, folder / "out", args.repeat)
-            published_h5.update({dtype: h5_files([folder / "out" / dtype / "embeddings.h5"])
-                                 for dtype in ("float32", "float16")})
-            print("float16, published width:", published, flush=True)
 
-    # --- the tables
-    total = lambda files: sum(f[0] for f in files)  # noqa: E731
-    per_file, per_row = overhead_fit([f for files in h5.values() for f in files])
-    dims = {kind: h5[kind][0][2] for kind in h5}
+def run_files(root):
+    """What the finished run in `root` wrote: its counts, file sizes and HDF5 files."""
+    work, results = root / "work" / SAMPLE, root / "results" / SAMPLE
+    shards = {kind: sorted((work / "embed").glob(f"*.{kind}.h5")) for kind in PUBLISHED}
+    h5 = {kind: h5_files(paths) for kind, paths in shards.items()}
+    h5["result"] = h5_files([results / "embeddings.h5"])
+    size = {name: os.path.getsize(work / name) for name in ("frames.tsv", "reads.tsv", "summary.json")}
+    size["fasta"] = sum(os.path.getsize(p) for p in [*(work / "shards").glob("*.f?a")])
+    size.update({name: os.path.getsize(results / name) for name in CALLS if (results / name).exists()})
+    run = dict(reads=lines_of(work / "reads.tsv"), frames=lines_of(work / "frames.tsv"),
+               chunks=lines_of(results / "chunk_calls.tsv"),
+               virus_reads=sum(1 for row in table(results / "read_calls.tsv") if row[-1] == "virus"),
+               id_chars=statistics.mean(len(row[0]) for row in table(work / "frames.tsv")),
+               shards=shards, h5=h5, size=size)
+    print(f"{run['reads']} reads, {run['frames']} frames, {run['chunks']} chunks", flush=True)
+    return run
+
+
+def measure(args, tmp):
+    """Parts 1 and 3a on the workflow's run, 3b on a sample at the published width (--rows): a dict."""
+    root = Path(tmp) / "run"
+    root.mkdir()
+    wall, watch = run_workflow(root, args)
+    run = run_files(root)
+    work, shards = root / "work" / SAMPLE, run["shards"]
+    scratch = Path(tmp) / "scratch"
+    scratch.mkdir()
+    job = {kind: embed_job_peak(root, kind, shards[kind][0].name.split(".")[0], scratch) for kind in PUBLISHED}
+    demo_sample = {"frames": work / "frames.tsv", "reads": work / "reads.tsv", "dna": shards["dna"],
+                   "protein": shards["protein"], "dna_fasta": sorted((work / "shards").glob("*.fna")),
+                   "protein_fasta": sorted((work / "shards").glob("*.faa"))}
+    demo = float16_against_float32(demo_sample, root / "resources/demo_models/classifier_tiny.pth",
+                                   scratch / "demo", args.repeat)
+    print("float16, demo pipeline:", demo, flush=True)
+    run.update(wall=wall, watch=watch, job=job, demo=demo, published=None)
+    if args.rows:
+        folder = Path(tmp) / "published"
+        folder.mkdir()
+        sample, source = published_width_sample(folder, args.rows, args.shards, args.seed)
+        published_h5 = {kind: h5_files(sample[kind]) for kind in PUBLISHED}
+        classifier = calibrated_classifier(folder, sample)
+        published = float16_against_float32(sample, classifier, folder / "out", args.repeat)
+        published_h5.update({dtype: h5_files([folder / "out" / dtype / "embeddings.h5"])
+                             for dtype in ("float32", "float16")})
+        print("float16, published width:", published, flush=True)
+        run.update(published=published, published_h5=published_h5, sample=sample, source=source)
+    return run
+
+
+def total(files):
+    return sum(f[0] for f in files)
+
+
+def measured_lines(args, run, per_file, per_row, dims):
+    """Part 1: the bytes of each file of the run, per frame and per read, and one embed job's peak."""
+    h5, size, watch, reads, frames = run["h5"], run["size"], run["watch"], run["reads"], run["frames"]
     measured = [
         ("work/: frames.tsv", size["frames.tsv"]), ("work/: reads.tsv", size["reads.tsv"]),
         ("work/: shard FASTA (.fna + .faa)", size["fasta"]), ("work/: summary.json", size["summary.json"]),
@@ -447,15 +461,13 @@ def main():
         ("peak of the run, sampled (allocated; the shards kept)", watch.peak[0]),
     ]
     lines = [
-        f"# Disk use ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
-        f"Command: `.venv/bin/python benchmarks/{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`", "",
         "## 1. Measured: the workflow on the demo models", "",
         f"{reads:,} synthetic reads of {READ_LENGTH} bp (half coding), {frames:,} frames ({frames / reads:.3f} per "
-        f"read), {chunks:,} chunks with a frame, {virus_reads:,} reads called virus (untrained classifier); frame ids "
-        f"of {id_chars:.1f} characters on average; the demo models (DNABERT-S {dims['dna']} and ESM-2 "
-        f"{dims['protein']} features, float32); shard_residues {args.shard_residues:,}; keep_shards: true; "
-        f"workflow wall {wall:.0f} s; {watch.samples} disk samples every {args.interval} s ({watch.merge_samples} "
-        "while the merge wrote its result).", "",
+        f"read), {run['chunks']:,} chunks with a frame, {run['virus_reads']:,} reads called virus (untrained "
+        f"classifier); frame ids of {run['id_chars']:.1f} characters on average; the demo models (DNABERT-S "
+        f"{dims['dna']} and ESM-2 {dims['protein']} features, float32); shard_residues {args.shard_residues:,}; "
+        f"keep_shards: true; workflow wall {run['wall']:.0f} s; {watch.samples} disk samples every {args.interval} s "
+        f"({watch.merge_samples} while the merge wrote its result).", "",
         "| file | bytes | per frame | per read |", "|---|---:|---:|---:|",
     ]
     lines += [f"| {name} | {n:,} | {n / frames:,.1f} | {n / reads:,.1f} |" for name, n in measured]
@@ -468,7 +480,7 @@ def main():
         "| job | rows | sidecar bytes | per row | output bytes | peak per row | peak / output |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for kind, (n, sidecar, output) in job.items():
+    for kind, (n, sidecar, output) in run["job"].items():
         lines.append(f"| {kind} | {n:,} | {sidecar:,} | {sidecar / n:.1f} | {output:,} | {(sidecar + output) / n:.1f} "
                      f"| {(sidecar + output) / output:.2f} |")
     lines += [
@@ -476,14 +488,19 @@ def main():
         f"per file + per row x rows, after the rows' own storage in whole chunks): {per_file:,.0f} B per file + "
         f"{per_row:.1f} B per row (the id's text and reference, HDF5's index).", "",
     ]
-    # Per frame and per read parts of each output at the published widths (chunk files count per read: one
-    # chunk per 500 bp read).
+    return lines
+
+
+def projected_rows(run, per_row):
+    """(file, (bytes per frame, bytes per read)) at the published widths, and the float32 bytes per row of each
+    HDF5 file (chunk files count per read: one chunk per 500 bp read)."""
+    size, frames, reads = run["size"], run["frames"], run["reads"]
     f32 = {kind: per_row + width * 4 for kind, width in (("dna", 768), ("protein", 2560), ("result", 3328))}
     f16 = per_row + 3328 * 2
     work = ((size["frames.tsv"] + size["fasta"]) / frames, (size["reads.tsv"] + size["summary.json"]) / reads)
     calls = (size.get("predictions.tsv", 0) / frames,
              sum(size.get(name, 0) for name in CALLS if name not in ("predictions.tsv",)) / reads)
-    projected = [
+    return [
         ("shards, DNA (768 float32)", (f32["dna"], 0)), ("shards, protein (2560 float32)", (f32["protein"], 0)),
         ("shards, both", (f32["dna"] + f32["protein"], 0)),
         ("embeddings.h5, float32 (3328)", (f32["result"], 0)), ("embeddings.h5, merge.dtype: float16", (f16, 0)),
@@ -496,14 +513,19 @@ def main():
          (work[0] + f32["result"] + calls[0], work[1] + calls[1])),
         ("the same, merge.dtype: float16", (work[0] + f16 + calls[0], work[1] + calls[1])),
         ("the same, keep_embeddings: false (work/ + calls)", (work[0] + calls[0], work[1] + calls[1])),
-    ]
-    lines += [
+    ], f32
+
+
+def projected_lines(args, run, per_file, per_row, dims):
+    """Part 2: bytes per frame and per read at the published widths, checked on part 3b's files."""
+    projected, f32 = projected_rows(run, per_row)
+    lines = [
         "## 2. Published widths (768 + 2560), projected: the per-row bytes above + width x 4 (float16: x 2)", "",
         "Bytes per frame and per read (a read's own rows: reads.tsv, read_calls.tsv, chunk files), then per read and "
         "for 100M reads of 500 bp at 0.5 / 1.0 / 1.5 frames per read. Besides: per HDF5 file about "
         f"{per_file / 1e3:,.0f} kB and up to one partly filled chunk of rows (at most 1 MiB); ids longer than "
-        f"{id_chars:.0f} characters add the extra characters (rounded up to 8) per row to each HDF5 file and to "
-        "frames.tsv, the shard FASTA and the calls.", "",
+        f"{run['id_chars']:.0f} characters add the extra characters (rounded up to 8) per row to each HDF5 file and "
+        "to frames.tsv, the shard FASTA and the calls.", "",
         "| file | per frame | + per read | per read, 0.5 / 1.0 / 1.5 frames | 100M reads, 0.5 / 1.0 / 1.5 frames |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -511,29 +533,43 @@ def main():
         at = [frame_part * f + read_part for f in (0.5, 1.0, 1.5)]
         lines.append(f"| {name} | {frame_part:,.0f} | {read_part:,.0f} | {' / '.join(f'{b:,.0f}' for b in at)} | "
                      f"{' / '.join(human(b * 1e8) for b in at)} |")
-    beyond = {kind: (sidecar - n * dims[kind] * 4) / n for kind, (n, sidecar, _) in job.items()}
+    beyond = {kind: (sidecar - n * dims[kind] * 4) / n for kind, (n, sidecar, _) in run["job"].items()}
     lines += ["", "While an embed job runs, its sidecar holds its rows once more (rows x width x 4 bytes, + "
               + ", ".join(f"{b:.0f} B per row of batch records ({kind})" for kind, b in beyond.items())
               + "), so each running job needs about twice its output until the output is in place: at the published "
               f"widths and the default 10M residues per shard (~60,000 frames), about "
               f"{human(2 * 60_000 * f32['protein'])} for ESM-2 and {human(2 * 60_000 * f32['dna'])} for DNABERT-S, "
               "per job running at once."]
-    if published is not None:
+    if run["published"] is not None:
         check = []
-        for name, files in published_h5.items():
+        for name, files in run["published_h5"].items():
             predicted = sum(per_file + per_row * n + row_storage(n, d, i) for _, n, d, i in files)
             check.append(f"{name} {total(files) / sum(f[1] for f in files):,.1f} B per frame written, "
                          f"{total(files) / predicted - 1:+.2%} against the projection")
         lines += ["", f"Checked on files written at the published widths by the same code (part 3b: {args.rows:,} "
-                  f"rows in {args.shards} shard pairs, ids of {sample['id_chars']:.1f} characters): "
+                  f"rows in {args.shards} shard pairs, ids of {run['sample']['id_chars']:.1f} characters): "
                   + "; ".join(check) + "."]
+    return lines
+
+
+def main():
+    args = parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        run = measure(args, tmp)
+    h5 = run["h5"]
+    per_file, per_row = overhead_fit([f for files in h5.values() for f in files])
+    dims = {kind: h5[kind][0][2] for kind in h5}
+    lines = [f"# Disk use ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
+             f"Command: `{command_line()}`", ""]
+    lines += measured_lines(args, run, per_file, per_row, dims)
+    lines += projected_lines(args, run, per_file, per_row, dims)
     lines += ["", "## 3. merge.dtype: float16 against float32 (same run, alternating)", ""]
-    lines += float16_lines(f"(a) the demo pipeline: {frames:,} frames of part 1, demo classifier (untrained, "
-                           f"{dims['result']} inputs)", *demo)
-    if published is not None:
+    lines += float16_lines(f"(a) the demo pipeline: {run['frames']:,} frames of part 1, demo classifier (untrained, "
+                           f"{dims['result']} inputs)", *run["demo"])
+    if run["published"] is not None:
         lines += float16_lines(f"(b) published width: {args.rows:,} frames x 3328, features like real ones "
-                               f"({source}), VirNucPro's MLP (random weights, BatchNorm set from the features)",
-                               *published)
+                               f"({run['source']}), VirNucPro's MLP (random weights, BatchNorm set from the features)",
+                               *run["published"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

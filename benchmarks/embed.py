@@ -16,33 +16,32 @@ The table is rewritten after every row, so a run cut short keeps what it measure
 `--device cpu --layers 1` runs the same code path on a machine without a GPU (a smoke test of
 the script, not a figure).
 
-    .venv/bin/python benchmarks/embed.py --sequences 2000
-    .venv/bin/python benchmarks/embed.py --gpu --all --sequences 12000
+    .venv/bin/python -m benchmarks.embed --sequences 2000
+    .venv/bin/python -m benchmarks.embed --gpu --all --sequences 12000
 """
 
 import argparse
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import REPO
+from benchmarks.command import command_line
+from virnucflow.batching import make_batches
+from virnucflow.demo import DNABERT_S_SEED, DNABERT_S_TINY, ESM2_SEED, ESM2_TINY
+from virnucflow.models.dnabert_s import DNABERTS, DnabertSConfig
+from virnucflow.models.dnabert_s_encoder import DnabertSEncoder, load_dnabert_s
+from virnucflow.models.esm2 import ESM2, Esm2Config
+from virnucflow.models.esm2_alphabet import MASK, PAD, tokenize
+from virnucflow.models.esm2_encoder import Esm2Encoder, load_esm2
+from virnucflow.models.packing import pad
+from virnucflow.models.random_weights import train_tokenizer, write_random_dnabert_s, write_random_esm2
 
-from virnucflow.demo import DNABERT_S_SEED, DNABERT_S_TINY, ESM2_SEED, ESM2_TINY  # noqa: E402
-from virnucflow.batching import make_batches  # noqa: E402
-from virnucflow.models.packing import pad  # noqa: E402
-from virnucflow.models.dnabert_s import DNABERTS, DnabertSConfig  # noqa: E402
-from virnucflow.models.dnabert_s_encoder import DnabertSEncoder, load_dnabert_s  # noqa: E402
-from virnucflow.models.esm2 import ESM2, Esm2Config  # noqa: E402
-from virnucflow.models.esm2_alphabet import MASK, PAD, tokenize  # noqa: E402
-from virnucflow.models.esm2_encoder import Esm2Encoder, load_esm2  # noqa: E402
-from virnucflow.models.random_weights import train_tokenizer, write_random_dnabert_s, write_random_esm2  # noqa: E402
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 ESM_EXTRACT_TOKENS = 4096  # fair-esm's esm-extract --toks_per_batch default
@@ -168,30 +167,40 @@ def gpu_rows(args, emit):
     dna, proteins = workload(args.sequences)
     torch.manual_seed(0)
     if "dnabert-s" in args.models:
-        tok = train_tokenizer(4096, seed=0, reads=2000)
-        layers = args.layers or 12
-        with torch.device(device):  # random weights made where they run: initialising 3B on a CPU takes minutes
-            size = DnabertSConfig(layers=layers, vocab_size=tok.get_vocab_size())
-            model, baseline_model = DNABERTS(size).eval(), DNABERTS(size).eval()
-        slow = DnabertSEncoder(baseline_model, tok, "DNABERT-S", device, torch.float32, "padded")
-        tokens = [slow.tokenize(s) for s in dna]
-        params = sum(p.numel() for p in model.parameters()) - model.embeddings.word_embeddings.weight.numel()
-        base = baseline_rate(slow, tokens, [[i] for i in range(len(tokens))], sync, args.baseline_tokens)
-        del slow, baseline_model
-        name = "DNABERT-S 117M"
-        variants = [(f"{name} (bf16 packed)", "packed", False, BUDGET, False)]
-        if args.all:
-            variants += [
-                (f"{name} (bf16 padded, auto)", "padded", False, BUDGET, False),
-                (f"{name} (bf16 padded, auto, 262k-token batches)", "padded", False, LARGE_BUDGET, False),
-                (f"{name} (bf16 padded, auto, 262k-token batches, pipelined)", "padded", False, LARGE_BUDGET, True),
-                (f"{name} (bf16 padded + compiled layers, 262k-token batches)", "padded", True, LARGE_BUDGET, False),
-                (f"{name} (bf16 padded + compiled layers, 262k-token batches, pipelined)", "padded", True,
-                 LARGE_BUDGET, True)]
-        measure_variants(variants, lambda attention, compiled: DnabertSEncoder(
-            model, tok, "DNABERT-S", device, torch.bfloat16, attention, compile_layers=compiled),
-            tokens, sync, params, base, emit)
-        del model
+        dnabert_s_rows(args, device, dna, sync, emit)
+    esm2_rows(args, device, proteins, sync, emit)
+
+
+def dnabert_s_rows(args, device, dna, sync, emit):
+    """DNABERT-S 117M's rows: packed (with --all: padded, larger batches, compiled, pipelined)."""
+    tok = train_tokenizer(4096, seed=0, reads=2000)
+    layers = args.layers or 12
+    with torch.device(device):  # random weights made where they run: initialising 3B on a CPU takes minutes
+        size = DnabertSConfig(layers=layers, vocab_size=tok.get_vocab_size())
+        model, baseline_model = DNABERTS(size).eval(), DNABERTS(size).eval()
+    slow = DnabertSEncoder(baseline_model, tok, "DNABERT-S", device, torch.float32, "padded")
+    tokens = [slow.tokenize(s) for s in dna]
+    params = sum(p.numel() for p in model.parameters()) - model.embeddings.word_embeddings.weight.numel()
+    base = baseline_rate(slow, tokens, [[i] for i in range(len(tokens))], sync, args.baseline_tokens)
+    del slow, baseline_model
+    name = "DNABERT-S 117M"
+    variants = [(f"{name} (bf16 packed)", "packed", False, BUDGET, False)]
+    if args.all:
+        variants += [
+            (f"{name} (bf16 padded, auto)", "padded", False, BUDGET, False),
+            (f"{name} (bf16 padded, auto, 262k-token batches)", "padded", False, LARGE_BUDGET, False),
+            (f"{name} (bf16 padded, auto, 262k-token batches, pipelined)", "padded", False, LARGE_BUDGET, True),
+            (f"{name} (bf16 padded + compiled layers, 262k-token batches)", "padded", True, LARGE_BUDGET, False),
+            (f"{name} (bf16 padded + compiled layers, 262k-token batches, pipelined)", "padded", True,
+             LARGE_BUDGET, True)]
+    measure_variants(variants, lambda attention, compiled: DnabertSEncoder(
+        model, tok, "DNABERT-S", device, torch.bfloat16, attention, compile_layers=compiled),
+        tokens, sync, params, base, emit)
+    del model
+
+
+def esm2_rows(args, device, proteins, sync, emit):
+    """The rows of each ESM-2 model in args.models: packed (with --all: padded, compiled, pipelined, Hugging Face)."""
     for key, layers, dim, heads, name in (("esm2-650m", 33, 1280, 20, "ESM-2 650M"), ("esm2-3b", 36, 2560, 40, "ESM-2 3B")):
         if key not in args.models:
             continue
@@ -238,7 +247,7 @@ def hf_ratios(rows):
     return lines
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequences", type=int, default=2000)
     parser.add_argument("--gpu", action="store_true")
@@ -252,27 +261,18 @@ def main():
     parser.add_argument("--layers", type=int, default=None,
                         help="with --gpu: this many layers instead of the published depth (smoke runs)")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    kind = ("gpu_smoke" if args.layers else "gpu") if args.gpu else "cpu"
-    out = Path(args.out or REPO / f"benchmarks/results/embed_{kind}.md")
+    return parser.parse_args()
+
+
+def table_writer(args, out, baseline, device):
+    """`emit(row)`: records a measured row and rewrites `out` with every row so far."""
     rows = []
-    if not args.gpu:
-        baseline = "one sequence at a time (VirNucPro's loop)"
-        device = platform.processor() or platform.machine()
-    else:
-        baseline = (f"fp32 padded, length-sorted batches of <= {ESM_EXTRACT_TOKENS} tokens (esm-extract style); "
-                    "DNABERT-S: fp32 padded, one sequence at a time (VirNucPro's loop); each over a sample of "
-                    f"~{args.baseline_tokens} tokens spread over the batches. Batches of {BUDGET} tokens unless "
-                    "the row says otherwise")
-        if args.layers:
-            baseline += f"; SMOKE RUN with {args.layers} layer(s) per model: not a figure"
-        device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{args.device} smoke run"
 
     def emit(row):
         rows.append(row)
         lines = [
             f"# embed throughput ({time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__})", "",
-            f"Command: `.venv/bin/python {' '.join(sys.argv)}`", "",
+            f"Command: `{command_line()}`", "",
             f"Baseline, same run: {baseline}.", "",
             "| model | sequences/s | tokens/s | padding | baseline tokens/s | speed-up | TFLOP/s | MFU | peak GPU GiB "
             "| setup s |",
@@ -291,22 +291,46 @@ def main():
         out.write_text("\n".join(lines) + "\n")
         print(lines[-1] if not ratios else "\n".join(lines[-len(ratios):]), flush=True)
 
+    return emit
+
+
+def cpu_rows(args, emit):
+    """The tiny demo models on the CPU against one sequence at a time."""
+    dna, proteins = workload(args.sequences)
+    torch.set_num_threads(os.cpu_count())
+    with tempfile.TemporaryDirectory() as tmp:
+        dnabert = load_dnabert_s(write_random_dnabert_s(Path(tmp) / "d", DNABERT_S_TINY, seed=DNABERT_S_SEED),
+                                 attention="padded")
+        esm = load_esm2(write_random_esm2(Path(tmp) / "e.pt", "fair-esm", ESM2_TINY, seed=ESM2_SEED),
+                        attention="padded")
+    nothing = lambda: None  # noqa: E731
+    for name, encoder, sequences in (("DNABERT-S tiny (cpu fp32)", dnabert, dna), ("ESM-2 tiny (cpu fp32)", esm,
+                                                                                 proteins)):
+        tokens = [encoder.tokenize(s) for s in sequences]
+        singles = [[i] for i in range(len(tokens))]
+        base = baseline_rate(encoder, tokens, singles, nothing, sum(map(len, tokens)) // 4)  # a quarter
+        emit(measure(name, encoder, tokens, 16384, nothing, sum(p.numel() for p in encoder.model.parameters()),
+                     base))
+
+
+def main():
+    args = parse_args()
+    kind = ("gpu_smoke" if args.layers else "gpu") if args.gpu else "cpu"
+    out = Path(args.out or REPO / f"benchmarks/results/embed_{kind}.md")
     if not args.gpu:
-        dna, proteins = workload(args.sequences)
-        torch.set_num_threads(os.cpu_count())
-        with tempfile.TemporaryDirectory() as tmp:
-            dnabert = load_dnabert_s(write_random_dnabert_s(Path(tmp) / "d", DNABERT_S_TINY, seed=DNABERT_S_SEED),
-                                     attention="padded")
-            esm = load_esm2(write_random_esm2(Path(tmp) / "e.pt", "fair-esm", ESM2_TINY, seed=ESM2_SEED),
-                            attention="padded")
-        nothing = lambda: None  # noqa: E731
-        for name, encoder, sequences in (("DNABERT-S tiny (cpu fp32)", dnabert, dna), ("ESM-2 tiny (cpu fp32)", esm,
-                                                                                     proteins)):
-            tokens = [encoder.tokenize(s) for s in sequences]
-            singles = [[i] for i in range(len(tokens))]
-            base = baseline_rate(encoder, tokens, singles, nothing, sum(map(len, tokens)) // 4)  # a quarter
-            emit(measure(name, encoder, tokens, 16384, nothing, sum(p.numel() for p in encoder.model.parameters()),
-                         base))
+        baseline = "one sequence at a time (VirNucPro's loop)"
+        device = platform.processor() or platform.machine()
+    else:
+        baseline = (f"fp32 padded, length-sorted batches of <= {ESM_EXTRACT_TOKENS} tokens (esm-extract style); "
+                    "DNABERT-S: fp32 padded, one sequence at a time (VirNucPro's loop); each over a sample of "
+                    f"~{args.baseline_tokens} tokens spread over the batches. Batches of {BUDGET} tokens unless "
+                    "the row says otherwise")
+        if args.layers:
+            baseline += f"; SMOKE RUN with {args.layers} layer(s) per model: not a figure"
+        device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{args.device} smoke run"
+    emit = table_writer(args, out, baseline, device)
+    if not args.gpu:
+        cpu_rows(args, emit)
     else:
         gpu_rows(args, emit)
     print(out.read_text())

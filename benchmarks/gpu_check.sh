@@ -47,13 +47,13 @@ except ImportError as exc:
 step "tests/test_gpu.py: bf16 paths against fp32, compiled layers, no host sync, head size 12, embed jobs" 140 \
   "${tests[@]}" python3 -m pytest -q -p no:cacheprovider --durations=12 "${tests_only[@]}" tests/test_gpu.py
 step "throughput: ESM-2 3B, every path, HF transformers in the same run" 140 \
-  python3 benchmarks/embed.py --gpu --all --models esm2-3b "${device[@]}" --sequences "$sequences" \
+  python3 -m benchmarks.embed --gpu --all --models esm2-3b "${device[@]}" --sequences "$sequences" \
   --baseline-tokens "$baseline" --peak-tflops "$peak" --out "$out/embed_esm2_3b.md"
 step "profile: one ESM-2 3B batch, eager and compiled" 55 \
-  python3 benchmarks/gpu_profile.py "${profile[@]}" --out "$out/profile_esm2_3b.md" --trace "$out/trace_esm2_3b.json.gz"
+  python3 -m benchmarks.gpu_profile "${profile[@]}" --out "$out/profile_esm2_3b.md" --trace "$out/trace_esm2_3b.json.gz"
 step "throughput: DNABERT-S 117M and ESM-2 650M, every path" 120 \
-  python3 benchmarks/embed.py --gpu --all --models dnabert-s esm2-650m "${device[@]}" --sequences "$sequences" \
+  python3 -m benchmarks.embed --gpu --all --models dnabert-s esm2-650m "${device[@]}" --sequences "$sequences" \
   --baseline-tokens "$baseline" --peak-tflops "$peak" --out "$out/embed_dnabert_s_esm2_650m.md"
 step "fixed cost per job: load, copy, compile (cold and warm compiler cache)" 95 \
-  python3 benchmarks/load.py "${load[@]}" --repeat 1 --out "$out/load.md"
+  python3 -m benchmarks.load "${load[@]}" --repeat 1 --out "$out/load.md"
 echo "== done in $SECONDS s; files in $out: $(ls "$out" | tr '\n' ' ')" | tee -a "$log"

@@ -4,15 +4,14 @@ layers. Writes a markdown table per path: the kernels by device time, and the sh
 products (GEMM), attention and everything else (elementwise, LayerNorm, copies), against the batch's
 wall time; plus a Chrome trace of the eager batch (`--trace`).
 
-    python3 benchmarks/gpu_profile.py --out profile.md --trace trace.json.gz      # on a GPU
-    .venv/bin/python benchmarks/gpu_profile.py --device cpu --layers 1 --out /tmp/p.md   # smoke run
+    python3 -m benchmarks.gpu_profile --out profile.md --trace trace.json.gz      # on a GPU
+    .venv/bin/python -m benchmarks.gpu_profile --device cpu --layers 1 --out /tmp/p.md   # smoke run
 """
 
 import argparse
 import gzip
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,15 +19,13 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.command import command_line
+from benchmarks.embed import workload
+from virnucflow.batching import make_batches
+from virnucflow.models.esm2 import ESM2, Esm2Config
+from virnucflow.models.esm2_alphabet import tokenize
+from virnucflow.models.esm2_encoder import Esm2Encoder
 
-from embed import workload  # noqa: E402  (benchmarks/embed.py: the same shapes)
-from virnucflow.batching import make_batches  # noqa: E402
-from virnucflow.models.esm2 import ESM2, Esm2Config  # noqa: E402
-from virnucflow.models.esm2_alphabet import tokenize  # noqa: E402
-from virnucflow.models.esm2_encoder import Esm2Encoder  # noqa: E402
 
 GEMM = re.compile(r"gemm|gemv|nvjet|cutlass|xmma|cublas|matmul|\bmm\b|addmm|linear", re.IGNORECASE)
 ATTENTION = re.compile(r"flash|fmha|attention|attn|sdpa|cudnn", re.IGNORECASE)
@@ -100,7 +97,7 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device} smoke run"
     lines = [f"# ESM-2 3B ({args.layers} layers), one bf16 packed batch under torch.profiler "
              f"({time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__})", "",
-             f"Command: `python3 {' '.join(sys.argv)}`", "",
+             f"Command: `{command_line('python3')}`", "",
              "GEMM: matrix-product kernels (cuBLAS/CUTLASS); attention: FlashAttention varlen; other: elementwise,",
              "LayerNorm, rotary, GELU, copies, pooling. Device time per kernel is summed over the batch's launches.", ""]
     for compiled in (False,) if args.no_compile else (False, True):

@@ -5,8 +5,8 @@ safetensors), `--resources gpu=1`. Reports reads per GPU-hour, the GPU's busy fr
 projected for 1M reads of 500 bp, against virnucpro-broad's 1M reads in 53 min on an RTX 4090 scaled
 by peak bf16 FLOP (165 TFLOP/s for the 4090, 989 for an H100/H200: 53 min x 165 / 989 = 8.8 min).
 
-    python3 benchmarks/gpu_workflow.py --reads 50000                       # on the GPU machine
-    .venv/bin/python benchmarks/gpu_workflow.py --device cpu --esm2 650m --layers 1 --reads 200  # smoke
+    python3 -m benchmarks.gpu_workflow --reads 50000                       # on the GPU machine
+    .venv/bin/python -m benchmarks.gpu_workflow --device cpu --esm2 650m --layers 1 --reads 200  # smoke
 
 The classifier is left out (VirNucPro's needs trained features); prepare, embed, merge and the report
 run as in production. Writing the 3B model (11 GB of fp32) takes ~1 min of the run; it is not timed.
@@ -23,15 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import REPO
+from benchmarks.command import command_line
+from benchmarks.e2e import workflow_copy
+from benchmarks.synthetic import synthetic_reads, write_fasta
+from benchmarks.workflow import stage_seconds
+from virnucflow.models.dnabert_s import DnabertSConfig
+from virnucflow.models.esm2 import Esm2Config
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 
-from e2e import stage_seconds, workflow_copy  # noqa: E402
-
-from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
-from virnucflow.models.esm2 import Esm2Config  # noqa: E402
-from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
-from benchmarks.synthetic import synthetic_reads, write_fasta  # noqa: E402
 
 ESM2 = {"3b": (36, 2560, 40), "650m": (33, 1280, 20)}  # layers, width, heads of the published models
 PEAK_TFLOPS = {"H100/H200 bf16": 989.0, "RTX 4090 bf16 (fp32 accumulate)": 165.0}
@@ -70,7 +70,7 @@ class GpuMonitor:
         return rows
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reads", type=int, default=50_000)
     parser.add_argument("--read-length", type=int, default=500)
@@ -83,9 +83,43 @@ def main():
     parser.add_argument("--timeout", type=float, default=480, help="seconds for the snakemake run")
     parser.add_argument("--dir", default=None, help="scratch folder (default: the system temp folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/gpu_workflow.md"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def report_lines(args, wall, frames, devices, stages, samples):
+    """The results table: wall, reads per GPU-hour, GPU busy, the projection against virnucpro-broad, stages."""
+    layers, smoke = ESM2[args.esm2][0], args.layers is not None
+    busy = (f"{sum(u for u, _ in samples) / len(samples):.0f}% mean utilization, "
+            f"{sum(1 for u, _ in samples if u > 0) / len(samples):.0%} of samples busy, peak memory "
+            f"{max(m for _, m in samples) / 1024:.1f} GiB ({len(samples)} samples)") if samples else "no nvidia-smi"
+    per_hour = args.reads / wall * 3600
+    projected = wall * 1_000_000 / args.reads / 60
+    broad = BROAD_MINUTES_1M * PEAK_TFLOPS["RTX 4090 bf16 (fp32 accumulate)"] / PEAK_TFLOPS["H100/H200 bf16"]
+    lines = [
+        f"# the workflow on one GPU ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {args.cores} cores)", "",
+        f"Command: `{command_line('python3')}`", "",
+        ("**SMOKE RUN** (fewer layers: not a measurement). " if smoke else "")
+        + f"{args.reads} reads of {args.read_length} bp (half coding), {frames} frames; DNABERT-S 117M + ESM-2 "
+        f"{args.esm2.upper()} ({args.layers or layers} layers), random weights in the published layouts; "
+        f"embed device {args.device} (ran on: {', '.join(devices)}); shard_residues {args.shard_residues}; "
+        f"`--resources gpu=1`.", "",
+        "| figure | value |", "|---|---|",
+        f"| wall (snakemake, models already written) | {wall:.0f} s |",
+        f"| reads per GPU-hour | {per_hour:,.0f} |",
+        f"| GPU busy over the run | {busy} |",
+        f"| projected, 1M reads of {args.read_length} bp | {projected:.1f} min |",
+        f"| virnucpro-broad, 1M reads, per unit of peak FLOP (53 min on a 4090 x 165 / 989) | {broad:.1f} min |",
+        f"| ratio (ours / broad's, per FLOP; < 1 is faster) | {projected / broad:.2f} |",
+        "", "| stage | jobs | job seconds (sum) | us per read |", "|---|---:|---:|---:|",
+    ]
+    for rule, (seconds, jobs) in sorted(stages.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"| {rule} | {jobs} | {seconds:.1f} | {1e6 * seconds / args.reads:.0f} |")
+    return lines
+
+
+def main():
+    args = parse_args()
     layers, width, heads = ESM2[args.esm2]
-    smoke = args.layers is not None
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         started = time.perf_counter()
@@ -115,31 +149,7 @@ def main():
             devices = sorted({f"{job['device_name'] or job['device']} {job['precision']}"
                               for job in csv.DictReader(handle, delimiter="\t")})
         samples = monitor.samples()
-    busy = (f"{sum(u for u, _ in samples) / len(samples):.0f}% mean utilization, "
-            f"{sum(1 for u, _ in samples if u > 0) / len(samples):.0%} of samples busy, peak memory "
-            f"{max(m for _, m in samples) / 1024:.1f} GiB ({len(samples)} samples)") if samples else "no nvidia-smi"
-    per_hour = args.reads / wall * 3600
-    projected = wall * 1_000_000 / args.reads / 60
-    broad = BROAD_MINUTES_1M * PEAK_TFLOPS["RTX 4090 bf16 (fp32 accumulate)"] / PEAK_TFLOPS["H100/H200 bf16"]
-    lines = [
-        f"# the workflow on one GPU ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {args.cores} cores)", "",
-        f"Command: `python3 benchmarks/gpu_workflow.py {' '.join(sys.argv[1:])}`", "",
-        ("**SMOKE RUN** (fewer layers: not a measurement). " if smoke else "")
-        + f"{args.reads} reads of {args.read_length} bp (half coding), {frames} frames; DNABERT-S 117M + ESM-2 "
-        f"{args.esm2.upper()} ({args.layers or layers} layers), random weights in the published layouts; "
-        f"embed device {args.device} (ran on: {', '.join(devices)}); shard_residues {args.shard_residues}; "
-        f"`--resources gpu=1`.", "",
-        "| figure | value |", "|---|---|",
-        f"| wall (snakemake, models already written) | {wall:.0f} s |",
-        f"| reads per GPU-hour | {per_hour:,.0f} |",
-        f"| GPU busy over the run | {busy} |",
-        f"| projected, 1M reads of {args.read_length} bp | {projected:.1f} min |",
-        f"| virnucpro-broad, 1M reads, per unit of peak FLOP (53 min on a 4090 x 165 / 989) | {broad:.1f} min |",
-        f"| ratio (ours / broad's, per FLOP; < 1 is faster) | {projected / broad:.2f} |",
-        "", "| stage | jobs | job seconds (sum) | us per read |", "|---|---:|---:|---:|",
-    ]
-    for rule, (seconds, jobs) in sorted(stages.items(), key=lambda kv: -kv[1][0]):
-        lines.append(f"| {rule} | {jobs} | {seconds:.1f} | {1e6 * seconds / args.reads:.0f} |")
+    lines = report_lines(args, wall, frames, devices, stages, samples)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -3,7 +3,7 @@
 #   run(command="bash benchmarks/gpu_workflow.sh", carry=[".whl"], timeout_s=600)
 # Snakemake and its dependencies travel as wheels in .whl/ (the GPU image has torch, h5py, matplotlib ...
 # but no snakemake and no package index). What the run must show: benchmarks/GPU_RUN.md.
-# Arguments go on to gpu_workflow.py (a smoke run here: PY=.venv/bin/python bash benchmarks/gpu_workflow.sh
+# Arguments go on to benchmarks/gpu_workflow.py (a smoke run here: PY=.venv/bin/python bash benchmarks/gpu_workflow.sh
 # --device cpu --esm2 650m --layers 1 --reads 100 --timeout 120).
 set -uo pipefail
 PY=${PY:-python3}
@@ -20,6 +20,6 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1   # the j
   > "$OUT/machine.txt" 2>&1
 # 50k reads of 500 bp with ESM-2 3B: ~1 min to write the models, ~3-5 min of workflow; the timeouts leave
 # the call's last 40 s for the files to come back.
-timeout 555 $PY benchmarks/gpu_workflow.py --reads 50000 --timeout 450 --dir /tmp --out "$OUT/gpu_workflow.md" \
+timeout 555 $PY -m benchmarks.gpu_workflow --reads 50000 --timeout 450 --dir /tmp --out "$OUT/gpu_workflow.md" \
   "$@" 2>&1 | tee "$OUT/gpu_workflow.log"
-echo "== gpu_workflow.py: exit ${PIPESTATUS[0]}" | tee -a "$OUT/gpu_workflow.log"
+echo "== benchmarks.gpu_workflow: exit ${PIPESTATUS[0]}" | tee -a "$OUT/gpu_workflow.log"

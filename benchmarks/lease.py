@@ -7,22 +7,19 @@ the check a job makes before each batch it appends (one read of the lease).
 The folder is a temporary one on --dir (default: the system's temporary folder); point it at the
 cluster file system to measure there.
 
-    .venv/bin/python benchmarks/lease.py                          # 60 s at the default period (10 s)
-    .venv/bin/python benchmarks/lease.py --seconds 10 --period 0.1
+    .venv/bin/python -m benchmarks.lease                          # 60 s at the default period (10 s)
+    .venv/bin/python -m benchmarks.lease --seconds 10 --period 0.1
 """
 
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from virnucflow.lease import DEFAULT_PERIOD, Lease  # noqa: E402
+from benchmarks import REPO
+from virnucflow.lease import DEFAULT_PERIOD, Lease
 
 
 def hold(folder, seconds, period):

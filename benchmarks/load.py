@@ -7,10 +7,10 @@ A row "+ compiled layers" builds the encoder with compile_layers=True: its first
 empty compiler cache (TORCHINDUCTOR_CACHE_DIR, shared by that row's jobs, as a cache on the node
 would be), later jobs find the kernels there ("load s, first job" against "load s").
 
-    .venv/bin/python benchmarks/load.py                 # DNABERT-S 117M, ESM-2 650M (2 layouts)
-    .venv/bin/python benchmarks/load.py --esm2-3b       # + ESM-2 3B (11 GB of fp32 safetensors)
-    python3 benchmarks/load.py --device cuda            # on a GPU: + the copy to it
-    python3 benchmarks/load.py --device cuda --compiled --layouts hf   # + DNABERT-S with compiled layers
+    .venv/bin/python -m benchmarks.load                 # DNABERT-S 117M, ESM-2 650M (2 layouts)
+    .venv/bin/python -m benchmarks.load --esm2-3b       # + ESM-2 3B (11 GB of fp32 safetensors)
+    python3 -m benchmarks.load --device cuda            # on a GPU: + the copy to it
+    python3 -m benchmarks.load --device cuda --compiled --layouts hf   # + DNABERT-S with compiled layers
 """
 
 import argparse
@@ -22,18 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import REPO
+from benchmarks.command import command_line, python_env
+from virnucflow.models.dnabert_s import DnabertSConfig
+from virnucflow.models.esm2 import Esm2Config
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 
-from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
-from virnucflow.models.esm2 import Esm2Config  # noqa: E402
-from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
 
 LOAD = """
 import resource, sys, time
 started = time.perf_counter()
 import torch
-sys.path.insert(0, {repo!r})
 from virnucflow.models.dnabert_s_encoder import load_dnabert_s
 from virnucflow.models.esm2_encoder import load_esm2
 from virnucflow.models.resolve import resolve_model
@@ -72,10 +71,10 @@ def measure(name, kind, path, repeat, device, compiled=False):
     runs = []
     # The first job hashes the weights (and compiles), later ones read the digest (and the compiled kernels).
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "XDG_CACHE_HOME": cache, "TORCHINDUCTOR_CACHE_DIR": f"{cache}/inductor",
+        env = {**python_env(), "XDG_CACHE_HOME": cache, "TORCHINDUCTOR_CACHE_DIR": f"{cache}/inductor",
                "TRITON_CACHE_DIR": f"{cache}/triton"}
         for _ in range(1 + repeat):
-            out = subprocess.run([sys.executable, "-c", LOAD.format(repo=str(REPO)), kind, str(path), device,
+            out = subprocess.run([sys.executable, "-c", LOAD, kind, str(path), device,
                                   str(int(compiled))], check=True, capture_output=True, text=True, env=env).stdout.split()
             runs.append(tuple(map(float, out)))
     first, later = runs[0][4], min(r[4] for r in runs[1:])
@@ -118,7 +117,7 @@ def main():
                     f.unlink()
     lines = [
         f"# model loading ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
-        f"Command: `.venv/bin/python {' '.join(sys.argv)}`", "",
+        f"Command: `{command_line()}`", "",
         f"Each load in a fresh process to bf16 on {args.device}, attention auto (on a GPU: the copy included;",
         "'+ compiled layers': their compile warm-up too, with an empty compiler cache in the first job); files in the",
         f"page cache; load: the first job, and the best of the {args.repeat} later. import: Python + torch + "

@@ -11,10 +11,10 @@ ru_maxrss; CPU is its user + system time, which, unlike the wall time, does not 
 jobs share the machine. Runs are interleaved (cp, merge, [merge of --against], cp, ...) and the
 medians reported.
 
-    .venv/bin/python benchmarks/merge.py                          # 100k rows, 1.4 GB
-    .venv/bin/python benchmarks/merge.py --rows 100000 1000000    # + 13.4 GB: needs ~30 GB free
-    .venv/bin/python benchmarks/merge.py --shuffle                # rows in random order in each shard
-    git worktree add /tmp/old <rev> && .venv/bin/python benchmarks/merge.py --against /tmp/old
+    .venv/bin/python -m benchmarks.merge                          # 100k rows, 1.4 GB
+    .venv/bin/python -m benchmarks.merge --rows 100000 1000000    # + 13.4 GB: needs ~30 GB free
+    .venv/bin/python -m benchmarks.merge --shuffle                # rows in random order in each shard
+    git worktree add /tmp/old <rev> && .venv/bin/python -m benchmarks.merge --against /tmp/old
                                                                   # + the merge of another revision
 """
 
@@ -32,18 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import REPO
+from benchmarks.command import python_env
+from virnucflow.embeddings import EmbeddingWriter, open_embeddings
+from virnucflow.workfiles import FRAMES_HEADER
 
-from virnucflow.embeddings import EmbeddingWriter, open_embeddings  # noqa: E402
-from virnucflow.workfiles import FRAMES_HEADER  # noqa: E402
 
 DIMS = {"dna": 768, "protein": 2560}
 POOL = 4096  # distinct random rows per model; each written row also carries its frame number
 
 MERGE = """
 import glob, inspect, sys
-sys.path.insert(0, sys.argv[4])
 from virnucflow.merge import merge_sample
 folder, out, buffer_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fasta = {}
@@ -99,18 +98,18 @@ def check_result(path, rows, seed=2):
         assert np.array_equal(got[:, 0], picks) and np.array_equal(got[:, DIMS["dna"]], picks), "rows misjoined"
 
 
-def timed(cmd):
+def timed(cmd, env=None):
     """Wall seconds, peak RSS (MB) and CPU seconds of `cmd` and its children."""
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter();"
                "subprocess.run(sys.argv[1:], check=True);"
                "r = resource.getrusage(resource.RUSAGE_CHILDREN);"
                "print(time.perf_counter() - t, r.ru_maxrss, r.ru_utime + r.ru_stime)")
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True, env=env)
     seconds, rss, cpu = out.stdout.split()
     return float(seconds), int(rss) / 1024, float(cpu)
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--shards", type=int, default=20)
@@ -122,59 +121,60 @@ def main():
                         help="a checkout of another revision (git worktree): its merge is timed too, interleaved")
     parser.add_argument("--dir", default=None, help="scratch folder (default: the system temp folder)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/merge.md"))
-    args = parser.parse_args()
-    sources = {"merge": str(REPO)} | ({"against": str(Path(args.against).resolve())} if args.against else {})
-    results = []
-    for rows in args.rows:
-        need = rows * sum(DIMS.values()) * 4 * 2.2  # shards + their copy (deleted before the merge writes)
-        free = shutil.disk_usage(args.dir or tempfile.gettempdir()).free
-        if free < need:
-            print(f"skipping {rows} rows: needs {need / 1e9:.0f} GB free, {free / 1e9:.0f} GB available", flush=True)
-            continue
-        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-            folder = Path(tmp)
-            started = time.perf_counter()
-            make_shards(folder, rows, args.shards, args.shuffle)
-            size = sum(p.stat().st_size for p in folder.glob("*.h5"))
-            print(f"{rows} rows: {size / 1e9:.2f} GB of shards written in {time.perf_counter() - started:.0f} s",
-                  flush=True)
-            (folder / "merge.py").write_text(MERGE)
-            # Interleaved repeats: other jobs on the machine slow every kind of run alike.
-            times = {"cp": [], **{name: [] for name in sources}}
-            cpu = {name: [] for name in sources}
-            rss = 0.0
-            for _ in range(args.repeat):
-                (folder / "copy").mkdir()
+    return parser.parse_args()
+
+
+def measure_rows(args, rows, sources):
+    """cp and each source's merge on `rows` rows, interleaved: (rows, MB, median s, median CPU s, peak RSS MB)."""
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        make_shards(folder, rows, args.shards, args.shuffle)
+        size = sum(p.stat().st_size for p in folder.glob("*.h5"))
+        print(f"{rows} rows: {size / 1e9:.2f} GB of shards written in {time.perf_counter() - started:.0f} s",
+              flush=True)
+        (folder / "merge.py").write_text(MERGE)
+        # Interleaved repeats: other jobs on the machine slow every kind of run alike.
+        times = {"cp": [], **{name: [] for name in sources}}
+        cpu = {name: [] for name in sources}
+        rss = 0.0
+        for _ in range(args.repeat):
+            (folder / "copy").mkdir()
+            subprocess.run(["sync"], check=True)
+            times["cp"].append(timed(["sh", "-c", f"cp {folder}/*.h5 {folder}/copy/ && sync"])[0])
+            shutil.rmtree(folder / "copy")
+            for name, source in sources.items():
+                out = folder / "out"
+                out.mkdir()
                 subprocess.run(["sync"], check=True)
-                times["cp"].append(timed(["sh", "-c", f"cp {folder}/*.h5 {folder}/copy/ && sync"])[0])
-                shutil.rmtree(folder / "copy")
-                for name, source in sources.items():
-                    out = folder / "out"
-                    out.mkdir()
-                    subprocess.run(["sync"], check=True)
-                    seconds, peak, cpu_s = timed(["sh", "-c", f"{sys.executable} {folder}/merge.py {folder} {out} "
-                                                  f"{args.buffer_rows} {source} && sync"])
-                    check_result(out / "embeddings.h5", rows)
-                    shutil.rmtree(out)
-                    times[name].append(seconds)
-                    cpu[name].append(cpu_s)
-                    if name == "merge":
-                        rss = max(rss, peak)
-            median = {name: statistics.median(values) for name, values in times.items()}
-            cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
-            results.append((rows, size / 1e6, median, cpu_median, rss))
-            line = (f"{rows} rows ({size / 1e9:.2f} GB): cp {size / 1e6 / median['cp']:.0f} MB/s, merge "
-                    f"{size / 1e6 / median['merge']:.0f} MB/s = {median['cp'] / median['merge']:.2f}x cp, "
-                    f"{cpu_median['merge']:.1f} s CPU, peak RSS {rss:.0f} MB")
-            if args.against:
-                line += (f"; --against: {median['cp'] / median['against']:.2f}x cp, {cpu_median['against']:.1f} s CPU; "
-                         f"new/old wall {median['merge'] / median['against']:.2f}, CPU "
-                         f"{cpu_median['merge'] / cpu_median['against']:.2f}")
-            print(line, flush=True)
+                seconds, peak, cpu_s = timed(["sh", "-c", f"{sys.executable} {folder}/merge.py {folder} {out} "
+                                              f"{args.buffer_rows} && sync"], env=python_env(source))
+                check_result(out / "embeddings.h5", rows)
+                shutil.rmtree(out)
+                times[name].append(seconds)
+                cpu[name].append(cpu_s)
+                if name == "merge":
+                    rss = max(rss, peak)
+        median = {name: statistics.median(values) for name, values in times.items()}
+        cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
+        result = (rows, size / 1e6, median, cpu_median, rss)
+        line = (f"{rows} rows ({size / 1e9:.2f} GB): cp {size / 1e6 / median['cp']:.0f} MB/s, merge "
+                f"{size / 1e6 / median['merge']:.0f} MB/s = {median['cp'] / median['merge']:.2f}x cp, "
+                f"{cpu_median['merge']:.1f} s CPU, peak RSS {rss:.0f} MB")
+        if args.against:
+            line += (f"; --against: {median['cp'] / median['against']:.2f}x cp, {cpu_median['against']:.1f} s CPU; "
+                     f"new/old wall {median['merge'] / median['against']:.2f}, CPU "
+                     f"{cpu_median['merge'] / cpu_median['against']:.2f}")
+        print(line, flush=True)
+    return result
+
+
+def table_lines(args, results):
+    """The results table, a row per size."""
     against = f" --against {args.against}" if args.against else ""
     lines = [
         f"# merge vs cp ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)", "",
-        f"Command: `.venv/bin/python benchmarks/merge.py --rows {' '.join(map(str, args.rows))} "
+        f"Command: `.venv/bin/python -m benchmarks.merge --rows {' '.join(map(str, args.rows))} "
         f"--repeat {args.repeat}{' --shuffle' if args.shuffle else ''}{against}`", "",
         f"{args.shards} shard pairs of 768 + 2560 float32 columns (rows "
         f"{'shuffled within each shard' if args.shuffle else 'in shard order, as the embed jobs write them'}), "
@@ -193,6 +193,21 @@ def main():
             row += (f" {m['cp'] / m['against']:.2f}x | {c['against']:.1f} | {m['merge'] / m['against']:.2f} | "
                     f"{c['merge'] / c['against']:.2f} |")
         lines.append(row)
+    return lines
+
+
+def main():
+    args = parse_args()
+    sources = {"merge": str(REPO)} | ({"against": str(Path(args.against).resolve())} if args.against else {})
+    results = []
+    for rows in args.rows:
+        need = rows * sum(DIMS.values()) * 4 * 2.2  # shards + their copy (deleted before the merge writes)
+        free = shutil.disk_usage(args.dir or tempfile.gettempdir()).free
+        if free < need:
+            print(f"skipping {rows} rows: needs {need / 1e9:.0f} GB free, {free / 1e9:.0f} GB available", flush=True)
+            continue
+        results.append(measure_rows(args, rows, sources))
+    lines = table_lines(args, results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

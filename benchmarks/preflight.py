@@ -5,7 +5,7 @@ Two questions: does a sample's check grow with its size (it must not: 100 GB of 
 while snakemake starts), and what does the whole check cost per sample at 10 to 1,000 samples?
 Baseline in the same run: reading the first 64 KiB of the same files (what the check reads).
 
-    .venv/bin/python benchmarks/preflight.py --sizes-mb 1 1000 20000 --samples 10 100 1000
+    .venv/bin/python -m benchmarks.preflight --sizes-mb 1 1000 20000 --samples 10 100 1000
 """
 
 import argparse
@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import REPO
+from virnucflow.demo import write_demo_models
+from virnucflow.preflight import preflight
+from virnucflow.snakemake_seams import Product
 
-from virnucflow.demo import write_demo_models  # noqa: E402
-from virnucflow.preflight import preflight  # noqa: E402
-from virnucflow.snakemake_seams import Product  # noqa: E402
 
 RECORD = b">read_%d some description\n" + b"ACGTTGCAAGGCTTACGATCGATCGGATCCATGACGTAGCTAGCTAGGCTAGCATCGACTGAC" * 8 + b"\n"
 
@@ -67,7 +66,7 @@ def main():
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/preflight.md"))
     args = parser.parse_args()
     lines = [f"# Checks at workflow start ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)",
-             "", f"Command: `.venv/bin/python benchmarks/preflight.py --sizes-mb {' '.join(map(str, args.sizes_mb))} "
+             "", f"Command: `.venv/bin/python -m benchmarks.preflight --sizes-mb {' '.join(map(str, args.sizes_mb))} "
              f"--gz-mb {args.gz_mb} --samples {' '.join(map(str, args.samples))}`", ""]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -4,9 +4,9 @@ Each side runs in its own subprocess pinned to one core; CPU seconds and peak RS
 OS (getrusage of the child), and every output file (frames.tsv, reads.tsv, all shards) is compared
 byte for byte. Two input sizes show whether peak memory grows with the input.
 
-    .venv/bin/python benchmarks/prepare.py                      # 100k and 250k reads
-    .venv/bin/python benchmarks/prepare.py --reads 20000 50000  # quicker
-    .venv/bin/python benchmarks/prepare.py --reads 100000 --fastq --out benchmarks/results/prepare_fastq.md
+    .venv/bin/python -m benchmarks.prepare                      # 100k and 250k reads
+    .venv/bin/python -m benchmarks.prepare --reads 20000 50000  # quicker
+    .venv/bin/python -m benchmarks.prepare --reads 100000 --fastq --out benchmarks/results/prepare_fastq.md
                                                                 # + the same reads as FASTQ
 
 Input: seeded reads of 150-1500 bp; 35% coding on the forward strand and 15% on the reverse
@@ -29,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO
+from benchmarks.command import python_env
+
+
 RESULTS = REPO / "benchmarks" / "results" / "prepare.md"
 OURS = (
-    "import sys; sys.path.insert(0, {repo!r}); from virnucflow.prepare import prepare_sample; "
+    "import sys; from virnucflow.prepare import prepare_sample; "
     "prepare_sample(sys.argv[1], sys.argv[2], sample='bench', chunk_length=500, compat={compat!r}, "
     "shard_residues=10_000_000)"
 )
@@ -75,14 +78,14 @@ def measured(cmd):
         "subprocess.run(sys.argv[1:], check=True); wall = time.perf_counter() - t;"
         "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(u.ru_utime + u.ru_stime, wall, u.ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True,
+                         env=python_env())
     cpu, wall, rss_kb = out.stdout.split()
     return float(cpu), float(wall), int(rss_kb) / 1024
 
 
 READER = """
 import sys, time
-sys.path.insert(0, {repo!r})
 path, which = sys.argv[1], sys.argv[2]
 if which == "pyfastx":
     import pyfastx
@@ -116,11 +119,11 @@ def reader_rows(fasta, mb):
     for which in ("pyfastx", "virnucflow"):
         times = []
         for path in (fasta, gz):
-            out = subprocess.run([sys.executable, "-c", READER.format(repo=str(REPO)), str(path), which], check=True,
-                                 capture_output=True, text=True).stdout.split()
+            out = subprocess.run([sys.executable, "-c", READER, str(path), which], check=True,
+                                 capture_output=True, text=True, env=python_env()).stdout.split()
             times.append((float(out[0]), int(out[1])))
-        cut = subprocess.run([sys.executable, "-c", READER.format(repo=str(REPO)), str(truncated), which],
-                             capture_output=True, text=True)
+        cut = subprocess.run([sys.executable, "-c", READER, str(truncated), which],
+                             capture_output=True, text=True, env=python_env())
         if cut.returncode == 0:
             verdict = f"no error, {int(cut.stdout.split()[1])} of {times[0][1]} reads"
         else:
@@ -159,7 +162,7 @@ def fastq_rows(fasta, mb, repeat):
     for _ in range(repeat):
         for path in sizes:
             subprocess.run(["rm", "-rf", str(folders[path])], check=True)
-            runs[path].append(measured([sys.executable, "-c", OURS.format(repo=str(REPO), compat="virnucpro"),
+            runs[path].append(measured([sys.executable, "-c", OURS.format(compat="virnucpro"),
                                         str(path), str(folders[path])]))
     identical = same_outputs(folders[fasta], folders[fastq])
     mbp = json.loads((folders[fasta] / "summary.json").read_text())["bases"] / 1e6
@@ -168,8 +171,8 @@ def fastq_rows(fasta, mb, repeat):
         subprocess.run(f"gzip -1 -c {path} > {gz}", shell=True, check=True)
         reader = []
         for source in (path, gz):
-            command = [sys.executable, "-c", READER.format(repo=str(REPO)), str(source), "virnucflow"]
-            seconds = [subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[0]
+            command = [sys.executable, "-c", READER, str(source), "virnucflow"]
+            seconds = [subprocess.run(command, check=True, capture_output=True, text=True, env=python_env()).stdout.split()[0]
                        for _ in range(repeat)]
             reader.append(min(map(float, seconds)))
         gz.unlink()
@@ -191,7 +194,7 @@ def same_outputs(ours, theirs):
     return all(filecmp.cmp(Path(ours) / n, Path(theirs) / n, shallow=False) for n in names)
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, nargs="+", default=[100_000, 250_000], help="input sizes")
     parser.add_argument("--compat", choices=["virnucpro", "fixed"], default="virnucpro")
@@ -202,7 +205,11 @@ def main():
     parser.add_argument("--fastq", action="store_true",
                         help="also prepare the first size's reads as FASTQ, against the same reads as FASTA")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each format for --fastq (lowest CPU kept)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def measure_sizes(args):
+    """prepare and Biopython on each --reads size: (rows, reader rows, FASTQ rows)."""
     rows, readers, formats = [], [], None
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
@@ -210,9 +217,9 @@ def main():
             fasta = tmp / f"reads_{n}.fa"
             mb = make_reads(fasta, n, seed=n) / 1e6
             ours_dir, bio_dir = tmp / f"ours_{n}", tmp / f"bio_{n}"
-            ours = measured([sys.executable, "-c", OURS.format(repo=str(REPO), compat=args.compat), str(fasta),
+            ours = measured([sys.executable, "-c", OURS.format(compat=args.compat), str(fasta),
                              str(ours_dir)])
-            bio = measured([sys.executable, str(REPO / "benchmarks/baseline_biopython.py"), str(fasta), str(bio_dir),
+            bio = measured([sys.executable, "-m", "benchmarks.baseline_biopython", str(fasta), str(bio_dir),
                             "--compat", args.compat])
             frames = sum(1 for _ in open(ours_dir / "frames.tsv")) - 1
             identical = same_outputs(ours_dir, bio_dir)
@@ -228,11 +235,16 @@ def main():
             if args.fastq and formats is None:
                 formats = (n, *fastq_rows(fasta, mb, args.repeat))
             fasta.unlink()
+    return rows, readers, formats
+
+
+def prepare_lines(args, rows):
+    """The table of prepare against Biopython, a row per size."""
     lines = [
         f"# prepare vs Biopython ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
         "each side pinned to one core)",
         "",
-        f"Command: `.venv/bin/python benchmarks/prepare.py --reads {' '.join(map(str, args.reads))}"
+        f"Command: `.venv/bin/python -m benchmarks.prepare --reads {' '.join(map(str, args.reads))}"
         f"{' --compat ' + args.compat if args.compat != 'virnucpro' else ''}"
         f"{' --no-reader' if args.no_reader else ''}{f' --fastq --repeat {args.repeat}' if args.fastq else ''}`",
         "",
@@ -248,39 +260,58 @@ def main():
     for n, mb, frames, (oc, ow, orss), (bc, bw, brss), same in rows:
         lines.append(f"| {n} | {mb:.0f} | {frames} | {mb / oc:.1f} | {oc:.2f} | {ow:.2f} | {orss:.0f} | {mb / bc:.2f} "
                      f"| {bc:.1f} | {bw:.1f} | {brss:.0f} | {bc / oc:.1f}x | {'yes' if same else 'NO'} |")
+    return lines
+
+
+def reader_lines(args, readers):
+    """The table of the readers alone (pyfastx, ours)."""
+    lines = [
+        "",
+        f"Reading alone ({args.reads[0]} reads): MB of FASTA per CPU second to parse and IUPAC-check, and a .gz",
+        "cut in half. The project reads FASTA itself because pyfastx returns a prefix of a damaged .gz silently.",
+        "",
+        "| reader | plain MB/s | gzip -1 MB/s | truncated .gz |",
+        "|---|---:|---:|---|",
+    ]
+    lines += [f"| {which} | {plain:.0f} | {gz:.0f} | {verdict} |" for which, plain, gz, verdict in readers]
+    return lines
+
+
+def format_lines(args, formats):
+    """The table of FASTQ against FASTA."""
+    n, format_rows, identical = formats
+    (_, fa_mb, _, fa_cpu, *_), (_, fq_mb, _, fq_cpu, *_) = format_rows
+    lines = [
+        "",
+        f"FASTQ vs FASTA ({n} reads, the same reads in both; FASTQ with one sequence line and a quality line per",
+        f"record, FASTA in 60-column lines; lowest CPU seconds of {args.repeat} alternating runs, each in its own",
+        "process pinned to one core). MB/s = MB of the file's text per CPU second; Mbp/s = bases per CPU second,",
+        "the same bases in both rows. Reader = read_batches alone (parse + checks), plain and gzip -1.",
+        "",
+        "| format | MB | prepare CPU s | prepare MB/s | prepare Mbp/s | peak RSS MB | reader MB/s "
+        "| reader gzip MB/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for which, size, mbp, cpu, rss, plain, gz in format_rows:
+        lines.append(f"| {which} | {size:.0f} | {cpu:.2f} | {size / cpu:.1f} | {mbp / cpu:.1f} | {rss:.0f} "
+                     f"| {size / plain:.0f} | {size / gz:.0f} |")
+    lines += [
+        "",
+        f"FASTQ / FASTA: {fa_cpu / fq_cpu:.2f}x the reads per CPU second, "
+        f"{(fq_mb / fq_cpu) / (fa_mb / fa_cpu):.2f}x the MB/s of text; work folders (frames.tsv, reads.tsv, "
+        f"shards) byte-identical: {'yes' if identical else 'NO'}.",
+    ]
+    return lines
+
+
+def main():
+    args = parse_args()
+    rows, readers, formats = measure_sizes(args)
+    lines = prepare_lines(args, rows)
     if readers:
-        lines += [
-            "",
-            f"Reading alone ({args.reads[0]} reads): MB of FASTA per CPU second to parse and IUPAC-check, and a .gz",
-            "cut in half. The project reads FASTA itself because pyfastx returns a prefix of a damaged .gz silently.",
-            "",
-            "| reader | plain MB/s | gzip -1 MB/s | truncated .gz |",
-            "|---|---:|---:|---|",
-        ]
-        lines += [f"| {which} | {plain:.0f} | {gz:.0f} | {verdict} |" for which, plain, gz, verdict in readers]
+        lines += reader_lines(args, readers)
     if formats:
-        n, format_rows, identical = formats
-        (_, fa_mb, _, fa_cpu, *_), (_, fq_mb, _, fq_cpu, *_) = format_rows
-        lines += [
-            "",
-            f"FASTQ vs FASTA ({n} reads, the same reads in both; FASTQ with one sequence line and a quality line per",
-            f"record, FASTA in 60-column lines; lowest CPU seconds of {args.repeat} alternating runs, each in its own",
-            "process pinned to one core). MB/s = MB of the file's text per CPU second; Mbp/s = bases per CPU second,",
-            "the same bases in both rows. Reader = read_batches alone (parse + checks), plain and gzip -1.",
-            "",
-            "| format | MB | prepare CPU s | prepare MB/s | prepare Mbp/s | peak RSS MB | reader MB/s "
-            "| reader gzip MB/s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for which, size, mbp, cpu, rss, plain, gz in format_rows:
-            lines.append(f"| {which} | {size:.0f} | {cpu:.2f} | {size / cpu:.1f} | {mbp / cpu:.1f} | {rss:.0f} "
-                         f"| {size / plain:.0f} | {size / gz:.0f} |")
-        lines += [
-            "",
-            f"FASTQ / FASTA: {fa_cpu / fq_cpu:.2f}x the reads per CPU second, "
-            f"{(fq_mb / fq_cpu) / (fa_mb / fa_cpu):.2f}x the MB/s of text; work folders (frames.tsv, reads.tsv, "
-            f"shards) byte-identical: {'yes' if identical else 'NO'}.",
-        ]
+        lines += format_lines(args, formats)
     table = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table)

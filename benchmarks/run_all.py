@@ -1,4 +1,5 @@
-"""`make bench`: every benchmark with the sizes used for BENCHMARKS.md; results in benchmarks/results/.
+"""`make bench` (`python -m benchmarks.run_all`): every benchmark with the sizes used for BENCHMARKS.md;
+results in benchmarks/results/.
 
 The GPU benchmark runs only where CUDA is available. Each script measures its baseline in the
 same run, so the ratios hold on a noisy machine; copy the tables into BENCHMARKS.md.
@@ -6,31 +7,32 @@ same run, so the ratios hold on a noisy machine; copy the tables into BENCHMARKS
 
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
+from benchmarks import REPO
+
+HERE = REPO / "benchmarks"
 RUNS = [
-    ["prepare.py", "--reads", "100000", "200000"],
-    ["prepare.py", "--reads", "100000", "--no-reader", "--fastq", "--repeat", "5",
+    ["prepare", "--reads", "100000", "200000"],
+    ["prepare", "--reads", "100000", "--no-reader", "--fastq", "--repeat", "5",
      "--out", str(HERE / "results/prepare_fastq.md")],
-    ["disk.py"],
-    ["merge.py", "--rows", "100000", "1000000"],
-    ["merge.py", "--rows", "100000", "--shuffle", "--out", str(HERE / "results/merge_shuffled.md")],
-    ["dag.py", "--shards", "100", "1000", "5000", "10000"],
-    ["load.py"],
-    ["embed.py", "--sequences", "2000"],
-    ["e2e.py", "--reads", "100000"],
-    ["preflight.py", "--sizes-mb", "1", "1000", "20000", "--gz-mb", "200", "--samples", "10", "100", "1000"],
-    ["batching.py"],
-    ["samples.py", "--samples", "40", "160"],
-    ["samples.py", "--samples", "10", "100", "1000", "--batch-size", "50", "--out", str(HERE / "results/samples_parts.md")],
+    ["disk"],
+    ["merge", "--rows", "100000", "1000000"],
+    ["merge", "--rows", "100000", "--shuffle", "--out", str(HERE / "results/merge_shuffled.md")],
+    ["dag", "--shards", "100", "1000", "5000", "10000"],
+    ["load"],
+    ["embed", "--sequences", "2000"],
+    ["e2e", "--reads", "100000"],
+    ["preflight", "--sizes-mb", "1", "1000", "20000", "--gz-mb", "200", "--samples", "10", "100", "1000"],
+    ["batching"],
+    ["samples", "--samples", "40", "160"],
+    ["samples", "--samples", "10", "100", "1000", "--batch-size", "50", "--out", str(HERE / "results/samples_parts.md")],
 ]
 if torch.cuda.is_available():
-    RUNS.append(["embed.py", "--gpu", "--sequences", "20000"])
-    RUNS.append(["gpu_workflow.py", "--reads", "50000"])
+    RUNS.append(["embed", "--gpu", "--sequences", "20000"])
+    RUNS.append(["gpu_workflow", "--reads", "50000"])
 
 for run in RUNS:
     print("==", " ".join(run), flush=True)
-    subprocess.run([sys.executable, str(HERE / run[0]), *run[1:]], check=True)
+    subprocess.run([sys.executable, "-m", f"benchmarks.{run[0]}", *run[1:]], check=True, cwd=REPO)

@@ -6,8 +6,8 @@ GPU node (`--device auto`): N workers = `--resources gpu=N`, each embed job clai
 (virnucflow/devices.py); `--real-sizes` embeds with the published architectures (DNABERT-S 117M,
 ESM-2 650M, random weights). CPU (`--device cpu`): N workers = `--cores N`, one thread per job.
 
-    .venv/bin/python benchmarks/scaling.py --workers 2 --reads 20000                  # CPU, tiny models
-    .venv/bin/python benchmarks/scaling.py --device auto --workers 2 --real-sizes --reads 200000
+    .venv/bin/python -m benchmarks.scaling --workers 2 --reads 20000                  # CPU, tiny models
+    .venv/bin/python -m benchmarks.scaling --device auto --workers 2 --real-sizes --reads 200000
 """
 
 import argparse
@@ -20,13 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from e2e import REPO, workflow_copy
-
-sys.path.insert(0, str(REPO))
-
-from virnucflow.models.dnabert_s import DnabertSConfig  # noqa: E402
-from virnucflow.models.esm2 import Esm2Config  # noqa: E402
-from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2  # noqa: E402
+from benchmarks import REPO
+from benchmarks.command import command_line
+from benchmarks.e2e import workflow_copy
+from virnucflow.models.dnabert_s import DnabertSConfig
+from virnucflow.models.esm2 import Esm2Config
+from virnucflow.models.random_weights import write_random_dnabert_s, write_random_esm2
 
 
 def snakemake(root, targets, cores, gpus):
@@ -69,7 +68,7 @@ def main():
     lines = [
         f"# embed jobs side by side ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores)", "",
-        f"Command: `.venv/bin/python {' '.join(sys.argv)}`", "",
+        f"Command: `{command_line()}`", "",
         f"{args.reads} reads, {len(targets)} embed jobs ({len(shards)} shards x 2 models) with {models_text}, "
         f"device {args.device}; wall time of the embed stage through Snakemake's local executor.", "",
         "| workers | wall s | speed-up | ideal |", "|---:|---:|---:|---:|",

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.workflow import WORKFLOW_FILES, copy_workflow  # noqa: F401  (the tests import them from here)
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "virnucpro"
-WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "profiles", "report", "virnucflow"]
 
 
 @pytest.fixture
@@ -20,19 +21,6 @@ def reference_dir():
     if not REFERENCE.is_dir():
         pytest.skip(f"reference outputs not found at {REFERENCE} (only present beside the team's checkout)")
     return REFERENCE
-
-
-def copy_workflow(dest):
-    """A fresh copy of the workflow, as a user would have it, in `dest`."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def run_snakemake(workdir, configfile="config/demo.yaml", targets=(), forcerun=(), config=None, cores=2,

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -239,10 +238,7 @@ def stub_conda(tmp_path_factory):
 
 def workflow_copy(dest):
     """The workflow as a user has it, with what building the package needs."""
-    dest = copy_workflow(dest)
-    for name in ["pyproject.toml", "README.md", "LICENSE"]:
-        shutil.copy2(REPO / name, dest / name)
-    return dest
+    return copy_workflow(dest, extra=["pyproject.toml", "README.md", "LICENSE"])
 
 
 def env_python_imports(env, cwd):

@@ -42,17 +42,13 @@ def snakemake(workdir, *args, background=False):
 
 def make_run(root, demo_models_dir, models_built=True):
     """The big sample in a fresh workflow copy; models_built=False leaves the models to rule demo_models."""
-    workdir = copy_workflow(root)
+    overlay = {"samples": "config/resume_samples.tsv", "shard_residues": 60000, "embed": {"dna_token_budget": 2048}}
+    workdir = copy_workflow(root, overlay, configfile="config/resume.yaml")
     if models_built:
         shutil.copytree(demo_models_dir, workdir / "resources")
     reads = list(synthetic_reads(1500, 300, 1500, coding_fraction=0.7, seed=11, prefix="r"))
     write_fasta(workdir / "config/example/big.fa", reads)
     (workdir / "config/resume_samples.tsv").write_text(f"sample\tfasta\n{SAMPLE}\tconfig/example/big.fa\n")
-    config = (workdir / "config/demo.yaml").read_text()
-    config = config.replace("config/demo_samples.tsv", "config/resume_samples.tsv")
-    config = config.replace("shard_residues: 1500", "shard_residues: 60000")
-    config = config.replace("dna_token_budget: 4096", "dna_token_budget: 2048")
-    (workdir / "config/resume.yaml").write_text(config)
     return workdir
 
 

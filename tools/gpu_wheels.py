@@ -4,7 +4,7 @@ machine's image already holds. Binary wheels are downloaded for CPython 3.12 man
 published only as an sdist (connection_pool) is built into a wheel here (pure Python). Into .whl/,
 which .git/info/exclude keeps out of git and `run(carry=[".whl"])` takes along (64 MiB at most).
 
-    make gpu-wheels            # = .venv/bin/python benchmarks/gpu_wheels.py
+    make gpu-wheels            # = .venv/bin/python tools/gpu_wheels.py
 """
 
 import re
