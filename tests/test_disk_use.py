@@ -37,8 +37,10 @@ def test_the_schema_knows_keep_embeddings_and_merge_dtype_with_their_defaults():
     config = shipped_config()
     del config["keep_embeddings"], config["merge"]["dtype"]
     validate(config, str(SCHEMA_PATH))
-    assert config["keep_embeddings"] is True and config["merge"]["dtype"] == "float32"
-    for accepted in ({"keep_embeddings": False}, {"merge": {"dtype": "float16"}}, {"merge": {"dtype": "float32"}}):
+    # null: kept without a classifier, deleted once scored with one (rules/common.smk KEEP_EMBEDDINGS)
+    assert config["keep_embeddings"] is None and config["merge"]["dtype"] == "float32"
+    for accepted in ({"keep_embeddings": False}, {"keep_embeddings": True}, {"keep_embeddings": None},
+                     {"merge": {"dtype": "float16"}}, {"merge": {"dtype": "float32"}}):
         validate({**shipped_config(), **accepted}, str(SCHEMA_PATH))
     for refused in ({"keep_embeddings": "no"}, {"keep_embeddings": 0}, {"merge": {"dtype": "fp16"}},
                     {"merge": {"dtype": "float64"}}, {"dtype": "float16"}):

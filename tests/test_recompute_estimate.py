@@ -33,6 +33,8 @@ def test_a_newer_classifier_is_named_with_the_embed_jobs_it_reruns(tmp_path, dem
     shutil.copytree(demo_models_dir, workdir / "resources")
     settings = {"keep_embeddings": None, "keep_shards": keep_shards}
     run_snakemake(workdir, config=settings)
+    # the default with a classifier: embeddings.h5 deleted once scored, the calls kept
+    assert not list(workdir.glob("results/*/embeddings.h5")) and len(list(workdir.glob("results/*/read_calls.tsv"))) == 2
     said, jobs = dry_run(workdir, settings)
     assert "what this run recomputes" not in said and not jobs  # nothing changed: nothing said
     demo = yaml.safe_load((workdir / "config/demo.yaml").read_text())
