@@ -153,10 +153,10 @@ def test_a_float16_runs_calls_differ_from_float32s_only_within_the_measured_boun
 def test_disk_benchmark_measures_and_projects(tmp_path):
     """benchmarks/disk.py at a toy size: its own checks pass and it writes every part of its table."""
     out = tmp_path / "disk.md"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/disk.py"), "--reads", "300", "--rows", "1000",
+    subprocess.run([sys.executable, "-m", "benchmarks.disk", "--reads", "300", "--rows", "1000",
                     "--shards", "2", "--repeat", "1", "--shard-residues", "20000", "--dir", str(tmp_path),
                     "--out", str(out)],
-                   check=True, capture_output=True, text=True, timeout=900)
+                   cwd=REPO, check=True, capture_output=True, text=True, timeout=900)
     text = out.read_text()
     for part in ("## 1. Measured", "## 2. Published widths", "## 3. merge.dtype: float16", "(b) published width"):
         assert part in text
