@@ -616,3 +616,19 @@ def test_the_predict_command_takes_the_threshold(tmp_path):
     assert "others" in default.values()
     assert {r[0]: r[-1] for r in rows(tmp_path / "all.tsv")[1:]} == {
         r: "no_frames" if call == "no_frames" else "virus" for r, call in default.items()}
+
+
+def test_the_demo_models_are_the_same_bytes_on_every_run(tmp_path):
+    """Written under temporary names that differ every time (host, pid, token): the files do not (the
+    slurm test compares a cluster run's model revisions with a local run's)."""
+    import hashlib
+
+    from virnucflow.demo import write_demo_models
+
+    write_demo_models(tmp_path / "one" / "dnabert_s", tmp_path / "one" / "esm2.pt", tmp_path / "one" / "classifier.pth")
+    subprocess.run([sys.executable, "-c", "import sys; from virnucflow.demo import write_demo_models as w; "
+                    "w(*(sys.argv[1] + name for name in ('/dnabert_s', '/esm2.pt', '/classifier.pth')))",
+                    str(tmp_path / "two")], check=True)  # another process: another pid in the temporary names
+    digests = [{str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()} for root in (tmp_path / "one", tmp_path / "two")]
+    assert digests[0] == digests[1] and len(digests[0]) > 3

@@ -11,5 +11,5 @@ def export_virnucpro_pt(embeddings_h5, out_pt):
 
     with open_embeddings(embeddings_h5) as merged:
         data = {"ids": merged.read_ids(), "data": torch.from_numpy(merged.read_rows())}  # float32, as VirNucPro's
-    with atomic_path(out_pt) as tmp:
-        torch.save(data, tmp)
+    with atomic_path(out_pt) as tmp, open(tmp, "wb") as handle:
+        torch.save(data, handle)  # a handle: the same bytes whatever the temporary's name

@@ -44,7 +44,9 @@ def write_random_esm2(path, layout="fair-esm", config=ESM2_SMALL, seed=0):
         model = {("encoder." if k.startswith("lm_head.") else "encoder.sentence_encoder.") + k: v
                  for k, v in state.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model, "cfg": {"model": cfg}, "virnucflow": UNTRAINED}, path)
+        # Through a file handle: the archive's inner folder is then "archive/", not the file's (temporary) name.
+        with open(path, "wb") as handle:
+            torch.save({"model": model, "cfg": {"model": cfg}, "virnucflow": UNTRAINED}, handle)
         return path
 
     from safetensors.torch import save_file
