@@ -17,3 +17,10 @@ def python_env(checkout=REPO, **extra):
     """This process's environment with `checkout` first on PYTHONPATH: a child Python imports its virnucflow."""
     path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))
     return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+def write_results(out, lines):
+    """A benchmark's results: its lines into the file `out` (folders made) and on the terminal."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

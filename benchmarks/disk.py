@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import REPO
-from benchmarks.command import command_line
+from benchmarks.command import command_line, write_results
 from benchmarks.synthetic import synthetic_reads, write_fasta
 from benchmarks.workflow import copy_workflow
 from virnucflow.embeddings import ROWS_PER_CHUNK, EmbeddingWriter, open_embeddings
@@ -570,9 +570,7 @@ def main():
         lines += float16_lines(f"(b) published width: {args.rows:,} frames x 3328, features like real ones "
                                f"({run['source']}), VirNucPro's MLP (random weights, BatchNorm set from the features)",
                                *run["published"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks import REPO
-from benchmarks.command import command_line
+from benchmarks.command import command_line, write_results
 from benchmarks.e2e import workflow_copy
 from benchmarks.synthetic import synthetic_reads, write_fasta
 from benchmarks.workflow import stage_seconds
@@ -150,9 +150,7 @@ def main():
                               for job in csv.DictReader(handle, delimiter="\t")})
         samples = monitor.samples()
     lines = report_lines(args, wall, frames, devices, stages, samples)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, lines)
 
 
 if __name__ == "__main__":

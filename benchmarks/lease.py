@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks import REPO
 from virnucflow.lease import DEFAULT_PERIOD, Lease
+from benchmarks.command import write_results
 
 
 def hold(folder, seconds, period):
@@ -86,9 +87,7 @@ def main():
         f"{1e6 * thread_cpu / max(renewals, 1):.0f} us | {1e3 * process_cpu:.1f} ms | {1e6 * renewal:.0f} us "
         f"| {1e6 * check:.0f} us |",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import REPO
-from benchmarks.command import python_env
+from benchmarks.command import python_env, write_results
 from virnucflow.embeddings import EmbeddingWriter, open_embeddings
 from virnucflow.workfiles import FRAMES_HEADER
 
@@ -208,9 +208,7 @@ def main():
             continue
         results.append(measure_rows(args, rows, sources))
     lines = table_lines(args, results)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, lines)
 
 
 if __name__ == "__main__":
